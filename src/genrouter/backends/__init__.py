@@ -1,0 +1,1 @@
+"""Provider backends: one module per provider, loaded lazily by type."""

@@ -1,0 +1,192 @@
+"""The :class:`Backend` Protocol and the lazy registry of backends by provider type.
+
+A backend drives one provider: it translates a :class:`GenerationRequest` into the
+provider's input, submits it, polls it, fetches and normalises the result, and
+cancels. It never retries: the router owns the one retry layer. Users add a
+backend without inheriting anything, by matching the Protocol.
+
+The registry maps a provider ``type`` to ``"module:Class"`` and an install hint,
+and imports the module only when a config uses that type. Third parties register
+through the ``genrouter.backends`` entry-point group, or name ``"pkg.module:Class"``
+as a provider's ``type``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from genrouter.backends.settings import (
+    CustomSettings,
+    FalSettings,
+    ImportPathSettings,
+    ModalSettings,
+    ProviderSettings,
+    ReplicateSettings,
+    SimulatedSettings,
+)
+from genrouter.errors import ConfigError
+from genrouter.types import (
+    GenerationRequest,
+    GenerationResult,
+    JobStatus,
+    ProviderJob,
+)
+
+if TYPE_CHECKING:
+    from genrouter.catalog import Deployment
+
+__all__ = [
+    "Backend",
+    "BackendSpec",
+    "ProviderJob",
+    "SupportsWait",
+    "backend_spec",
+    "known_types",
+    "load_backend_class",
+]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the router needs from a provider backend.
+
+    Errors are genrouter errors: :class:`~genrouter.errors.RateLimitedError`,
+    :class:`~genrouter.errors.ProviderUnavailableError`,
+    :class:`~genrouter.errors.AuthenticationError`,
+    :class:`~genrouter.errors.InvalidRequestError` from ``submit``;
+    :class:`~genrouter.errors.JobFailedError` (or ``InvalidRequestError``) from
+    ``fetch_result`` of a job that failed. ``poll``, ``fetch_result`` and ``cancel``
+    are idempotent; ``submit`` is not and is never retried blindly.
+    """
+
+    name: str
+    """The provider's config key."""
+
+    async def submit(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        *,
+        webhook_url: str | None = None,
+    ) -> ProviderJob:
+        """Submit the request; return once the provider accepted it."""
+        ...
+
+    async def poll(self, job: ProviderJob) -> JobStatus:
+        """The job's current state."""
+        ...
+
+    async def fetch_result(self, job: ProviderJob) -> GenerationResult:
+        """The result of a succeeded job; raises the job's error for a failed or cancelled one."""
+        ...
+
+    async def cancel(self, job: ProviderJob) -> None:
+        """Ask the provider to stop the job. Harmless on a finished job."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class SupportsWait(Protocol):
+    """Optional: a backend that can wait for a job more cheaply than polling.
+
+    ``wait`` returns the job's status once it is terminal or ``timeout_s`` passed,
+    whichever is first (Modal's ``FunctionCall.get(timeout)``, a simulated clock).
+    The router polls backends that do not have it.
+    """
+
+    async def wait(self, job: ProviderJob, timeout_s: float) -> JobStatus:
+        """Wait for the job to finish, at most ``timeout_s`` seconds."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """Where a provider type's backend lives, its settings schema, and how to install it."""
+
+    type: str
+    target: str
+    settings: type[ProviderSettings]
+    extra: str | None = None
+    """The pip extra that provides the backend's SDK, if any."""
+
+
+_BUILTIN: dict[str, BackendSpec] = {
+    "simulated": BackendSpec(
+        "simulated", "genrouter.backends.simulated:SimulatedBackend", SimulatedSettings
+    ),
+    "fal": BackendSpec("fal", "genrouter.backends.fal:FalBackend", FalSettings),
+    "replicate": BackendSpec(
+        "replicate", "genrouter.backends.replicate:ReplicateBackend", ReplicateSettings
+    ),
+    "modal": BackendSpec("modal", "genrouter.backends.modal:ModalBackend", ModalSettings, "modal"),
+    "custom": BackendSpec("custom", "", CustomSettings),
+}
+
+IMPORT_PATH_SPEC = BackendSpec("import", "", ImportPathSettings)
+
+
+def _entry_point_specs() -> dict[str, BackendSpec]:
+    specs: dict[str, BackendSpec] = {}
+    for ep in entry_points(group="genrouter.backends"):
+        if ep.name not in _BUILTIN:
+            specs[ep.name] = BackendSpec(ep.name, ep.value, ImportPathSettings)
+    return specs
+
+
+def known_types() -> Mapping[str, BackendSpec]:
+    """Every registered provider type: built-in ones and entry-point plugins."""
+    return {**_BUILTIN, **_entry_point_specs()}
+
+
+def backend_spec(provider_type: str) -> BackendSpec:
+    """The spec for a provider type; an import path gets the generic spec."""
+    if provider_type in _BUILTIN:
+        return _BUILTIN[provider_type]
+    if ":" in provider_type:
+        return IMPORT_PATH_SPEC
+    plugins = _entry_point_specs()
+    if provider_type in plugins:
+        return plugins[provider_type]
+    valid = ", ".join(sorted(known_types()))
+    raise ConfigError(
+        f"unknown provider type {provider_type!r}; use one of {valid} or 'pkg.module:Class'"
+    )
+
+
+def load_backend_class(provider_type: str, *, key_path: str | None = None) -> type[Any]:
+    """Import the backend class for a provider type (or ``"pkg.module:Class"`` path).
+
+    A missing optional dependency raises :class:`ConfigError` with the exact
+    ``pip install 'genrouter[extra]'`` command.
+    """
+    spec = backend_spec(provider_type)
+    target = provider_type if spec is IMPORT_PATH_SPEC else spec.target
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if spec.extra and exc.name and not exc.name.startswith("genrouter"):
+            raise ConfigError(
+                f"provider type {provider_type!r} needs the {exc.name!r} package: "
+                f"pip install 'genrouter[{spec.extra}]'",
+                key_path=key_path,
+            ) from exc
+        raise ConfigError(
+            f"cannot import backend {target!r} for provider type {provider_type!r}: {exc}",
+            key_path=key_path,
+        ) from exc
+    try:
+        cls: type[Any] = getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigError(
+            f"backend module {module_name!r} has no class {attr!r}", key_path=key_path
+        ) from exc
+    return cls

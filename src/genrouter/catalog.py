@@ -1,0 +1,489 @@
+"""Model catalogs: which provider serves which model, with what features, limits and prices.
+
+Catalogs are YAML files (``providers/*.yaml`` ship inside the wheel; users add their
+own through ``catalogs:`` or inline ``models:`` in a provider section)::
+
+    version: 1
+    provider: fal                 # provider type (or a configured provider key)
+    defaults:                     # merged into every entry below
+      params: {steps: num_inference_steps, num_outputs: num_images}
+    models:
+      flux-dev:
+        endpoint: fal-ai/flux/dev
+        kind: image
+        capabilities: [text-to-image, image-to-image, lora]
+        limits: {max_outputs_per_call: 4, width: [256, 2048], height: [256, 2048]}
+        params: {guidance: guidance_scale}
+        price: {per_megapixel: "0.025", megapixel_rounding: ceil,
+                source: "fal.ai model page", date: "2026-05-01"}
+
+This module is data only: it knows units and shapes, never a provider's wire format.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from genrouter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from genrouter.types import GenerationRequest, GenerationResult
+
+__all__ = [
+    "Capability",
+    "Catalog",
+    "CatalogEntry",
+    "CatalogFile",
+    "Deployment",
+    "Limits",
+    "ModelSpec",
+    "Price",
+    "PriceUnit",
+    "Pricing",
+    "shipped_catalog_dir",
+]
+
+
+class Capability(StrEnum):
+    """A feature a deployment supports. Requests needing one exclude deployments without it."""
+
+    TEXT_TO_IMAGE = "text-to-image"
+    IMAGE_TO_IMAGE = "image-to-image"
+    INPAINTING = "inpainting"
+    LORA = "lora"
+    TEXT_TO_VIDEO = "text-to-video"
+    IMAGE_TO_VIDEO = "image-to-video"
+
+
+class PriceUnit(StrEnum):
+    """What a price is per."""
+
+    PER_IMAGE = "per_image"
+    PER_VIDEO = "per_video"
+    PER_MEGAPIXEL = "per_megapixel"
+    PER_VIDEO_SECOND = "per_video_second"
+    PER_GPU_SECOND = "per_gpu_second"
+
+
+_UNITS = tuple(u.value for u in PriceUnit)
+_CENT_FRACTIONS = Decimal("0.000001")
+_CATALOG = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(BaseModel):
+    """A price as written in YAML: exactly one ``<unit>: "<decimal>"`` plus provenance.
+
+    ``megapixel_rounding: ceil`` bills each output's megapixels rounded up (as fal does).
+    """
+
+    model_config = _CATALOG
+
+    per_image: Decimal | None = Field(default=None, ge=0)
+    per_video: Decimal | None = Field(default=None, ge=0)
+    per_megapixel: Decimal | None = Field(default=None, ge=0)
+    per_video_second: Decimal | None = Field(default=None, ge=0)
+    per_gpu_second: Decimal | None = Field(default=None, ge=0)
+    megapixel_rounding: Literal["exact", "ceil"] = "exact"
+    source: str | None = None
+    date: str | None = None
+
+    @field_validator(*_UNITS, mode="before")
+    @classmethod
+    def _no_floats(cls, value: Any) -> Any:
+        # Floats in YAML (0.1) are inexact; strings ("0.1") and ints are exact.
+        if isinstance(value, float):
+            return Decimal(repr(value))
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_unit(self) -> Price:
+        given = [u for u in _UNITS if getattr(self, u) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a price needs exactly one unit of {', '.join(_UNITS)}; "
+                f"got {', '.join(given) if given else 'none'}"
+            )
+        return self
+
+    def to_pricing(self) -> Pricing:
+        """The validated price as a :class:`Pricing` value."""
+        unit = next(u for u in _UNITS if getattr(self, u) is not None)
+        amount: Decimal = getattr(self, unit)
+        return Pricing(
+            unit=PriceUnit(unit),
+            amount=amount,
+            ceil_megapixels=self.megapixel_rounding == "ceil",
+            source=self.source,
+            date=self.date,
+        )
+
+
+Range = Annotated[tuple[int, int], Field(description="[min, max], inclusive")]
+
+
+class Limits(BaseModel):
+    """Input limits of a deployment. Requests outside them exclude the deployment."""
+
+    model_config = _CATALOG
+
+    max_outputs_per_call: int = Field(default=1, ge=1, le=64)
+    width: Range | None = None
+    height: Range | None = None
+    multiple_of: int | None = Field(default=None, ge=1)
+    exact_sizes: bool = True
+    default_size: tuple[int, int] | None = None
+    durations_s: list[float] | None = None
+    duration_range_s: tuple[float, float] | None = None
+    default_duration_s: float | None = None
+    max_loras: int | None = Field(default=None, ge=0)
+
+    @field_validator("width", "height", "duration_range_s")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"range [{value[0]}, {value[1]}] has min > max")
+        return value
+
+
+class CatalogEntry(BaseModel):
+    """One model as one provider serves it (a row of a catalog file or inline ``models:``)."""
+
+    model_config = _CATALOG
+
+    endpoint: str = Field(min_length=1)
+    kind: Literal["image", "video"] | None = None
+    aliases: list[str] = Field(default_factory=list)
+    capabilities: list[Capability] | None = None
+    limits: Limits | None = None
+    params: dict[str, str | None] | None = None
+    price: Price | None = None
+    gpu_seconds_per_output: float | None = Field(default=None, gt=0)
+    description: str | None = None
+
+
+class CatalogDefaults(BaseModel):
+    """Values merged into every entry of a catalog file."""
+
+    model_config = _CATALOG
+
+    capabilities: list[Capability] | None = None
+    limits: Limits | None = None
+    params: dict[str, str | None] | None = None
+
+
+class CatalogFile(BaseModel):
+    """A whole catalog file."""
+
+    model_config = _CATALOG
+
+    version: Literal[1] = 1
+    provider: str = Field(min_length=1)
+    description: str | None = None
+    defaults: CatalogDefaults = Field(default_factory=CatalogDefaults)
+    models: dict[str, CatalogEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """A price with its unit and provenance. Money is ``Decimal``; unknown is None, never 0."""
+
+    unit: PriceUnit
+    amount: Decimal
+    ceil_megapixels: bool = False
+    source: str | None = None
+    date: str | None = None
+
+    def describe(self) -> str:
+        """``"$0.025 per_megapixel (fal.ai pricing, 2026-05-01)"``."""
+        origin = ", ".join(x for x in (self.source, self.date) if x)
+        return f"${self.amount} {self.unit.value}" + (f" ({origin})" if origin else "")
+
+    def _megapixels(self, width: int, height: int) -> Decimal:
+        mp = Decimal(width * height) / Decimal(1_000_000)
+        return Decimal(math.ceil(mp)) if self.ceil_megapixels else mp
+
+    def estimate(self, request: GenerationRequest, deployment: Deployment) -> Decimal | None:
+        """Estimated cost of ``request`` on ``deployment`` before running it, or None if unknowable."""
+        outputs = request.num_outputs
+        unit = self.unit
+        if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
+            return _money(self.amount * outputs)
+        if unit is PriceUnit.PER_MEGAPIXEL:
+            size = deployment.size_for(request)
+            if size is None:
+                return None
+            return _money(self.amount * self._megapixels(*size) * outputs)
+        if unit is PriceUnit.PER_VIDEO_SECOND:
+            seconds = request.duration_s or deployment.limits.default_duration_s
+            return None if seconds is None else _money(self.amount * _dec(seconds) * outputs)
+        per_output = deployment.gpu_seconds_per_output
+        return None if per_output is None else _money(self.amount * _dec(per_output) * outputs)
+
+    def actual(
+        self, request: GenerationRequest, result: GenerationResult, deployment: Deployment
+    ) -> tuple[Decimal | None, str]:
+        """Cost of a finished result from what was actually produced, and how it was computed."""
+        outputs = result.outputs
+        unit = self.unit
+        if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
+            return _money(self.amount * len(outputs)), f"{len(outputs)} × {self.describe()}"
+        if unit is PriceUnit.PER_MEGAPIXEL:
+            total = Decimal(0)
+            fallback = deployment.size_for(request)
+            for artifact in outputs:
+                if artifact.width and artifact.height:
+                    total += self._megapixels(artifact.width, artifact.height)
+                elif fallback is not None:
+                    total += self._megapixels(*fallback)
+                else:
+                    return None, f"output size unknown for {self.describe()}"
+            return _money(self.amount * total), f"{total.normalize()} MP × {self.describe()}"
+        if unit is PriceUnit.PER_VIDEO_SECOND:
+            seconds = Decimal(0)
+            for artifact in outputs:
+                length = (
+                    artifact.duration_s
+                    or request.duration_s
+                    or deployment.limits.default_duration_s
+                )
+                if length is None:
+                    return None, f"video length unknown for {self.describe()}"
+                seconds += _dec(length)
+            return _money(self.amount * seconds), f"{seconds.normalize()} s × {self.describe()}"
+        running = result.timings.running_s
+        if running is None:
+            return None, f"GPU time unknown for {self.describe()}"
+        return (
+            _money(self.amount * _dec(running)),
+            f"{running:.3f} GPU-s × {self.describe()}",
+        )
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(float(value)))
+
+
+def _money(value: Decimal) -> Decimal:
+    return value.quantize(_CENT_FRACTIONS, rounding=ROUND_HALF_EVEN).normalize()
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A model served by one configured provider: the unit the router ranks and tries.
+
+    ``provider`` is the config key (``sim-fast``); ``provider_type`` its type (``simulated``).
+    ``key`` (``provider/endpoint``) identifies the deployment in health and circuit state.
+    """
+
+    provider: str
+    provider_type: str
+    model: str
+    endpoint: str
+    kind: str
+    capabilities: frozenset[Capability]
+    limits: Limits
+    params: Mapping[str, str | None]
+    pricing: Pricing | None
+    gpu_seconds_per_output: float | None = None
+    source: str | None = None
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.provider}/{self.endpoint}")
+
+    def size_for(self, request: GenerationRequest) -> tuple[int, int] | None:
+        """The output size ``request`` would get here: explicit, else the deployment default."""
+        if request.width is not None and request.height is not None:
+            return request.width, request.height
+        if request.aspect_ratio is not None and self.limits.default_size is not None:
+            w, h = (int(x) for x in request.aspect_ratio.split(":"))
+            area = self.limits.default_size[0] * self.limits.default_size[1]
+            height = round(math.sqrt(area * h / w))
+            return round(height * w / h), height
+        return self.limits.default_size
+
+    def estimate_cost(self, request: GenerationRequest) -> Decimal | None:
+        """Estimated cost of ``request`` here, or None when the price or size is unknown."""
+        return None if self.pricing is None else self.pricing.estimate(request, self)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A model alias and what the shipped catalogs know about it."""
+
+    name: str
+    kind: str
+    aliases: tuple[str, ...]
+    capabilities: frozenset[Capability]
+    entries: Mapping[str, CatalogEntry]
+    """Catalog entries by provider (type or key) that serves this model."""
+
+
+def shipped_catalog_dir() -> Path:
+    """The folder of catalogs shipped with genrouter (inside the wheel, or the repo in dev)."""
+    packaged = Path(__file__).with_name("_catalogs")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "providers"
+
+
+def _safe_load(path: Path) -> Any:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with path.open("rb") as fh:
+        return yaml.load(fh, Loader=loader)  # noqa: S506, TID251 - a SafeLoader
+
+
+def load_catalog_file(path: Path) -> CatalogFile:
+    """Parse and validate one catalog file; any problem is a :class:`ConfigError` naming it."""
+    try:
+        raw = _safe_load(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read catalog {path}: {exc}", key_path="catalogs") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"catalog {path} is not valid YAML: {exc}", key_path="catalogs") from exc
+    try:
+        return CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        from genrouter.config import format_validation_errors
+
+        problems = format_validation_errors(exc, root=CatalogFile)
+        raise ConfigError(
+            f"catalog {path}: " + "; ".join(problems),
+            key_path="catalogs",
+            problems=[f"catalog {path}: {p}" for p in problems],
+        ) from exc
+
+
+def merge_entry(entry: CatalogEntry, defaults: CatalogDefaults) -> CatalogEntry:
+    """``entry`` with the file's defaults filled in (entry values win; params merge)."""
+    update: dict[str, Any] = {}
+    if entry.capabilities is None and defaults.capabilities is not None:
+        update["capabilities"] = defaults.capabilities
+    if entry.limits is None and defaults.limits is not None:
+        update["limits"] = defaults.limits
+    if defaults.params:
+        update["params"] = {**defaults.params, **(entry.params or {})}
+    return entry.model_copy(update=update) if update else entry
+
+
+class Catalog:
+    """Every known model, and every catalog entry by provider.
+
+    Build with :meth:`load`; the shipped files are parsed once per process.
+    """
+
+    def __init__(self, files: Iterable[tuple[str, CatalogFile]]) -> None:
+        self._entries: dict[str, dict[str, CatalogEntry]] = {}
+        self._aliases: dict[str, str] = {}
+        kinds: dict[str, str] = {}
+        capabilities: dict[str, set[Capability]] = {}
+        aliases: dict[str, set[str]] = {}
+        for source, catalog in files:
+            bucket = self._entries.setdefault(catalog.provider, {})
+            for name, raw_entry in catalog.models.items():
+                entry = merge_entry(raw_entry, catalog.defaults)
+                bucket[name] = entry
+                kind = entry.kind or kinds.get(name, "image")
+                if kinds.setdefault(name, kind) != kind:
+                    raise ConfigError(
+                        f"catalog {source}: model {name!r} is {kind} here but "
+                        f"{kinds[name]} elsewhere",
+                        key_path=f"models.{name}.kind",
+                    )
+                capabilities.setdefault(name, set()).update(entry.capabilities or ())
+                aliases.setdefault(name, set()).update(entry.aliases)
+        self._models: dict[str, ModelSpec] = {}
+        for name, kind in kinds.items():
+            caps = capabilities[name] or _default_capabilities(kind)
+            self._models[name] = ModelSpec(
+                name=name,
+                kind=kind,
+                aliases=tuple(sorted(aliases[name])),
+                capabilities=frozenset(caps),
+                entries={
+                    provider: entries[name]
+                    for provider, entries in self._entries.items()
+                    if name in entries
+                },
+            )
+            for alias in aliases[name]:
+                self._aliases.setdefault(alias, name)
+
+    @classmethod
+    def load(cls, extra: Iterable[str | Path] = ()) -> Catalog:
+        """The shipped catalogs plus ``extra`` catalog files (later files shadow earlier ones)."""
+        files = list(_shipped_files())
+        for path in extra:
+            p = Path(path)
+            files.append((str(p), load_catalog_file(p)))
+        return cls(files)
+
+    @property
+    def models(self) -> Mapping[str, ModelSpec]:
+        """Every model by canonical name."""
+        return self._models
+
+    def resolve(self, name: str) -> str | None:
+        """The canonical model name for ``name`` or one of its aliases; None if unknown."""
+        if name in self._models:
+            return name
+        return self._aliases.get(name)
+
+    def entries_for(self, provider: str) -> Mapping[str, CatalogEntry]:
+        """Catalog entries declared for a provider type or key, by model."""
+        return self._entries.get(provider, {})
+
+
+def _default_capabilities(kind: str) -> set[Capability]:
+    if kind == "video":
+        return {Capability.TEXT_TO_VIDEO}
+    return {Capability.TEXT_TO_IMAGE}
+
+
+@functools.cache
+def _shipped_files() -> tuple[tuple[str, CatalogFile], ...]:
+    folder = shipped_catalog_dir()
+    return tuple(
+        (path.name, load_catalog_file(path)) for path in sorted(folder.glob("*.yaml"))
+    )
+
+
+def build_deployment(
+    *,
+    provider: str,
+    provider_type: str,
+    model: str,
+    entry: CatalogEntry,
+    spec: ModelSpec | None,
+    price_override: Price | None = None,
+    source: str | None = None,
+) -> Deployment:
+    """A :class:`Deployment` from a catalog entry, filling gaps from the model's shipped spec."""
+    capabilities = entry.capabilities
+    if capabilities is None:
+        capabilities = list(spec.capabilities) if spec else list(_default_capabilities("image"))
+    kind = entry.kind or (spec.kind if spec else "image")
+    price = entry.price or price_override
+    return Deployment(
+        provider=provider,
+        provider_type=provider_type,
+        model=model,
+        endpoint=entry.endpoint,
+        kind=kind,
+        capabilities=frozenset(capabilities),
+        limits=entry.limits or Limits(),
+        params=dict(entry.params or {}),
+        pricing=price.to_pricing() if price else None,
+        gpu_seconds_per_output=entry.gpu_seconds_per_output,
+        source=source,
+    )

@@ -1,0 +1,266 @@
+"""The exception tree. Every error genrouter raises is a :class:`GenRouterError`.
+
+::
+
+    GenRouterError
+    ├── ConfigError                   bad YAML or values, unknown provider/model, missing credential or extra
+    ├── InvalidRequestError           rejected before or by a provider (422); never retried on that provider
+    ├── NoRouteError                  no deployment can serve the request; .plan says why for each
+    ├── ProviderError                 .provider .status_code .retryable .retry_after .provider_request_id
+    │   ├── RateLimitedError          429 or quota; retryable, honours .retry_after
+    │   ├── ProviderUnavailableError  5xx, connection failures, circuit open; retryable
+    │   ├── AuthenticationError       401/402/403; provider disabled, never retried
+    │   └── JobFailedError            the provider ran the job and it failed; .retryable says if worth retrying
+    ├── DeadlineExceededError         the one request deadline passed (also a builtin TimeoutError)
+    ├── BudgetExceededError           a spend cap leaves nothing to route to
+    └── AllProvidersFailedError       every route failed; .errors and .attempts hold each, in order
+
+Every error carries the same facts: ``retryable``, ``retry_after`` (float seconds or
+None), ``provider`` and ``provider_request_id`` (None when not applicable). Messages
+pass through secret redaction, so a provider echoing a key never leaks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from genrouter._secrets import scrub
+
+if TYPE_CHECKING:
+    from genrouter.types import Attempt, RoutePlan
+
+__all__ = [
+    "AllProvidersFailedError",
+    "AuthenticationError",
+    "BudgetExceededError",
+    "ConfigError",
+    "DeadlineExceededError",
+    "GenRouterError",
+    "InvalidRequestError",
+    "JobFailedError",
+    "NoRouteError",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+]
+
+
+class GenRouterError(Exception):
+    """Root of every genrouter error.
+
+    Attributes:
+        message: the human-readable explanation, secrets redacted.
+        retryable: whether trying the same thing again may succeed.
+        retry_after: seconds to wait before retrying, when the provider said so.
+        provider: the provider's config key, when one is involved.
+        provider_request_id: the provider's id for the job, when one exists.
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        provider_request_id: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.message = scrub(str(message))
+        self.provider = provider
+        self.provider_request_id = provider_request_id
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = float(retry_after) if retry_after is not None else None
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only facts survive pickling (multiprocessing, job queues).
+        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+
+
+def _rebuild(cls: type[GenRouterError], message: str, state: dict[str, Any]) -> GenRouterError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
+class ConfigError(GenRouterError):
+    """The configuration is wrong or incomplete.
+
+    ``key_path`` names the offending key (``routing.default.retry.max_attempts``) when
+    there is one; ``problems`` lists every problem found, one line each, when several
+    were collected (``str()`` joins them with ``"; "``).
+    """
+
+    def __init__(
+        self, message: str, *, key_path: str | None = None, problems: Sequence[str] = ()
+    ) -> None:
+        self.key_path = key_path
+        self.problems = [scrub(p) for p in problems] or [scrub(message)]
+        super().__init__(message)
+
+
+class InvalidRequestError(GenRouterError):
+    """The request is invalid: rejected by genrouter's validation or by a provider (422).
+
+    ``field`` names the first offending request field when known; ``fields`` lists
+    every ``(field, problem)`` pair the validator or provider reported.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        fields: Sequence[tuple[str, str]] = (),
+        provider: str | None = None,
+        provider_request_id: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.field = field
+        self.fields = list(fields)
+        self.status_code = status_code
+        super().__init__(
+            message,
+            provider=provider,
+            provider_request_id=provider_request_id,
+            retryable=False,
+        )
+
+
+class NoRouteError(GenRouterError):
+    """No configured deployment can serve the request; ``plan`` says why for each candidate."""
+
+    def __init__(self, message: str, *, plan: RoutePlan | None = None) -> None:
+        self.plan = plan
+        super().__init__(message)
+
+
+class ProviderError(GenRouterError):
+    """A provider refused or failed a call. ``status_code`` is the HTTP status when one applies."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status_code: int | None = None,
+        provider_request_id: str | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        super().__init__(
+            message,
+            provider=provider,
+            provider_request_id=provider_request_id,
+            retryable=retryable,
+            retry_after=retry_after,
+        )
+
+
+class RateLimitedError(ProviderError):
+    """The provider throttled us (HTTP 429 or a quota). Retryable after ``retry_after``."""
+
+    retryable = True
+
+
+class ProviderUnavailableError(ProviderError):
+    """The provider is down or unreachable (5xx, connection failure, open circuit). Retryable."""
+
+    retryable = True
+
+
+class AuthenticationError(ProviderError):
+    """Credentials were refused or payment is required (401/402/403).
+
+    The provider is disabled until the configuration is reloaded; never retried.
+    """
+
+    retryable = False
+
+
+class JobFailedError(ProviderError):
+    """The provider accepted and ran the job, and the job failed or was cancelled.
+
+    ``state`` is ``"failed"`` or ``"cancelled"``. ``retryable`` says whether running it
+    again may help (a disconnected runner: yes; a safety filter: no).
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        provider_request_id: str | None = None,
+        state: str = "failed",
+        retryable: bool | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.state = state
+        super().__init__(
+            message,
+            provider=provider,
+            status_code=status_code,
+            provider_request_id=provider_request_id,
+            retryable=retryable,
+        )
+
+
+class DeadlineExceededError(GenRouterError, TimeoutError):
+    """The request's one deadline passed. Outstanding provider jobs were cancelled first."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deadline_s: float | None = None,
+        attempts: Sequence[Attempt] = (),
+        provider: str | None = None,
+        provider_request_id: str | None = None,
+    ) -> None:
+        self.deadline_s = deadline_s
+        self.attempts = list(attempts)
+        super().__init__(message, provider=provider, provider_request_id=provider_request_id)
+
+
+class BudgetExceededError(GenRouterError):
+    """A spend cap leaves no deployment to route to."""
+
+
+class AllProvidersFailedError(GenRouterError):
+    """Every route tried failed. ``errors`` and ``attempts`` are in attempt order."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: Sequence[BaseException],
+        attempts: Sequence[Attempt] = (),
+    ) -> None:
+        self.errors = list(errors)
+        self.attempts = list(attempts)
+        last = self.errors[-1] if self.errors else None
+        super().__init__(
+            message,
+            provider=getattr(last, "provider", None),
+            provider_request_id=getattr(last, "provider_request_id", None),
+            retryable=any(getattr(e, "retryable", False) for e in self.errors),
+        )
+
+
+def describe_error(error: BaseException) -> str:
+    """``"ErrorType: message"`` with secrets redacted, as recorded on an :class:`Attempt`."""
+    return scrub(f"{type(error).__name__}: {error}")

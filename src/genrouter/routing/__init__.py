@@ -1,0 +1,1 @@
+"""Routing: pure planning and scoring, health and circuit state, state stores."""
