@@ -453,9 +453,7 @@ def _default_capabilities(kind: str) -> set[Capability]:
 @functools.cache
 def _shipped_files() -> tuple[tuple[str, CatalogFile], ...]:
     folder = shipped_catalog_dir()
-    return tuple(
-        (path.name, load_catalog_file(path)) for path in sorted(folder.glob("*.yaml"))
-    )
+    return tuple((path.name, load_catalog_file(path)) for path in sorted(folder.glob("*.yaml")))
 
 
 def build_deployment(

@@ -236,7 +236,9 @@ _SECTION_TYPES: dict[str, type[ProviderSettings]] = {
 
 
 def _section_tag(value: Any) -> str | None:
-    provider_type = value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
+    provider_type = (
+        value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
+    )
     if not isinstance(provider_type, str):
         return None
     if provider_type in _SECTION_TYPES:
@@ -358,7 +360,9 @@ def _unwrap(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _model_at(root: type[BaseModel], loc: Sequence[str | int]) -> tuple[type[BaseModel] | None, list[str | int]]:
+def _model_at(
+    root: type[BaseModel], loc: Sequence[str | int]
+) -> tuple[type[BaseModel] | None, list[str | int]]:
     """Walk ``loc`` from ``root``; return the model class at its end and the cleaned path."""
     current: Any = root
     clean: list[str | int] = []
@@ -367,7 +371,9 @@ def _model_at(root: type[BaseModel], loc: Sequence[str | int]) -> tuple[type[Bas
     while i < len(parts):
         part = parts[i]
         candidates = _unwrap(current)
-        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if isinstance(part, str) and _is_union_label(part, candidates):
             i += 1
             continue
@@ -435,13 +441,20 @@ def format_validation_errors(
         if kind == "unknown_provider_type":
             given = error["input"].get("type") if isinstance(error["input"], Mapping) else None
             message = (
-                f"provider type {given!r} is unknown" if given is not None else "no type: given"
-            ) + "; set type: to one of " + ", ".join(sorted(known_types())) + " or 'pkg.module:Class'"
+                (f"provider type {given!r} is unknown" if given is not None else "no type: given")
+                + "; set type: to one of "
+                + ", ".join(sorted(known_types()))
+                + " or 'pkg.module:Class'"
+            )
             problems.append(f"{path}: {message}")
             continue
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        if kind not in ("missing",) and "input" in error and not isinstance(error["input"], Mapping | list):
+        if (
+            kind not in ("missing",)
+            and "input" in error
+            and not isinstance(error["input"], Mapping | list)
+        ):
             shown = error["input"]
             if _SECRET_KEYS.search(path):
                 shown = "***"
@@ -501,7 +514,11 @@ def _semantic_problems(config: RouterConfig) -> list[str]:
     for key, section in config.providers.items():
         if isinstance(section, SimulatedSettings):
             for i, incident in enumerate(section.incidents):
-                if incident.failure_rate is None and incident.latency_multiplier == 1.0 and incident.hang_rate is None:
+                if (
+                    incident.failure_rate is None
+                    and incident.latency_multiplier == 1.0
+                    and incident.hang_rate is None
+                ):
                     problems.append(
                         f"providers.{key}.incidents[{i}]: changes nothing; set "
                         "latency_multiplier, failure_rate or hang_rate"
@@ -531,7 +548,9 @@ def parse_config(
         config = RouterConfig.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
         problems = format_validation_errors(exc)
-        raise ConfigError("; ".join(problems), key_path=_first_path(problems), problems=problems) from exc
+        raise ConfigError(
+            "; ".join(problems), key_path=_first_path(problems), problems=problems
+        ) from exc
     problems = _semantic_problems(config)
     if problems:
         raise ConfigError("; ".join(problems), key_path=_first_path(problems), problems=problems)
@@ -567,7 +586,9 @@ def load_config_file(path: str | Path, *, env: Mapping[str, str] | None = None) 
         return parse_config(raw, env=env, base_dir=p.resolve().parent)
     except ConfigError as exc:
         raise ConfigError(
-            f"{p}: {exc.message}", key_path=exc.key_path, problems=[f"{p}: {x}" for x in exc.problems]
+            f"{p}: {exc.message}",
+            key_path=exc.key_path,
+            problems=[f"{p}: {x}" for x in exc.problems],
         ) from exc
 
 
@@ -639,4 +660,3 @@ def config_json_schema() -> dict[str, Any]:
 def dump_schema() -> str:
     """The config JSON Schema as indented JSON text."""
     return json.dumps(config_json_schema(), indent=2, default=str)
-

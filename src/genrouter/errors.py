@@ -3,14 +3,16 @@
 ::
 
     GenRouterError
-    ├── ConfigError                   bad YAML or values, unknown provider/model, missing credential or extra
-    ├── InvalidRequestError           rejected before or by a provider (422); never retried on that provider
+    ├── ConfigError                   bad YAML or values, unknown provider/model,
+    │                                 missing credential or extra
+    ├── InvalidRequestError           rejected before or by a provider (422);
+    │                                 never retried on that provider
     ├── NoRouteError                  no deployment can serve the request; .plan says why for each
-    ├── ProviderError                 .provider .status_code .retryable .retry_after .provider_request_id
+    ├── ProviderError                 .status_code, plus the facts every error has
     │   ├── RateLimitedError          429 or quota; retryable, honours .retry_after
     │   ├── ProviderUnavailableError  5xx, connection failures, circuit open; retryable
     │   ├── AuthenticationError       401/402/403; provider disabled, never retried
-    │   └── JobFailedError            the provider ran the job and it failed; .retryable says if worth retrying
+    │   └── JobFailedError            the job ran and failed; .retryable says if worth retrying
     ├── DeadlineExceededError         the one request deadline passed (also a builtin TimeoutError)
     ├── BudgetExceededError           a spend cap leaves nothing to route to
     └── AllProvidersFailedError       every route failed; .errors and .attempts hold each, in order

@@ -324,9 +324,18 @@ class JobHandle(BaseModel):
     endpoint: str
     provider_request_id: str
     job: ProviderJob
+    more_jobs: list[ProviderJob] = Field(
+        default_factory=list,
+        description="Further jobs when the outputs were split across several provider calls.",
+    )
     request: GenerationRequest
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     attempts: list[Attempt] = Field(default_factory=list)
+
+    @property
+    def jobs(self) -> list[ProviderJob]:
+        """Every provider job of this handle, the first one first."""
+        return [self.job, *self.more_jobs]
 
 
 class Candidate(BaseModel):

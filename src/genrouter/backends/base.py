@@ -111,7 +111,7 @@ class SupportsWait(Protocol):
 class BackendSpec:
     """Where a provider type's backend lives, its settings schema, and how to install it."""
 
-    type: str
+    provider_type: str
     target: str
     settings: type[ProviderSettings]
     extra: str | None = None

@@ -3,19 +3,41 @@
 They live beside the backends (not in ``config.py``) because each belongs to one
 backend, and they import nothing heavy, so validating a config never imports a
 provider SDK. Secrets are ``SecretStr``: they never show in a repr or a dump.
+
+Two conventions hold for every model here and in ``config.py`` (all derive from
+:class:`SettingsModel`):
+
+* a number field never accepts ``true``/``false`` (pydantic would read them as 1/0);
+* a field whose name ends in ``_s`` is seconds and also accepts a duration string:
+  ``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"`` (see :func:`parse_duration`).
 """
 
 from __future__ import annotations
 
 import re
+import types
+import typing
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from genrouter.catalog import CatalogEntry, Price
 
 __all__ = [
+    "DURATION_PATTERN",
+    "SECRET_KEY_PATTERN",
     "CustomSettings",
     "FalSettings",
     "ImportPathSettings",
@@ -24,22 +46,117 @@ __all__ = [
     "ModalSettings",
     "ProviderSettings",
     "ReplicateSettings",
+    "SettingsModel",
     "SimulatedSettings",
+    "parse_duration",
+    "reject_bool",
 ]
 
-_SECTION = ConfigDict(extra="forbid", frozen=True)
+_SECTION = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_PLUGIN_NAME = re.compile(r"^[A-Za-z][\w-]*$")
+
+DURATION_PATTERN = r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|m|h)?\s*$"
+"""Duration strings: a non-negative number and an optional unit (``ms``, ``s``, ``m``, ``h``)."""
+
+_DURATION = re.compile(DURATION_PATTERN)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
+"""Setting names whose values are credentials: never shown, always redacted."""
 
 
-class ProviderSettings(BaseModel):
+def parse_duration(value: Any) -> Any:
+    """``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"``, ``"5"`` → float seconds.
+
+    Numbers and other non-string values pass through unchanged (validation checks
+    them); a string that is not a duration raises ``ValueError``.
+    """
+    if not isinstance(value, str):
+        return value
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(
+            "expected seconds: a number (5, 0.5) or a duration like '5s', '500ms', '2m'"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+_NUMBER_TYPES = (int, float, Decimal)
+_numeric_cache: dict[tuple[type, str], bool] = {}
+
+
+def _members(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _is_numeric(model: type[BaseModel], name: str) -> bool:
+    key = (model, name)
+    if key not in _numeric_cache:
+        field = model.model_fields.get(name)
+        members = _members(field.annotation) if field is not None else []
+        _numeric_cache[key] = (
+            bool(members) and bool not in members and any(m in _NUMBER_TYPES for m in members)
+        )
+    return _numeric_cache[key]
+
+
+def _duration_json_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """A number property's schema widened to also accept a duration string."""
+    meta = {k: prop[k] for k in ("title", "description", "default") if k in prop}
+    body = {k: v for k, v in prop.items() if k not in meta}
+    text = {"type": "string", "pattern": DURATION_PATTERN}
+    if "anyOf" in body and len(body) == 1:
+        return {**meta, "anyOf": [*body["anyOf"], text]}
+    return {**meta, "anyOf": [body, text]}
+
+
+def reject_bool(value: Any) -> Any:
+    """A before-validator for numbers: YAML ``true``/``false`` are not 1/0 here."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+class SettingsModel(BaseModel):
+    """Base of every config model: strict keys, frozen, no booleans as numbers, ``*_s`` durations."""
+
+    model_config = _SECTION
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_and_durations(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if name is None or not _is_numeric(cls, name):
+            return value
+        reject_bool(value)
+        return parse_duration(value) if name.endswith("_s") else value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        properties = target.get("properties", {})
+        for name, prop in list(properties.items()):
+            if name.endswith("_s") and _is_numeric(cls, name):
+                properties[name] = _duration_json_schema(prop)
+        return schema
+
+
+class ProviderSettings(SettingsModel):
     """What every provider section accepts.
 
     ``models`` declares (or overrides) the deployments this provider serves, in the
     catalog format; ``base_url`` points the backend elsewhere (a proxy, a loopback
     fake); ``timeout_s`` bounds one HTTP request.
     """
-
-    model_config = _SECTION
 
     type: str
     base_url: str | None = None
@@ -49,26 +166,44 @@ class ProviderSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError(f"base_url {value!r} is not an http(s) URL")
+        if value is not None and not re.match(r"^https?://[^\s/?#]+[^\s]*$", value):
+            raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/") if value else value
 
     def secret_values(self) -> list[str]:
         """Every secret this section holds, for redaction."""
-        return [
+        found = [
             v.get_secret_value()
             for v in self.__dict__.values()
             if isinstance(v, SecretStr) and v.get_secret_value()
         ]
+        extra = self.__pydantic_extra__ or {}
+        found += [
+            v for k, v in extra.items() if isinstance(v, str) and v and SECRET_KEY_PATTERN.search(k)
+        ]
+        return found
 
 
 class FalSettings(ProviderSettings):
-    """``type: fal``. ``api_key`` defaults to ``FAL_KEY`` (or ``FAL_KEY_ID``:``FAL_KEY_SECRET``)."""
+    """``type: fal``. ``api_key`` defaults to ``FAL_KEY`` (or ``FAL_KEY_ID``:``FAL_KEY_SECRET``).
+
+    ``webhook_public_keys``: a JWKS mapping, a list of JWKs, or raw Ed25519 keys
+    (one base64url string, or a list of them).
+    """
 
     type: Literal["fal"] = "fal"
     api_key: SecretStr | None = None
     webhook_jwks_url: str | None = None
     webhook_public_keys: list[Any] | dict[str, Any] | None = None
+
+    @field_validator("webhook_public_keys", mode="before")
+    @classmethod
+    def _keys_shape(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [value]
+        if value is not None and not isinstance(value, list | Mapping):
+            raise ValueError("expected a JWKS mapping, a list of keys, or one base64url key")
+        return value
 
 
 class ReplicateSettings(ProviderSettings):
@@ -96,25 +231,23 @@ class ModalSettings(ProviderSettings):
     cold_start_s: Annotated[float, Field(ge=0)] = 20.0
 
 
-class LatencySpec(BaseModel):
-    """Lognormal latency through ``median_s`` and ``p99_s``."""
-
-    model_config = _SECTION
+class LatencySpec(SettingsModel):
+    """Lognormal latency through ``median_s`` and ``p99_s`` (``p99_s ≥ median_s``)."""
 
     median_s: Annotated[float, Field(gt=0)]
     p99_s: Annotated[float, Field(gt=0)]
 
-    @model_validator(mode="after")
-    def _p99_not_below_median(self) -> LatencySpec:
-        if self.p99_s < self.median_s:
-            raise ValueError(f"p99_s {self.p99_s} is below median_s {self.median_s}")
-        return self
+    @field_validator("p99_s")
+    @classmethod
+    def _p99_not_below_median(cls, value: float, info: ValidationInfo) -> float:
+        median = info.data.get("median_s")
+        if median is not None and value < median:
+            raise ValueError(f"p99_s {value:g} is below median_s {median:g}")
+        return value
 
 
-class Incident(BaseModel):
+class Incident(SettingsModel):
     """A window, relative to router start, when a simulated provider misbehaves more."""
-
-    model_config = _SECTION
 
     start_s: Annotated[float, Field(ge=0)]
     end_s: Annotated[float, Field(gt=0)]
@@ -122,14 +255,18 @@ class Incident(BaseModel):
     failure_rate: Annotated[float | None, Field(ge=0, le=1)] = None
     hang_rate: Annotated[float | None, Field(ge=0, le=1)] = None
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Incident:
-        if self.end_s <= self.start_s:
-            raise ValueError(f"end_s {self.end_s} is not after start_s {self.start_s}")
-        return self
+    @field_validator("end_s")
+    @classmethod
+    def _ordered(cls, value: float, info: ValidationInfo) -> float:
+        start = info.data.get("start_s")
+        if start is not None and value <= start:
+            raise ValueError(f"end_s {value:g} is not after start_s {start:g}")
+        return value
 
 
 Rate = Annotated[float, Field(ge=0, le=1)]
+
+_LATENCY_SHAPE = "expected 0 (instant) or a mapping {median_s: ..., p99_s: ...}"
 
 
 class SimulatedSettings(ProviderSettings):
@@ -153,7 +290,16 @@ class SimulatedSettings(ProviderSettings):
     @field_validator("latency", mode="before")
     @classmethod
     def _zero_is_instant(cls, value: Any) -> Any:
-        return None if value in (0, "0", 0.0) else value
+        if value is None or isinstance(value, Mapping | LatencySpec):
+            return value
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            try:
+                seconds = parse_duration(value)
+            except ValueError:
+                seconds = None
+            if seconds == 0:
+                return None
+        raise ValueError(_LATENCY_SHAPE)
 
     @field_validator("price", mode="before")
     @classmethod
@@ -161,6 +307,17 @@ class SimulatedSettings(ProviderSettings):
         if isinstance(value, str | int | float | Decimal) and not isinstance(value, bool):
             return {"per_image": value}
         return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        target = handler.resolve_ref_schema(schema)
+        latency = target.get("properties", {}).get("latency")
+        if isinstance(latency, dict) and isinstance(latency.get("anyOf"), list):
+            latency["anyOf"].append({"const": 0})
+        return schema
 
 
 class CustomSettings(ProviderSettings):
@@ -170,13 +327,16 @@ class CustomSettings(ProviderSettings):
 
 
 class ImportPathSettings(ProviderSettings):
-    """``type: "pkg.module:Class"``: a third-party backend. Other keys go to the class as settings."""
+    """``type: "pkg.module:Class"`` (or a plugin's registered name): a third-party backend.
+
+    Keys beyond the common ones are allowed and go to the class as its settings.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     @field_validator("type")
     @classmethod
     def _import_path(cls, value: str) -> str:
-        if not _IMPORT_PATH.match(value):
-            raise ValueError(f"type {value!r} is not an import path of the form 'pkg.module:Class'")
+        if not (_IMPORT_PATH.match(value) or _PLUGIN_NAME.match(value)):
+            raise ValueError("expected an import path of the form 'pkg.module:Class'")
         return value

@@ -1,0 +1,24 @@
+"""The fal backend (not available in this version).
+
+Configuring a ``type: fal`` provider raises :class:`~genrouter.errors.ConfigError`
+until the backend lands; the registry entry exists so configs validate today.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genrouter.errors import ConfigError
+
+__all__ = ["FalBackend"]
+
+
+class FalBackend:
+    """Placeholder: constructing it explains that the fal backend is not available yet."""
+
+    def __init__(self, *, name: str, settings: Any) -> None:
+        raise ConfigError(
+            f"providers.{name}: the fal backend is not implemented in this version of "
+            "genrouter; use a simulated provider (examples/offline.yaml) meanwhile",
+            key_path=f"providers.{name}.type",
+        )

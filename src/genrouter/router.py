@@ -1,0 +1,506 @@
+"""``AsyncRouter``: one ``generate()`` over every configured provider.
+
+The router validates a request, looks its model up in the catalog, plans (filter
+and rank the deployments), and executes the plan under one deadline with retries
+and fallback (see :mod:`genrouter._execution`). The jobs API (``submit``,
+``status``, ``result``, ``cancel``) pins a job to the provider that accepted it; a
+:class:`~genrouter.types.JobHandle` resumes in a new router without resubmitting.
+
+Nothing here branches on a provider's name: providers differ only through their
+backends and their catalog entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import ValidationError
+
+from genrouter._clock import Clock, MonotonicClock
+from genrouter._execution import (
+    Execution,
+    JobWaiter,
+    finalise_result,
+    merge_results,
+    observe_failure,
+    terminal_state_of,
+)
+from genrouter.backends.base import Backend, load_backend_class
+from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
+from genrouter.catalog import Catalog, CatalogEntry, Deployment, build_deployment
+from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
+from genrouter.errors import (
+    ConfigError,
+    DeadlineExceededError,
+    GenRouterError,
+    InvalidRequestError,
+    NoRouteError,
+)
+from genrouter.routing.plan import Plan, build_plan
+from genrouter.routing.policies import SmoothWeightedRoundRobin
+from genrouter.routing.store import MemoryStateStore, StateStore
+from genrouter.types import (
+    Attempt,
+    AttemptOutcome,
+    GenerationRequest,
+    GenerationResult,
+    JobHandle,
+    JobStatus,
+    RoutePlan,
+)
+
+__all__ = ["AsyncRouter"]
+
+ConfigSource = str | Path | Mapping[str, Any] | RouterConfig | None
+
+
+class AsyncRouter:
+    """Routes generation requests across providers. Async; see :class:`genrouter.Router` for sync.
+
+    Build with :meth:`from_config`. Use as ``async with`` (or call :meth:`aclose`) to
+    release provider connections.
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+        clock: Clock | None = None,
+        catalog: Catalog | None = None,
+        state: StateStore | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or MonotonicClock()
+        self.catalog = catalog or Catalog.load(config.catalog_paths())
+        self.state: StateStore = state or _state_store(config)
+        self._backends: dict[str, Backend] = {}
+        self._deployments: dict[str, list[Deployment]] = {}
+        self._latency_hints: dict[str, float] = {}
+        self._unavailable: dict[str, str] = {}
+        self._round_robins: dict[str, SmoothWeightedRoundRobin] = {}
+        self._ranks: dict[int, dict[str, int]] = {}
+        self._closed = False
+        given = dict(backends or {})
+        unknown = set(given) - set(config.providers)
+        if unknown:
+            raise ConfigError(
+                f"backends given for unconfigured provider(s) {', '.join(sorted(unknown))}; "
+                "declare each under providers: (type: custom)",
+                key_path="providers",
+            )
+        for key, section in config.providers.items():
+            self._backends[key] = given.get(key) or _construct_backend(key, section)
+        self._build_deployments()
+        self._check_model_overrides()
+
+    @classmethod
+    def from_config(
+        cls,
+        source: ConfigSource = None,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+        clock: Clock | None = None,
+    ) -> Self:
+        """A router from a YAML path, a dict, a :class:`RouterConfig`, or discovery (None).
+
+        ``backends`` supplies instances for ``type: custom`` providers (or replaces
+        any provider's backend, e.g. with a test double).
+        """
+        return cls(load_config(source), backends=backends, clock=clock)
+
+    # -- construction helpers ------------------------------------------------------
+
+    def _build_deployments(self) -> None:
+        models = self.catalog.models
+        for key, section in self.config.providers.items():
+            backend = self._backends[key]
+            default_entries = getattr(backend, "default_entries", None)
+            entries: dict[str, CatalogEntry] = dict(
+                default_entries(self.catalog)
+                if default_entries is not None
+                else self.catalog.entries_for(section.type)
+            )
+            entries.update(self.catalog.entries_for(key))
+            entries.update(section.models)
+            price_override = getattr(section, "price", None)
+            for model, entry in entries.items():
+                name = self.catalog.resolve(model) or model
+                deployment = build_deployment(
+                    provider=key,
+                    provider_type=section.type,
+                    model=name,
+                    entry=entry,
+                    spec=models.get(name),
+                    price_override=price_override,
+                    source=f"providers.{key}.models" if model in section.models else None,
+                )
+                self._deployments.setdefault(name, []).append(deployment)
+                hint = getattr(backend, "latency_hint", None)
+                if hint is not None:
+                    value = hint(deployment)
+                    if value is not None:
+                        self._latency_hints[deployment.key] = value
+            reason = getattr(backend, "unavailable_reason", None)
+            if isinstance(reason, str) and reason:
+                self._unavailable[key] = reason
+
+    def _check_model_overrides(self) -> None:
+        for model in self.config.routing.models:
+            if self.catalog.resolve(model) is None and model not in self._deployments:
+                known = sorted(self._deployments)
+                close = difflib.get_close_matches(model, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"routing.models.{model}: unknown model {model!r}{hint}",
+                    key_path=f"routing.models.{model}",
+                )
+
+    # -- introspection ---------------------------------------------------------------
+
+    @property
+    def backends(self) -> Mapping[str, Backend]:
+        """The backend of each configured provider, by provider key."""
+        return self._backends
+
+    def deployments(self, model: str | None = None) -> list[Deployment]:
+        """Every deployment (of ``model`` when given), in config order."""
+        if model is not None:
+            return list(self._deployments.get(self.catalog.resolve(model) or model, []))
+        return [d for group in self._deployments.values() for d in group]
+
+    def policy_for(self, model: str) -> RoutePolicy:
+        """The routing policy that applies to ``model``."""
+        return self.config.routing.policy_for(self.catalog.resolve(model) or model)
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _request(
+        self, request: GenerationRequest | str | None, kwargs: dict[str, Any]
+    ) -> GenerationRequest:
+        if isinstance(request, GenerationRequest) and not kwargs:
+            result = request
+        else:
+            data: dict[str, Any] = {}
+            if isinstance(request, GenerationRequest):
+                data = request.model_dump(exclude_unset=True)
+            elif isinstance(request, str):
+                data["prompt"] = request
+            elif request is not None:
+                raise InvalidRequestError(
+                    f"request must be a GenerationRequest or a prompt string, got {type(request).__name__}",
+                    field="request",
+                )
+            data.update(kwargs)
+            result = coerce_request(data)
+        if result.providers is not None:
+            unknown = [p for p in result.providers if p not in self._backends]
+            if unknown:
+                raise InvalidRequestError(
+                    f"providers: {', '.join(map(repr, unknown))} not configured; "
+                    f"configured providers are {', '.join(self._backends)}",
+                    field="providers",
+                )
+        return result
+
+    def _plan(self, request: GenerationRequest) -> tuple[Plan, RoutePolicy]:
+        name = self.catalog.resolve(request.model) or request.model
+        deployments = self._deployments.get(name)
+        if not deployments:
+            known = sorted(self._deployments)
+            close = difflib.get_close_matches(request.model, known, n=1)
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
+            )
+            raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
+        policy = self.config.routing.policy_for(name)
+        strategy = request.strategy or policy.strategy
+        max_cost = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd
+        plan = build_plan(
+            request,
+            model=name,
+            kind=deployments[0].kind,
+            deployments=deployments,
+            strategy=strategy,
+            provider_rank=self._rank(policy),
+            weights=policy.weights,
+            max_cost_usd=max_cost,
+            latency_slo_s=policy.latency_slo_s,
+            latency_hints=self._latency_hints,
+            unavailable=self._unavailable,
+            store=self.state,
+            now=self.clock.now(),
+            round_robin=self._round_robins.setdefault(name, SmoothWeightedRoundRobin()),
+        )
+        return plan, policy
+
+    def _rank(self, policy: RoutePolicy) -> dict[str, int]:
+        ranks = self._ranks.get(id(policy))
+        if ranks is None:
+            order = list(policy.order or [])
+            order += [p for p in self.config.providers if p not in order]
+            ranks = self._ranks[id(policy)] = {p: i for i, p in enumerate(order)}
+        return ranks
+
+    def explain(
+        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
+    ) -> RoutePlan:
+        """How ``request`` would be routed now: ranked candidates, and why others are excluded.
+
+        Synchronous and side-effect free (a weighted round-robin is not advanced).
+        """
+        req = self._request(request, kwargs)
+        name = self.catalog.resolve(req.model) or req.model
+        saved = self._round_robins.pop(name, None)
+        try:
+            plan, _ = self._plan(req)
+        finally:
+            if saved is not None:
+                self._round_robins[name] = saved
+            else:
+                self._round_robins.pop(name, None)
+        return plan.to_route_plan(self.state, self.clock.now())
+
+    def _routable(self, request: GenerationRequest) -> tuple[Plan, RoutePolicy]:
+        plan, policy = self._plan(request)
+        if not plan.viable:
+            route_plan = plan.to_route_plan(self.state, self.clock.now())
+            reasons = "; ".join(f"{c.provider}: {c.excluded}" for c in route_plan.candidates)
+            raise NoRouteError(
+                f"no deployment of {plan.model!r} can serve this request: {reasons}",
+                plan=route_plan,
+            )
+        return plan, policy
+
+    async def generate(
+        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
+    ) -> GenerationResult:
+        """Generate: route ``request`` (a :class:`GenerationRequest`, a prompt, or keyword fields).
+
+        Raises :class:`InvalidRequestError` for bad input, :class:`NoRouteError` when no
+        deployment can serve it, :class:`DeadlineExceededError` when the one deadline
+        passes, and :class:`AllProvidersFailedError` when every route failed.
+        """
+        req = self._request(request, kwargs)
+        plan, policy = self._routable(req)
+        execution = Execution(
+            request=req,
+            candidates=plan.viable,
+            policy=policy,
+            backends=self._backends,
+            store=self.state,
+            clock=self.clock,
+            deadline_s=req.deadline_s or policy.timeouts.deadline_s,
+        )
+        return await execution.generate()
+
+    # -- jobs API -----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: GenerationRequest | str | None = None,
+        /,
+        *,
+        webhook_url: str | None = None,
+        **kwargs: Any,
+    ) -> JobHandle:
+        """Submit without waiting; the handle is pinned to the provider that accepted it.
+
+        Submission retries and falls back like :meth:`generate`; waiting does not.
+        """
+        req = self._request(request, kwargs)
+        plan, policy = self._routable(req)
+        execution = Execution(
+            request=req,
+            candidates=plan.viable,
+            policy=policy,
+            backends=self._backends,
+            store=self.state,
+            clock=self.clock,
+            deadline_s=req.deadline_s or policy.timeouts.deadline_s,
+            webhook_url=webhook_url,
+        )
+        submitted = await execution.submit()
+        first = submitted.jobs[0]
+        return JobHandle(
+            id=uuid.uuid4().hex,
+            model=req.model,
+            provider=first.provider,
+            endpoint=first.endpoint,
+            provider_request_id=first.provider_request_id,
+            job=first,
+            more_jobs=submitted.jobs[1:],
+            request=req,
+            attempts=execution.attempts,
+        )
+
+    def _backend_for(self, handle: JobHandle) -> Backend:
+        backend = self._backends.get(handle.provider)
+        if backend is None:
+            raise ConfigError(
+                f"job {handle.id} was accepted by provider {handle.provider!r}, which this "
+                f"router does not configure (configured: {', '.join(self._backends)})",
+                key_path="providers",
+            )
+        return backend
+
+    def _deployment_for(self, handle: JobHandle) -> Deployment:
+        name = self.catalog.resolve(handle.model) or handle.model
+        for deployment in self._deployments.get(name, []):
+            if deployment.provider == handle.provider and deployment.endpoint == handle.endpoint:
+                return deployment
+        raise ConfigError(
+            f"job {handle.id}: provider {handle.provider!r} no longer serves "
+            f"{handle.model!r} at {handle.endpoint!r}",
+            key_path=f"providers.{handle.provider}.models",
+        )
+
+    async def status(self, handle: JobHandle) -> JobStatus:
+        """The job's state at its provider (polled now)."""
+        backend = self._backend_for(handle)
+        statuses = [await backend.poll(job) for job in handle.jobs]
+        if len(statuses) == 1:
+            return statuses[0]
+        return statuses[0].model_copy(update={"state": terminal_state_of(statuses)})
+
+    async def result(self, handle: JobHandle, timeout: float | None = None) -> GenerationResult:  # noqa: ASYNC109
+        """Wait for the job and return its result; never resubmits.
+
+        ``timeout`` (seconds; default the policy's ``deadline_s``) bounds the wait:
+        when it passes, :class:`DeadlineExceededError` is raised and the job keeps
+        running (call ``result`` again, or ``cancel``). A cancelled job raises
+        :class:`JobFailedError` with ``state == "cancelled"``.
+        """
+        backend = self._backend_for(handle)
+        deployment = self._deployment_for(handle)
+        policy = self.policy_for(handle.model)
+        wait_s = timeout if timeout is not None else policy.timeouts.deadline_s
+        started = self.clock.now()
+        until = started + wait_s
+        waiter = JobWaiter(self.clock)
+        for job in handle.jobs:
+            if await waiter.wait(backend, job, until) is None:
+                raise DeadlineExceededError(
+                    f"job {handle.provider_request_id} at {handle.provider} still running "
+                    f"after {wait_s:g}s; it was not cancelled",
+                    deadline_s=wait_s,
+                    provider=handle.provider,
+                    provider_request_id=handle.provider_request_id,
+                )
+        try:
+            results = [await backend.fetch_result(job) for job in handle.jobs]
+        except GenRouterError as exc:
+            exc.provider = exc.provider or handle.provider
+            exc.provider_request_id = exc.provider_request_id or handle.provider_request_id
+            observe_failure(self.state, self.clock.now(), deployment, exc, policy)
+            raise
+        elapsed = self.clock.now() - started
+        attempt = Attempt(
+            provider=handle.provider,
+            endpoint=handle.endpoint,
+            outcome=AttemptOutcome.SUCCEEDED,
+            duration_s=(self.clock.now() - started),
+            provider_request_id=handle.provider_request_id,
+        )
+        return finalise_result(
+            merge_results(results),
+            request=handle.request,
+            deployment=deployment,
+            jobs=handle.jobs,
+            attempts=[*handle.attempts, attempt],
+            total_s=elapsed,
+        )
+
+    async def cancel(self, handle: JobHandle) -> None:
+        """Ask the provider to stop the job. Harmless if it already finished."""
+        backend = self._backend_for(handle)
+        for job in handle.jobs:
+            await backend.cancel(job)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every backend's connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        results = await asyncio.gather(
+            *(b.aclose() for b in self._backends.values()), return_exceptions=True
+        )
+        del results
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncRouter(providers={list(self._backends)})"
+
+
+def coerce_request(data: Mapping[str, Any]) -> GenerationRequest:
+    """Validate request fields into a :class:`GenerationRequest`, or raise ``InvalidRequestError``.
+
+    The error names each bad field, its value and the fix; the pydantic error is
+    its ``__cause__``.
+    """
+    try:
+        return GenerationRequest.model_validate(data)
+    except ValidationError as exc:
+        problems = format_validation_errors(exc, root=GenerationRequest)
+        fields = [(p.split(":", 1)[0], p.split(":", 1)[1].strip()) for p in problems]
+        first = fields[0][0] if fields else None
+        raise InvalidRequestError(
+            "invalid request: " + "; ".join(problems),
+            field=None if first == "(top level)" else first,
+            fields=fields,
+        ) from exc
+
+
+def _construct_backend(key: str, section: ProviderSettings) -> Backend:
+    if isinstance(section, CustomSettings):
+        raise ConfigError(
+            f"providers.{key}: type custom needs a backend instance: "
+            f"AsyncRouter.from_config(config, backends={{{key!r}: my_backend}})",
+            key_path=f"providers.{key}",
+        )
+    cls = load_backend_class(section.type, key_path=f"providers.{key}.type")
+    settings: Any = section.model_dump() if isinstance(section, ImportPathSettings) else section
+    try:
+        backend = cls(name=key, settings=settings)
+    except GenRouterError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"providers.{key}: could not construct backend {cls.__name__}: {exc}",
+            key_path=f"providers.{key}",
+        ) from exc
+    if not isinstance(backend, Backend):
+        raise ConfigError(
+            f"providers.{key}: {cls.__name__} does not implement the Backend protocol "
+            "(name, submit, poll, fetch_result, cancel, aclose)",
+            key_path=f"providers.{key}.type",
+        )
+    return backend
+
+
+def _state_store(config: RouterConfig) -> StateStore:
+    if config.state.store == "memory":
+        return MemoryStateStore()
+    raise ConfigError(
+        f"state.store: {config.state.store!r}: a shared Redis store is not available in this "
+        "version; use store: memory",
+        key_path="state.store",
+    )

@@ -1,0 +1,213 @@
+"""Planning: filter the deployments of a model, then rank the survivors by strategy.
+
+Filters, in order, each recording why a deployment was excluded:
+
+1. the request's ``providers`` allow-list;
+2. provider disabled (authentication or payment failure) or unusable (no credentials);
+3. capabilities the request needs (image-to-image, inpainting, LoRA, video);
+4. input limits (size, LoRA count, video length);
+5. ``max_cost_usd`` on the estimated cost (an unknown cost cannot pass a cap);
+6. an open circuit.
+
+When every deployment that passed 1-5 has an open circuit, the one whose cooldown
+ends first is tried anyway ("panic mode", as Envoy does) and the plan says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from genrouter.catalog import Capability, Deployment
+from genrouter.routing.health import CircuitState
+from genrouter.routing.policies import CandidateStats, SmoothWeightedRoundRobin, rank
+from genrouter.routing.store import StateStore
+from genrouter.types import Candidate, GenerationRequest, RoutePlan, Strategy
+
+__all__ = ["Plan", "PlannedCandidate", "build_plan", "required_capabilities"]
+
+
+@dataclass(slots=True)
+class PlannedCandidate:
+    """A deployment with its estimates, score, and exclusion reason (None if viable)."""
+
+    deployment: Deployment
+    estimated_cost: Decimal | None
+    estimated_p95: float | None
+    score: float | None = None
+    excluded: str | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    """The router's internal plan: viable candidates best first, then excluded ones."""
+
+    model: str
+    strategy: Strategy
+    viable: list[PlannedCandidate]
+    excluded: list[PlannedCandidate]
+    notes: list[str] = field(default_factory=list)
+
+    def to_route_plan(self, store: StateStore, now: float) -> RoutePlan:
+        """The public :class:`RoutePlan` (with health summaries) for ``explain()``."""
+        return RoutePlan(
+            model=self.model,
+            strategy=self.strategy,
+            candidates=[
+                Candidate(
+                    provider=c.deployment.provider,
+                    endpoint=c.deployment.endpoint,
+                    estimated_cost_usd=c.estimated_cost,
+                    estimated_p95_s=c.estimated_p95,
+                    health=store.health(c.deployment.key).describe(now),
+                    score=c.score,
+                    excluded=c.excluded,
+                )
+                for c in (*self.viable, *self.excluded)
+            ],
+            notes=list(self.notes),
+        )
+
+
+def required_capabilities(request: GenerationRequest, kind: str) -> frozenset[Capability]:
+    """The capabilities a deployment of a ``kind`` model needs to serve ``request``."""
+    needed: set[Capability] = set()
+    if kind == "video":
+        needed.add(
+            Capability.IMAGE_TO_VIDEO if request.image is not None else Capability.TEXT_TO_VIDEO
+        )
+    else:
+        needed.add(
+            Capability.IMAGE_TO_IMAGE if request.image is not None else Capability.TEXT_TO_IMAGE
+        )
+    if request.mask is not None:
+        needed.add(Capability.INPAINTING)
+    if request.loras:
+        needed.add(Capability.LORA)
+    return frozenset(needed)
+
+
+def _limit_problem(request: GenerationRequest, deployment: Deployment) -> str | None:
+    limits = deployment.limits
+    for name, value, bounds in (
+        ("width", request.width, limits.width),
+        ("height", request.height, limits.height),
+    ):
+        if value is not None and bounds is not None and not bounds[0] <= value <= bounds[1]:
+            return f"{name} {value} outside this endpoint's range {bounds[0]}-{bounds[1]}"
+    if limits.max_loras is not None and len(request.loras) > limits.max_loras:
+        return f"{len(request.loras)} LoRAs requested, at most {limits.max_loras} supported"
+    if request.duration_s is not None:
+        low_high = limits.duration_range_s
+        if low_high is None and limits.durations_s:
+            low_high = (min(limits.durations_s), max(limits.durations_s))
+        if low_high is not None and not low_high[0] <= request.duration_s <= low_high[1]:
+            return (
+                f"duration_s {request.duration_s} outside this endpoint's range "
+                f"{low_high[0]:g}-{low_high[1]:g}"
+            )
+    return None
+
+
+def _exclusion(
+    request: GenerationRequest,
+    deployment: Deployment,
+    needed: frozenset[Capability],
+    unavailable: Mapping[str, str],
+    store: StateStore,
+    estimated_cost: Decimal | None,
+    max_cost: Decimal | None,
+) -> str | None:
+    provider = deployment.provider
+    if request.providers is not None and provider not in request.providers:
+        return "not in the request's providers allow-list"
+    disabled = store.disabled_reason(provider)
+    if disabled is not None:
+        return f"provider disabled: {disabled}"
+    reason = unavailable.get(provider)
+    if reason is not None:
+        return reason
+    missing = needed - deployment.capabilities
+    if missing:
+        return "lacks " + ", ".join(sorted(c.value for c in missing))
+    problem = _limit_problem(request, deployment)
+    if problem is not None:
+        return problem
+    if max_cost is not None:
+        if estimated_cost is None:
+            return f"cost unknown, cannot honour max_cost_usd {max_cost}"
+        if estimated_cost > max_cost:
+            return f"estimated cost {estimated_cost} > max_cost_usd {max_cost}"
+    return None
+
+
+def build_plan(
+    request: GenerationRequest,
+    *,
+    model: str,
+    kind: str,
+    deployments: Sequence[Deployment],
+    strategy: Strategy,
+    provider_rank: Mapping[str, int],
+    weights: Mapping[str, float] | None,
+    max_cost_usd: Decimal | None,
+    latency_slo_s: float | None,
+    latency_hints: Mapping[str, float],
+    unavailable: Mapping[str, str],
+    store: StateStore,
+    now: float,
+    round_robin: SmoothWeightedRoundRobin | None = None,
+) -> Plan:
+    """Filter and rank ``deployments`` for ``request``. Pure apart from reading ``store``."""
+    needed = required_capabilities(request, kind)
+    passed: list[PlannedCandidate] = []
+    open_circuits: list[tuple[float, PlannedCandidate]] = []
+    excluded: list[PlannedCandidate] = []
+    for deployment in deployments:
+        estimated_cost = deployment.estimate_cost(request)
+        health = store.health(deployment.key)
+        p95 = health.p95
+        if p95 is None:
+            p95 = latency_hints.get(deployment.key)
+        candidate = PlannedCandidate(deployment, estimated_cost, p95)
+        reason = _exclusion(
+            request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd
+        )
+        if reason is None and not health.admits(now):
+            if health.state(now) is CircuitState.OPEN:
+                reason = f"circuit open for another {health.open_until - now:.1f}s"
+            else:
+                reason = "circuit half-open, a probe is already in flight"
+            open_circuits.append((health.open_until, candidate))
+        candidate.excluded = reason
+        (excluded if reason else passed).append(candidate)
+
+    notes: list[str] = []
+    if not passed and open_circuits:
+        _, soonest = min(open_circuits, key=lambda pair: pair[0])
+        notes.append(
+            f"every circuit is open; trying {soonest.deployment.provider} "
+            "(its cooldown ends first) in panic mode"
+        )
+        soonest.excluded = None
+        excluded.remove(soonest)
+        passed.append(soonest)
+
+    stats = [
+        CandidateStats(
+            item=c,
+            key=c.deployment.key,
+            cost=float(c.estimated_cost) if c.estimated_cost is not None else None,
+            p95=c.estimated_p95,
+            priority=provider_rank.get(c.deployment.provider, len(provider_rank)),
+            weight=(weights or {}).get(c.deployment.provider, 1.0),
+        )
+        for c in passed
+    ]
+    ordered = rank(strategy, stats, latency_slo_s=latency_slo_s, round_robin=round_robin)
+    viable = []
+    for s in ordered:
+        s.item.score = s.score
+        viable.append(s.item)
+    return Plan(model=model, strategy=strategy, viable=viable, excluded=excluded, notes=notes)

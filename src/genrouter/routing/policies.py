@@ -1,0 +1,159 @@
+"""Pure ranking of viable candidates by strategy. Lower score is better.
+
+Every function takes :class:`CandidateStats` (estimated cost, estimated p95,
+priority rank, weight) and returns them ordered best first, with scores set. No
+I/O, no clocks: policies are unit-testable on plain numbers.
+
+- ``priority``: score = rank in ``order`` (unlisted providers after, in config order).
+- ``cost``: score = estimated cost in USD; unknown cost ranks after every known one;
+  ties broken by priority. Candidates over ``latency_slo_s`` rank after those within it.
+- ``latency``: score = estimated p95 seconds; an unobserved deployment is scored at
+  the SLO if one is set, else at the median of observed p95s (0 when none are).
+- ``balanced``: score = ``0.5 · cost / cheapest + 0.5 · p95 / fastest`` (each term 1.0
+  for the best candidate), + 1.0 when p95 exceeds the SLO. Unknown cost or latency
+  count as the worst known value.
+- ``weighted``: smooth weighted round-robin (nginx's algorithm) over ``weights``
+  (default 1 each): over any window each candidate leads in proportion to its
+  weight, evenly interleaved; the rest follow by weight.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = [
+    "CandidateStats",
+    "SmoothWeightedRoundRobin",
+    "rank",
+]
+
+T = TypeVar("T")
+
+BALANCED_COST_WEIGHT = 0.5
+BALANCED_LATENCY_WEIGHT = 0.5
+SLO_PENALTY = 1.0
+
+
+@dataclass(slots=True)
+class CandidateStats(Generic[T]):
+    """The numbers a policy ranks by, attached to any item (usually a deployment)."""
+
+    item: T
+    key: str
+    cost: float | None
+    p95: float | None
+    priority: int
+    weight: float = 1.0
+    score: float = field(default=0.0)
+
+
+def _by_priority(stats: Sequence[CandidateStats[T]]) -> list[CandidateStats[T]]:
+    for s in stats:
+        s.score = float(s.priority)
+    return sorted(stats, key=lambda s: s.priority)
+
+
+def _over_slo(s: CandidateStats[T], slo: float | None) -> bool:
+    return slo is not None and s.p95 is not None and s.p95 > slo
+
+
+def _by_cost(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[CandidateStats[T]]:
+    known = [s.cost for s in stats if s.cost is not None]
+    unknown_cost = (max(known) * 2 + 1) if known else 0.0
+    for s in stats:
+        s.score = s.cost if s.cost is not None else unknown_cost
+    return sorted(stats, key=lambda s: (_over_slo(s, slo), s.cost is None, s.score, s.priority))
+
+
+def _latency_prior(stats: Sequence[CandidateStats[T]], slo: float | None) -> float:
+    if slo is not None:
+        return slo
+    observed = [s.p95 for s in stats if s.p95 is not None]
+    return statistics.median(observed) if observed else 0.0
+
+
+def _by_latency(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[CandidateStats[T]]:
+    prior = _latency_prior(stats, slo)
+    for s in stats:
+        s.score = s.p95 if s.p95 is not None else prior
+    return sorted(stats, key=lambda s: (s.score, s.priority))
+
+
+def _by_balance(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[CandidateStats[T]]:
+    costs = [s.cost for s in stats if s.cost is not None]
+    latencies = [s.p95 for s in stats if s.p95 is not None]
+    cheapest, dearest = (min(costs), max(costs)) if costs else (0.0, 0.0)
+    fastest, slowest = (min(latencies), max(latencies)) if latencies else (0.0, 0.0)
+    for s in stats:
+        cost = s.cost if s.cost is not None else dearest
+        p95 = s.p95 if s.p95 is not None else slowest
+        cost_term = cost / cheapest if cheapest > 0 else (1.0 if cost == 0 else 2.0)
+        latency_term = p95 / fastest if fastest > 0 else (1.0 if p95 == 0 else 2.0)
+        s.score = BALANCED_COST_WEIGHT * cost_term + BALANCED_LATENCY_WEIGHT * latency_term
+        if _over_slo(s, slo):
+            s.score += SLO_PENALTY
+    return sorted(stats, key=lambda s: (s.score, s.priority))
+
+
+class SmoothWeightedRoundRobin:
+    """nginx's smooth weighted round-robin, keyed by candidate key.
+
+    Each pick adds every candidate's weight to its current value, picks the
+    highest, and subtracts the total from the winner. State persists across calls,
+    so the sequence interleaves evenly (weights 3:1 → A A B A A A B A …).
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[str, float] = {}
+
+    def pick(self, stats: Sequence[CandidateStats[T]]) -> CandidateStats[T]:
+        """Choose the candidate that leads this time."""
+        total = 0.0
+        best: CandidateStats[T] | None = None
+        best_value = float("-inf")
+        for s in stats:
+            value = self._current.get(s.key, 0.0) + s.weight
+            self._current[s.key] = value
+            total += s.weight
+            if value > best_value:
+                best, best_value = s, value
+        assert best is not None
+        self._current[best.key] -= total
+        return best
+
+
+def _by_weight(
+    stats: Sequence[CandidateStats[T]], rr: SmoothWeightedRoundRobin
+) -> list[CandidateStats[T]]:
+    leader = rr.pick(stats)
+    rest = sorted((s for s in stats if s is not leader), key=lambda s: (-s.weight, s.priority))
+    ordered = [leader, *rest]
+    for i, s in enumerate(ordered):
+        s.score = float(i)
+    return ordered
+
+
+def rank(
+    strategy: str,
+    stats: Sequence[CandidateStats[T]],
+    *,
+    latency_slo_s: float | None = None,
+    round_robin: SmoothWeightedRoundRobin | None = None,
+) -> list[CandidateStats[T]]:
+    """Order ``stats`` best first under ``strategy``; each item's ``score`` is set."""
+    if not stats:
+        return []
+    if strategy == "priority":
+        return _by_priority(stats)
+    if strategy == "cost":
+        return _by_cost(stats, latency_slo_s)
+    if strategy == "latency":
+        return _by_latency(stats, latency_slo_s)
+    if strategy == "balanced":
+        return _by_balance(stats, latency_slo_s)
+    if strategy == "weighted":
+        return _by_weight(stats, round_robin or SmoothWeightedRoundRobin())
+    raise ValueError(f"unknown strategy {strategy!r}")

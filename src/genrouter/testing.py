@@ -1,0 +1,358 @@
+"""Test doubles and helpers for code that uses genrouter, and for backends.
+
+- :class:`FunctionBackend` wraps an async function as a :class:`Backend`.
+- :class:`FakeBackend` plays a script of outcomes (succeed, fail at submit, fail the
+  job, hang) and records what it was asked, for assertions.
+- :class:`FakeClock` advances time instantly when slept on.
+- :func:`set_testing` removes every backoff and Retry-After sleep from the router.
+- ``BackendContract`` (lazily imported; needs pytest) is the conformance suite that
+  every backend's tests subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from genrouter import _testing_mode
+from genrouter.errors import GenRouterError, JobFailedError
+from genrouter.types import (
+    Artifact,
+    GenerationRequest,
+    GenerationResult,
+    JobState,
+    JobStatus,
+    ProviderJob,
+)
+
+if TYPE_CHECKING:
+    from genrouter.catalog import Deployment
+
+__all__ = [
+    "BackendContract",
+    "FailJob",
+    "FailSubmit",
+    "FakeBackend",
+    "FakeClock",
+    "FunctionBackend",
+    "Hang",
+    "Succeed",
+    "set_testing",
+]
+
+
+def set_testing(enabled: bool = True) -> None:
+    """Make the router skip backoff and Retry-After sleeps (attempts still happen and are recorded)."""
+    _testing_mode.enabled = enabled
+
+
+class FakeClock:
+    """A clock whose ``sleep`` advances ``now`` instantly; every sleep is recorded in ``sleeps``."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        """The current fake time."""
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward without sleeping."""
+        self._now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the sleep, advance time, and yield to the event loop once."""
+        self.sleeps.append(seconds)
+        if seconds > 0:
+            self._now += seconds
+        await asyncio.sleep(0)
+
+
+def _placeholder_outputs(request: GenerationRequest, name: str, request_id: str) -> list[Artifact]:
+    from genrouter._png import sim_url
+
+    width, height = request.width or 64, request.height or 64
+    seed = request.seed or 0
+    return [
+        Artifact(
+            url=sim_url(name, request_id, i, width, height, seed + i),
+            content_type="image/png",
+            width=width,
+            height=height,
+        )
+        for i in range(request.num_outputs)
+    ]
+
+
+def _as_result(
+    value: GenerationResult | Sequence[Artifact], job: ProviderJob, request: GenerationRequest
+) -> GenerationResult:
+    if isinstance(value, GenerationResult):
+        return value
+    return GenerationResult(
+        id="",
+        model=request.model,
+        provider=job.provider,
+        endpoint=job.endpoint,
+        provider_request_id=job.provider_request_id,
+        outputs=list(value),
+        seed=request.seed,
+    )
+
+
+GenerateFn = Callable[[GenerationRequest], Coroutine[Any, Any, GenerationResult | Sequence[Artifact]]]
+
+
+class FunctionBackend:
+    """A backend whose jobs run an async function: ``fn(request) -> GenerationResult | [Artifact]``.
+
+    Each submit starts ``fn`` as a task (the job is accepted at once); its exception,
+    if any, is the job's error at ``fetch_result``. Cancel cancels the task.
+    """
+
+    def __init__(self, fn: GenerateFn, *, name: str = "function") -> None:
+        self.name = name
+        self._fn = fn
+        self._ids = itertools.count(1)
+        self._tasks: dict[str, asyncio.Task[GenerationResult | Sequence[Artifact]]] = {}
+        self._requests: dict[str, GenerationRequest] = {}
+
+    def __repr__(self) -> str:
+        return f"FunctionBackend(name={self.name!r})"
+
+    async def submit(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        *,
+        webhook_url: str | None = None,
+    ) -> ProviderJob:
+        """Start ``fn(request)`` and return its job."""
+        request_id = f"{self.name}-{next(self._ids)}"
+        self._tasks[request_id] = asyncio.get_running_loop().create_task(self._fn(request))
+        self._requests[request_id] = request
+        return ProviderJob(
+            provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id
+        )
+
+    def _task(self, job: ProviderJob) -> asyncio.Task[GenerationResult | Sequence[Artifact]]:
+        task = self._tasks.get(job.provider_request_id)
+        if task is None:
+            raise JobFailedError(
+                f"{self.name}: unknown job {job.provider_request_id}",
+                provider=self.name,
+                provider_request_id=job.provider_request_id,
+            )
+        return task
+
+    def _status(self, job: ProviderJob) -> JobStatus:
+        task = self._task(job)
+        if not task.done():
+            state = JobState.RUNNING
+        elif task.cancelled():
+            state = JobState.CANCELLED
+        else:
+            state = JobState.FAILED if task.exception() is not None else JobState.SUCCEEDED
+        return JobStatus(
+            state=state, provider=self.name, provider_request_id=job.provider_request_id
+        )
+
+    async def poll(self, job: ProviderJob) -> JobStatus:
+        """The job's state now."""
+        return self._status(job)
+
+    async def wait(self, job: ProviderJob, timeout_s: float) -> JobStatus:
+        """Wait for the function to return, at most ``timeout_s``."""
+        task = self._task(job)
+        if not task.done():
+            await asyncio.wait((task,), timeout=timeout_s)
+        return self._status(job)
+
+    async def fetch_result(self, job: ProviderJob) -> GenerationResult:
+        """The function's result, or its exception (a non-genrouter one becomes JobFailedError)."""
+        task = self._task(job)
+        rid = job.provider_request_id
+        if task.cancelled():
+            raise JobFailedError(
+                f"{self.name}: job {rid} was cancelled",
+                provider=self.name,
+                provider_request_id=rid,
+                state="cancelled",
+            )
+        if not task.done():
+            raise JobFailedError(f"{self.name}: job {rid} has not finished", provider=self.name)
+        error = task.exception()
+        if isinstance(error, GenRouterError):
+            raise error
+        if error is not None:
+            raise JobFailedError(
+                f"{self.name}: {type(error).__name__}: {error}",
+                provider=self.name,
+                provider_request_id=rid,
+            ) from error
+        self._tasks.pop(rid, None)
+        request = self._requests.pop(rid)
+        return _as_result(task.result(), job, request)
+
+    async def cancel(self, job: ProviderJob) -> None:
+        """Cancel the function's task."""
+        task = self._tasks.get(job.provider_request_id)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def aclose(self) -> None:
+        """Cancel every unfinished task."""
+        for task in self._tasks.values():
+            if not task.done():
+                task.cancel()
+
+
+@dataclass(frozen=True)
+class Succeed:
+    """Script step: the job succeeds after ``latency_s`` with ``outputs`` (default: as requested)."""
+
+    latency_s: float = 0.0
+    outputs: int | None = None
+
+
+@dataclass(frozen=True)
+class FailSubmit:
+    """Script step: ``submit`` raises ``error`` (nothing is accepted)."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class FailJob:
+    """Script step: the job is accepted, then fails after ``latency_s``; ``fetch_result`` raises."""
+
+    error: BaseException
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Script step: the job is accepted and never finishes until cancelled."""
+
+
+Step = Succeed | FailSubmit | FailJob | Hang
+
+
+@dataclass
+class _FakeJob:
+    step: Step
+    request: GenerationRequest
+    loop_done_at: float
+    cancelled: bool = False
+
+
+@dataclass
+class FakeBackend:
+    """A scripted backend. Steps are consumed one per submit; the last step repeats.
+
+    A bare exception in ``script`` means :class:`FailSubmit`. Inspect ``submissions``
+    (requests accepted or refused, in order), ``cancelled`` (request ids) and
+    ``polls`` in assertions. It has no ``wait``: the router polls it.
+    """
+
+    name: str = "fake"
+    script: Sequence[Step | BaseException] = (Succeed(),)
+    submissions: list[GenerationRequest] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    polls: int = 0
+    _jobs: dict[str, _FakeJob] = field(default_factory=dict, repr=False)
+    _index: int = field(default=0, repr=False)
+
+    def _next_step(self) -> Step:
+        steps = list(self.script) or [Succeed()]
+        raw = steps[min(self._index, len(steps) - 1)]
+        self._index += 1
+        return FailSubmit(raw) if isinstance(raw, BaseException) else raw
+
+    async def submit(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        *,
+        webhook_url: str | None = None,
+    ) -> ProviderJob:
+        """Play the next step: raise its submit error, or accept the job."""
+        self.submissions.append(request)
+        step = self._next_step()
+        if isinstance(step, FailSubmit):
+            raise step.error
+        latency = getattr(step, "latency_s", 0.0)
+        request_id = f"{self.name}-{len(self.submissions)}"
+        loop = asyncio.get_running_loop()
+        self._jobs[request_id] = _FakeJob(step, request, loop.time() + latency)
+        return ProviderJob(
+            provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id
+        )
+
+    def _job(self, job: ProviderJob) -> _FakeJob:
+        fake = self._jobs.get(job.provider_request_id)
+        if fake is None:
+            raise JobFailedError(
+                f"{self.name}: unknown job {job.provider_request_id}", provider=self.name
+            )
+        return fake
+
+    async def poll(self, job: ProviderJob) -> JobStatus:
+        """The scripted state now."""
+        self.polls += 1
+        fake = self._job(job)
+        if fake.cancelled:
+            state = JobState.CANCELLED
+        elif isinstance(fake.step, Hang) or asyncio.get_running_loop().time() < fake.loop_done_at:
+            state = JobState.RUNNING
+        elif isinstance(fake.step, FailJob):
+            state = JobState.FAILED
+        else:
+            state = JobState.SUCCEEDED
+        return JobStatus(
+            state=state, provider=self.name, provider_request_id=job.provider_request_id
+        )
+
+    async def fetch_result(self, job: ProviderJob) -> GenerationResult:
+        """The scripted result, or the scripted job error."""
+        fake = self._job(job)
+        rid = job.provider_request_id
+        if fake.cancelled:
+            raise JobFailedError(
+                f"{self.name}: job {rid} was cancelled", provider=self.name, state="cancelled"
+            )
+        if isinstance(fake.step, FailJob):
+            raise fake.step.error
+        count = fake.request.num_outputs
+        if isinstance(fake.step, Succeed) and fake.step.outputs is not None:
+            count = fake.step.outputs
+        request = fake.request.model_copy(update={"num_outputs": max(count, 1)})
+        outputs = _placeholder_outputs(request, self.name, rid)[:count]
+        return _as_result(outputs, job, fake.request)
+
+    async def cancel(self, job: ProviderJob) -> None:
+        """Record the cancel and mark the job cancelled."""
+        self.cancelled.append(job.provider_request_id)
+        fake = self._jobs.get(job.provider_request_id)
+        if fake is not None:
+            fake.cancelled = True
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    @property
+    def submit_count(self) -> int:
+        """How many times ``submit`` was called."""
+        return len(self.submissions)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BackendContract":
+        from genrouter._contract import BackendContract
+
+        return BackendContract
+    raise AttributeError(f"module 'genrouter.testing' has no attribute {name!r}")
