@@ -32,7 +32,9 @@ __all__ = ["BackendContract"]
 CONTRACT_TIMEOUT_S = 30.0
 
 
-async def wait_terminal(backend: Backend, job: ProviderJob, timeout_s: float = CONTRACT_TIMEOUT_S) -> JobStatus:
+async def wait_terminal(
+    backend: Backend, job: ProviderJob, timeout_s: float = CONTRACT_TIMEOUT_S
+) -> JobStatus:
     """Poll until the job is terminal (test helper; the router does this for real)."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -165,7 +165,7 @@ def finalise_result(
         )
     if deployment.pricing is None:
         warnings.append(f"no price known for {deployment.key}; cost is unknown")
-    timings = result.timings.model_copy(update={"total_s": total_s})
+    timings = Timings(queued_s=result.timings.queued_s, running_s=result.timings.running_s, total_s=total_s)
     return result.model_copy(
         update={
             "id": result.id or uuid.uuid4().hex,
@@ -229,8 +229,9 @@ class _Backoff(wait_base):
         retry_after: float | None = getattr(error, "retry_after", None)
         if retry_after is not None:
             return max(0.0, retry_after)
-        base = min(self.maximum, self.initial * 2 ** (retry_state.attempt_number - 1))
-        return max(0.0, base * (1 + self.jitter * random.uniform(-1, 1)))  # noqa: S311
+        exponent = retry_state.attempt_number - 1
+        base: float = min(self.maximum, self.initial * 2.0**exponent)
+        return max(0.0, base * (1.0 + self.jitter * random.uniform(-1.0, 1.0)))
 
 
 class _StopAtDeadline(stop_base):
@@ -273,7 +274,8 @@ class Execution:
         self.attempts: list[Attempt] = []
         self.errors: list[BaseException] = []
         self._live: dict[int, tuple[Backend, ProviderJob]] = {}
-        self._in_flight_submits: dict[asyncio.Task[ProviderJob], Backend] = {}
+        self._submitting = 0
+        self._submits_settled: asyncio.Event | None = None
         self._waiter = JobWaiter(clock)
         self._submit_only = False
 
@@ -305,11 +307,11 @@ class Execution:
                 break
             lane = asyncio.get_running_loop().create_task(self._lane(candidate))
             try:
-                done, _ = await asyncio.wait((lane,), timeout=remaining)
+                finished = await _wait_for_task(lane, remaining)
             except asyncio.CancelledError:
                 await self._abort((lane,))
                 raise
-            if not done:
+            if not finished:
                 await self._abort((lane,))
                 deadline_hit = True
                 break
@@ -319,9 +321,7 @@ class Execution:
             if not isinstance(error, GenRouterError):
                 raise error
         if not deadline_hit:
-            raise AllProvidersFailedError(
-                self._failure_summary(), errors=self.errors, attempts=self.attempts
-            )
+            raise AllProvidersFailedError(self._failure_summary(), errors=self.errors, attempts=self.attempts)
         await self._cancel_live()
         last = self.attempts[-1] if self.attempts else None
         raise DeadlineExceededError(
@@ -348,8 +348,7 @@ class Execution:
         if _testing_mode.enabled:
             wait = _NoWait()
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.max_attempts)
-            | _StopAtDeadline(self.clock, self.deadline_at),
+            stop=stop_after_attempt(retry.max_attempts) | _StopAtDeadline(self.clock, self.deadline_at),
             wait=wait,
             retry=retry_if_exception(retry_same_provider),
             sleep=self.clock.sleep,
@@ -368,7 +367,8 @@ class Execution:
     async def _attempt(self, candidate: PlannedCandidate) -> GenerationResult | Submitted:
         deployment = candidate.deployment
         backend = self.backends[deployment.provider]
-        await self._respect_retry_after(deployment)
+        if self.store.blocked_until(deployment.provider) > self.clock.now():
+            await self._respect_retry_after(deployment)
         health = self.store.health(deployment.key)
         started = self.clock.now()
         health.begin_request(started)
@@ -377,6 +377,9 @@ class Execution:
             for part in split_request(self.request, deployment.limits.max_outputs_per_call):
                 jobs.append(await self._submit_one(backend, deployment, part))
             if self._submit_only:
+                # Nobody watches the job from here: free the half-open probe slot now;
+                # AsyncRouter.result() records the outcome when it is fetched.
+                health.release_probe()
                 return Submitted(deployment, jobs, started)
             until = min(started + self.policy.timeouts.attempt_s, self.deadline_at)
             for job in jobs:
@@ -388,9 +391,9 @@ class Execution:
                 results.append(await backend.fetch_result(job))
                 self._live.pop(id(job), None)
         except asyncio.CancelledError:
-            self._record(
-                deployment, jobs, AttemptOutcome.CANCELLED, "cancelled: deadline exceeded", started
-            )
+            # Cancelled by the deadline or the caller: says nothing about the deployment.
+            health.release_probe()
+            self._record(deployment, jobs, AttemptOutcome.CANCELLED, "cancelled: deadline exceeded", started)
             raise
         except GenRouterError as exc:
             self._fail(deployment, jobs, exc, started)
@@ -418,14 +421,16 @@ class Execution:
     async def _submit_one(
         self, backend: Backend, deployment: Deployment, request: GenerationRequest
     ) -> ProviderJob:
-        # The submit runs in its own task so that a deadline (which cancels this lane)
-        # cannot abandon it half-way: _abort awaits it briefly and cancels its job.
-        task = asyncio.get_running_loop().create_task(
-            backend.submit(deployment, request, webhook_url=self.webhook_url)
-        )
-        self._in_flight_submits[task] = backend
-        job = await asyncio.shield(task)
-        del self._in_flight_submits[task]
+        # A deadline must not abandon a submit half-way (its job could run unseen):
+        # while one is in flight, _abort lets it finish (within the grace) before
+        # cancelling the lane, and then cancels the job it created.
+        self._submitting += 1
+        try:
+            job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
+        finally:
+            self._submitting -= 1
+            if not self._submitting and self._submits_settled is not None:
+                self._submits_settled.set()
         self._live[id(job)] = (backend, job)
         return job
 
@@ -489,9 +494,7 @@ class Execution:
         if error.provider_request_id is None and jobs:
             error.provider_request_id = jobs[0].provider_request_id
         outcome = (
-            AttemptOutcome.CANCELLED
-            if isinstance(error, AttemptTimedOutError)
-            else AttemptOutcome.FAILED
+            AttemptOutcome.CANCELLED if isinstance(error, AttemptTimedOutError) else AttemptOutcome.FAILED
         )
         self._record(deployment, jobs, outcome, describe_error(error), started)
         self.errors.append(error)
@@ -504,19 +507,13 @@ class Execution:
     async def _abort(self, lanes: Sequence[asyncio.Task[Any]]) -> None:
         """Stop lanes, then cancel every accepted job, all within the grace period."""
         grace_until = self.clock.now() + CANCEL_GRACE_S
+        if self._submitting:
+            self._submits_settled = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._submits_settled.wait(), CANCEL_GRACE_S)
         for lane in lanes:
             lane.cancel()
-        await asyncio.wait(lanes, timeout=CANCEL_GRACE_S)
-        if self._in_flight_submits:
-            remaining = max(0.0, grace_until - self.clock.now())
-            done, pending = await asyncio.wait(self._in_flight_submits, timeout=remaining)
-            for task in done:
-                if not task.cancelled() and task.exception() is None:
-                    job = task.result()
-                    self._live[id(job)] = (self._in_flight_submits[task], job)
-            for task in pending:
-                task.cancel()
-            self._in_flight_submits.clear()
+        await asyncio.wait(lanes, timeout=max(0.01, grace_until - self.clock.now()))
         await self._cancel_live(grace_until)
 
     async def _cancel_live(self, grace_until: float | None = None) -> None:
@@ -536,6 +533,30 @@ class Execution:
         for _, job in jobs:
             self._live.pop(id(job), None)
         await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))
+
+
+async def _wait_for_task(task: asyncio.Task[Any], timeout_s: float) -> bool:
+    """Wait until ``task`` is done or ``timeout_s`` passes (without cancelling it); True if done.
+
+    A leaner ``asyncio.wait((task,), timeout=...)``: this runs on every request.
+    """
+    if task.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(timeout_s, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
 
 
 class _NoWait(wait_base):

@@ -154,9 +154,7 @@ def read_artifact_bytes(artifact: Artifact, *, max_bytes: int | None, timeout_s:
     return b"".join(chunks)
 
 
-async def read_artifact_bytes_async(
-    artifact: Artifact, *, max_bytes: int | None, timeout_s: float
-) -> bytes:
+async def read_artifact_bytes_async(artifact: Artifact, *, max_bytes: int | None, timeout_s: float) -> bytes:
     """Async read of an artifact's bytes (see :meth:`Artifact.aread`)."""
     cap = _cap(max_bytes)
     local = _local_bytes(artifact.url, cap)

@@ -22,8 +22,10 @@ This module is data only: it knows units and shapes, never a provider's wire for
 
 from __future__ import annotations
 
+import difflib
 import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -113,7 +115,16 @@ class Price(BaseModel):
                 f"a price needs exactly one unit of {', '.join(_UNITS)}; "
                 f"got {', '.join(given) if given else 'none'}"
             )
+        if self.megapixel_rounding == "ceil" and given[0] != "per_megapixel":
+            raise ValueError(f"megapixel_rounding applies to per_megapixel prices, not {given[0]}")
         return self
+
+    @field_validator("date")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^\d{4}-\d{2}(-\d{2})?$", value):
+            raise ValueError(f"date {value!r} is not YYYY-MM or YYYY-MM-DD")
+        return value
 
     def to_pricing(self) -> Pricing:
         """The validated price as a :class:`Pricing` value."""
@@ -147,6 +158,13 @@ class Limits(BaseModel):
     default_duration_s: float | None = None
     max_loras: int | None = Field(default=None, ge=0)
 
+    @field_validator("default_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and (value[0] <= 0 or value[1] <= 0):
+            raise ValueError(f"default_size {list(value)} must be positive")
+        return value
+
     @field_validator("width", "height", "duration_range_s")
     @classmethod
     def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -170,6 +188,28 @@ class CatalogEntry(BaseModel):
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
 
+    @field_validator("params")
+    @classmethod
+    def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        return _check_param_keys(value)
+
+
+def _check_param_keys(value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+    """``params`` keys must be GenerationRequest fields (a typo would silently do nothing)."""
+    if value:
+        from genrouter.types import GenerationRequest
+
+        fields = GenerationRequest.model_fields
+        unknown = [k for k in value if k not in fields]
+        if unknown:
+            close = [difflib.get_close_matches(k, list(fields), n=1) for k in unknown]
+            hints = [
+                f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "")
+                for k, c in zip(unknown, close, strict=True)
+            ]
+            raise ValueError(f"params maps unknown request field(s) {', '.join(hints)}")
+    return value
+
 
 class CatalogDefaults(BaseModel):
     """Values merged into every entry of a catalog file."""
@@ -179,6 +219,11 @@ class CatalogDefaults(BaseModel):
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
     params: dict[str, str | None] | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+        return _check_param_keys(value)
 
 
 class CatalogFile(BaseModel):
@@ -251,11 +296,7 @@ class Pricing:
         if unit is PriceUnit.PER_VIDEO_SECOND:
             seconds = Decimal(0)
             for artifact in outputs:
-                length = (
-                    artifact.duration_s
-                    or request.duration_s
-                    or deployment.limits.default_duration_s
-                )
+                length = artifact.duration_s or request.duration_s or deployment.limits.default_duration_s
                 if length is None:
                     return None, f"video length unknown for {self.describe()}"
                 seconds += _dec(length)
@@ -274,7 +315,12 @@ def _dec(value: float) -> Decimal:
 
 
 def _money(value: Decimal) -> Decimal:
-    return value.quantize(_CENT_FRACTIONS, rounding=ROUND_HALF_EVEN).normalize()
+    """Round to a millionth of a dollar, without trailing zeros or exponent notation."""
+    rounded = value.quantize(_CENT_FRACTIONS, rounding=ROUND_HALF_EVEN).normalize()
+    exponent = rounded.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return rounded.quantize(Decimal(1))
+    return rounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,19 +431,23 @@ class Catalog:
     def __init__(self, files: Iterable[tuple[str, CatalogFile]]) -> None:
         self._entries: dict[str, dict[str, CatalogEntry]] = {}
         self._aliases: dict[str, str] = {}
-        kinds: dict[str, str] = {}
-        capabilities: dict[str, set[Capability]] = {}
-        aliases: dict[str, set[str]] = {}
+        sources: dict[tuple[str, str], str] = {}
         for source, catalog in files:
             bucket = self._entries.setdefault(catalog.provider, {})
             for name, raw_entry in catalog.models.items():
-                entry = merge_entry(raw_entry, catalog.defaults)
-                bucket[name] = entry
+                # A later file replaces an earlier entry for the same provider and model.
+                bucket[name] = merge_entry(raw_entry, catalog.defaults)
+                sources[(catalog.provider, name)] = source
+        kinds: dict[str, str] = {}
+        capabilities: dict[str, set[Capability]] = {}
+        aliases: dict[str, set[str]] = {}
+        for provider, bucket in self._entries.items():
+            for name, entry in bucket.items():
                 kind = entry.kind or kinds.get(name, "image")
                 if kinds.setdefault(name, kind) != kind:
                     raise ConfigError(
-                        f"catalog {source}: model {name!r} is {kind} here but "
-                        f"{kinds[name]} elsewhere",
+                        f"catalog {sources[(provider, name)]}: model {name!r} is {kind} here "
+                        f"but {kinds[name]} elsewhere",
                         key_path=f"models.{name}.kind",
                     )
                 capabilities.setdefault(name, set()).update(entry.capabilities or ())
@@ -411,9 +461,7 @@ class Catalog:
                 aliases=tuple(sorted(aliases[name])),
                 capabilities=frozenset(caps),
                 entries={
-                    provider: entries[name]
-                    for provider, entries in self._entries.items()
-                    if name in entries
+                    provider: entries[name] for provider, entries in self._entries.items() if name in entries
                 },
             )
             for alias in aliases[name]:

@@ -2,9 +2,18 @@
 
 Every problem is a :class:`~genrouter.errors.ConfigError` whose message names the key
 path (``routing.default.retry.max_attempts``), what was wrong and, for a misspelt
-key, the nearest valid one. Discovery, when no config is given: ``GENROUTER_CONFIG``
-→ ``./genrouter.yaml`` → one provider for each credential set in the environment
-(``FAL_KEY``, ``REPLICATE_API_TOKEN``, ``MODAL_TOKEN_ID``+``MODAL_TOKEN_SECRET``).
+key or value, the nearest valid one. Several problems are reported together, joined
+with ``"; "`` and listed one by one in ``ConfigError.problems``.
+
+Discovery, when no config is given: ``GENROUTER_CONFIG`` → ``./genrouter.yaml`` → one
+provider for each credential set in the environment (``FAL_KEY`` or
+``FAL_KEY_ID``+``FAL_KEY_SECRET``, ``REPLICATE_API_TOKEN``,
+``MODAL_TOKEN_ID``+``MODAL_TOKEN_SECRET``). With none of those it raises, saying how
+to configure; it never falls back to simulated providers.
+
+Conventions (from :class:`~genrouter.backends.settings.SettingsModel`): every field
+ending in ``_s`` is seconds and also takes ``"500ms"``, ``"5s"``, ``"2m"``; numbers
+never take ``true``/``false``.
 """
 
 from __future__ import annotations
@@ -23,30 +32,40 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
+    BeforeValidator,
     Discriminator,
     Field,
+    PlainValidator,
     Tag,
     ValidationError,
+    WithJsonSchema,
     field_validator,
+    model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from genrouter._secrets import register_secret
 from genrouter.backends.base import known_types
 from genrouter.backends.settings import (
+    DURATION_PATTERN,
+    SECRET_KEY_PATTERN,
     CustomSettings,
     FalSettings,
     ImportPathSettings,
     ModalSettings,
     ProviderSettings,
     ReplicateSettings,
+    SettingsModel,
     SimulatedSettings,
+    parse_duration,
+    reject_bool,
 )
 from genrouter.errors import ConfigError
 from genrouter.types import Strategy
 
 __all__ = [
     "CONFIG_ENV",
+    "DEFAULT_CONFIG_FILE",
     "CircuitBreakerPolicy",
     "FallbackPolicy",
     "HedgePolicy",
@@ -58,39 +77,47 @@ __all__ = [
     "TimeoutPolicy",
     "config_json_schema",
     "discover_config",
+    "dump_schema",
+    "environment_config",
     "format_validation_errors",
     "interpolate",
     "load_config",
+    "load_config_file",
+    "parse_config",
+    "render_path",
 ]
 
 CONFIG_ENV = "GENROUTER_CONFIG"
 DEFAULT_CONFIG_FILE = "genrouter.yaml"
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
-_SECRET_KEYS = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
+_SECRET_KEYS = SECRET_KEY_PATTERN
+_BUILTIN_TYPES = ("fal", "replicate", "modal", "simulated", "custom")
+_IMPORT_PATH_HINT = "an import path 'pkg.module:Class'"
 
 
 def _seconds(value: Any) -> Any:
-    """``5``, ``5.0``, ``"5s"``, ``"500ms"``, ``"2m"`` → float seconds; other values unchanged."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            return value
-        number, unit = float(match.group(1)), match.group(2) or "s"
-        return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
-    return value
+    """``5``, ``5.0``, ``"5s"``, ``"500ms"``, ``"2m"`` → float seconds; other values unchanged.
+
+    Kept for callers of the old helper; new code uses
+    :func:`genrouter.backends.settings.parse_duration`.
+    """
+    try:
+        return parse_duration(value)
+    except ValueError:
+        return value
 
 
-class RetryPolicy(BaseModel):
+# ---------------------------------------------------------------------------
+# Routing policies
+# ---------------------------------------------------------------------------
+
+
+class RetryPolicy(SettingsModel):
     """Retries on one deployment. ``max_attempts`` counts the first attempt.
 
     Wait between attempts: the provider's Retry-After when it sent one, else
     ``min(max_backoff_s, initial_backoff_s * 2**n)`` ± ``jitter`` (a fraction).
     """
-
-    model_config = _STRICT
 
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     initial_backoff_s: Annotated[float, Field(ge=0, le=600)] = 0.5
@@ -98,67 +125,78 @@ class RetryPolicy(BaseModel):
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.2
 
 
-class FallbackPolicy(BaseModel):
+class FallbackPolicy(SettingsModel):
     """Whether to move on to the next deployment after one fails, and over how many."""
-
-    model_config = _STRICT
 
     enabled: bool = True
     max_providers: Annotated[int, Field(ge=1, le=50)] = 3
 
 
-class HedgePolicy(BaseModel):
+def _hedge_delay(value: Any) -> Literal["p95"] | float:
+    """``"p95"``, or seconds > 0 as a number or a duration string (``"5s"``, ``"500ms"``)."""
+    if value == "p95" and isinstance(value, str):
+        return "p95"
+    shape = "expected 'p95' or seconds (a number, or a duration like '5s', '500ms')"
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(shape)
+    try:
+        seconds = float(parse_duration(value))
+    except ValueError:
+        raise ValueError(shape) from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError("expected 'p95' or a number of seconds greater than 0")
+    return seconds
+
+
+class HedgePolicy(SettingsModel):
     """Start the next deployment in parallel after ``delay`` (``p95`` or seconds).
 
     ``max_extra_fraction`` caps hedge submissions per primary submission (token bucket).
     """
 
-    model_config = _STRICT
-
     enabled: bool = False
-    delay: Literal["p95"] | Annotated[float, Field(gt=0)] = "p95"
+    delay: Annotated[
+        Literal["p95"] | float,
+        PlainValidator(_hedge_delay),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"const": "p95"},
+                    {"type": "number", "exclusiveMinimum": 0},
+                    {"type": "string", "pattern": DURATION_PATTERN},
+                ]
+            }
+        ),
+    ] = "p95"
     max_extra_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
 
-    @field_validator("delay", mode="before")
-    @classmethod
-    def _parse_delay(cls, value: Any) -> Any:
-        return value if value == "p95" else _seconds(value)
 
-
-class TimeoutPolicy(BaseModel):
+class TimeoutPolicy(SettingsModel):
     """``attempt_s`` bounds one accepted job; ``deadline_s`` bounds the whole request."""
-
-    model_config = _STRICT
 
     attempt_s: Annotated[float, Field(gt=0, le=86_400)] = 120.0
     deadline_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
 
-    @field_validator("attempt_s", "deadline_s", mode="before")
-    @classmethod
-    def _durations(cls, value: Any) -> Any:
-        return _seconds(value)
 
-
-class CircuitBreakerPolicy(BaseModel):
+class CircuitBreakerPolicy(SettingsModel):
     """Open a deployment's circuit after ``failure_threshold`` consecutive failures.
 
     It stays open for ``cooldown_s``, then admits one probe (half-open).
     """
 
-    model_config = _STRICT
-
     failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
     cooldown_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
 
 
-class RoutePolicy(BaseModel):
-    """How to route: strategy, filters, retries, fallback, hedging, timeouts, breaker."""
+Weight = Annotated[float, Field(gt=0), BeforeValidator(reject_bool)]
 
-    model_config = _STRICT
+
+class RoutePolicy(SettingsModel):
+    """How to route: strategy, filters, retries, fallback, hedging, timeouts, breaker."""
 
     strategy: Strategy = "balanced"
     order: list[str] | None = None
-    weights: dict[str, Annotated[float, Field(gt=0)]] | None = None
+    weights: dict[str, Weight] | None = None
     max_cost_usd: Annotated[Decimal | None, Field(ge=0)] = None
     latency_slo_s: Annotated[float | None, Field(gt=0)] = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
@@ -173,24 +211,49 @@ class RoutePolicy(BaseModel):
         return Decimal(repr(value)) if isinstance(value, float) else value
 
 
-class RoutingConfig(BaseModel):
-    """``default`` policy, and per-model overrides merged over it key by key."""
+# Keys of a policy that an override replaces whole instead of merging into.
+_LEAF_KEYS = frozenset({"order", "weights"})
 
-    model_config = _STRICT
+
+def _deep_merge(
+    base: Mapping[Any, Any], override: Mapping[Any, Any], *, leaves: frozenset[str] = frozenset()
+) -> dict[Any, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if key not in leaves and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class RoutingConfig(SettingsModel):
+    """``default`` policy, and per-model overrides deep-merged over it key by key.
+
+    ``routing.models.flux-dev: {retry: {max_attempts: 1}}`` keeps every other default,
+    including the rest of ``retry``. ``order`` and ``weights`` are replaced whole.
+    """
 
     default: RoutePolicy = Field(default_factory=RoutePolicy)
     models: dict[str, RoutePolicy] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
     @classmethod
     def _merge_overrides(cls, raw: Any) -> Any:
         if not isinstance(raw, Mapping):
             return raw
-        default = raw.get("default") or {}
+        default = raw.get("default")
         models = raw.get("models")
+        if default is None:
+            default = {}
         if not isinstance(default, Mapping) or not isinstance(models, Mapping):
             return raw
         merged = {
-            name: _deep_merge(default, override) if isinstance(override, Mapping) else override
+            name: (
+                _deep_merge(default, override or {}, leaves=_LEAF_KEYS)
+                if isinstance(override, Mapping) or override is None
+                else override
+            )
             for name, override in models.items()
         }
         return {**raw, "models": merged}
@@ -200,30 +263,22 @@ class RoutingConfig(BaseModel):
         return self.models.get(model, self.default)
 
 
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-class StateConfig(BaseModel):
+class StateConfig(SettingsModel):
     """Where health, circuit and budget state lives: ``memory`` or a ``redis://`` URL."""
-
-    model_config = _STRICT
 
     store: str = "memory"
 
     @field_validator("store")
     @classmethod
     def _known_store(cls, value: str) -> str:
-        if value != "memory" and not re.match(r"^rediss?://", value):
-            raise ValueError(f"store {value!r} is neither 'memory' nor a redis:// URL")
+        if value != "memory" and not re.match(r"^rediss?://\S+$", value):
+            raise ValueError("expected 'memory' or a redis:// URL (redis://127.0.0.1:6379/0)")
         return value
 
+
+# ---------------------------------------------------------------------------
+# Provider sections
+# ---------------------------------------------------------------------------
 
 _SECTION_TYPES: dict[str, type[ProviderSettings]] = {
     "fal": FalSettings,
@@ -236,15 +291,19 @@ _SECTION_TYPES: dict[str, type[ProviderSettings]] = {
 
 
 def _section_tag(value: Any) -> str | None:
-    provider_type = (
-        value.get("type") if isinstance(value, Mapping) else getattr(value, "type", None)
-    )
+    """Which settings class validates a provider section (None: no valid type)."""
+    if isinstance(value, ProviderSettings):
+        if isinstance(value, ImportPathSettings):
+            return "import"
+        return value.type if value.type in _SECTION_TYPES else None
+    if not isinstance(value, Mapping):
+        return None
+    provider_type = value.get("type")
     if not isinstance(provider_type, str):
         return None
-    if provider_type in _SECTION_TYPES:
+    if provider_type in _SECTION_TYPES and provider_type != "import":
         return provider_type
-    spec = known_types().get(provider_type)
-    if spec is not None or ":" in provider_type:
+    if ":" in provider_type or provider_type in known_types():
         return "import"
     return None
 
@@ -261,18 +320,13 @@ ProviderSection = Annotated[
     Discriminator(
         _section_tag,
         custom_error_type="unknown_provider_type",
-        custom_error_message=(
-            "unknown or missing provider type; set type: to one of "
-            "fal, replicate, modal, simulated, custom, or 'pkg.module:Class'"
-        ),
+        custom_error_message="unknown or missing provider type",
     ),
 ]
 
 
-class RouterConfig(BaseModel):
+class RouterConfig(SettingsModel):
     """A whole genrouter config (version 1)."""
-
-    model_config = _STRICT
 
     version: Literal[1] = 1
     providers: dict[str, ProviderSection] = Field(min_length=1)
@@ -282,53 +336,119 @@ class RouterConfig(BaseModel):
     base_dir: Path | None = Field(default=None, exclude=True)
     """Folder relative paths (``catalogs``) resolve against: the config file's folder."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_types(cls, raw: Any) -> Any:
+        """A section without ``type`` whose key is a provider type takes its key as type."""
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("providers"), Mapping):
+            return raw
+        types_ = known_types()
+        providers: dict[Any, Any] = {}
+        for key, section in raw["providers"].items():
+            if section is None:
+                section = {}
+            if isinstance(section, Mapping) and "type" not in section and key in types_:
+                section = {**section, "type": key}
+            providers[key] = section
+        return {**raw, "providers": providers}
+
     def catalog_paths(self) -> list[Path]:
         """``catalogs`` entries as paths, relative ones resolved against the config's folder."""
         base = self.base_dir or Path.cwd()
-        return [p if (p := Path(c)).is_absolute() else base / p for c in self.catalogs]
+        paths = [Path(c).expanduser() for c in self.catalogs]
+        return [p if p.is_absolute() else base / p for p in paths]
 
 
 # ---------------------------------------------------------------------------
 # Interpolation
 # ---------------------------------------------------------------------------
 
+# ``$$``; ``${NAME}``; ``${NAME:-default}``; and (last) any other ``${``, which is malformed.
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+_MAX_NODES = 100_000
 
-def interpolate(
-    raw: Any, env: Mapping[str, str] | None = None, *, _path: tuple[str | int, ...] = ()
-) -> Any:
+
+def interpolate(raw: Any, env: Mapping[str, str] | None = None, *, _path: tuple[str | int, ...] = ()) -> Any:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree.
 
-    ``$$`` is a literal ``$``. An unset ``${VAR}`` (no default) is a :class:`ConfigError`
-    naming the variable and the key path. Values interpolated into keys that look
-    secret (``*key``, ``*token``, ``*secret``) are registered for redaction.
+    Only string values change (keys and other scalars are left alone), so a
+    variable's value is never parsed as YAML. ``$$`` is a literal ``$``; a ``$``
+    followed by anything else is kept as is. ``${VAR:-default}`` uses the default
+    when ``VAR`` is unset or empty; ``${VAR:-}`` makes a variable optional. An unset
+    ``${VAR}`` (no default) or a malformed ``${`` is a :class:`ConfigError` naming
+    the variable and the key path; every such problem is reported at once. Values
+    interpolated into keys that look secret (``*key*``, ``*token*``, ``*secret*``,
+    ``*password*``) are registered for redaction.
     """
     env = os.environ if env is None else env
-    if isinstance(raw, Mapping):
-        return {k: interpolate(v, env, _path=(*_path, str(k))) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [interpolate(v, env, _path=(*_path, i)) for i, v in enumerate(raw)]
-    if not isinstance(raw, str) or "$" not in raw:
-        return raw
+    walker = _Interpolator(env)
+    result = walker.walk(raw, tuple(_path), frozenset())
+    if walker.problems:
+        problems = list(dict.fromkeys(walker.problems))
+        raise ConfigError("; ".join(problems), key_path=_first_path(problems), problems=problems)
+    return result
 
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
+
+class _Interpolator:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self.nodes = 0
+
+    def walk(self, raw: Any, path: tuple[str | int, ...], ancestors: frozenset[int]) -> Any:
+        self.nodes += 1
+        if self.nodes > _MAX_NODES:
+            raise ConfigError(
+                f"{render_path(path)}: the config holds more than {_MAX_NODES} values; "
+                "is a YAML alias (&anchor / *alias) expanding too far?",
+                key_path=render_path(path),
+            )
+        if isinstance(raw, Mapping | list):
+            if id(raw) in ancestors:
+                message = f"{render_path(path)}: a YAML alias refers to itself (recursive structure)"
+                raise ConfigError(message, key_path=render_path(path))
+            inner = ancestors | {id(raw)}
+            if isinstance(raw, Mapping):
+                return {k: self.walk(v, (*path, _segment(k)), inner) for k, v in raw.items()}
+            return [self.walk(v, (*path, i), inner) for i, v in enumerate(raw)]
+        if not isinstance(raw, str) or "$" not in raw:
+            return raw
+        result = _VAR.sub(lambda m: self.substitute(m, path), raw)
+        if "${" in raw and path and _is_secret_key(path):
+            register_secret(result)
+        return result
+
+    def substitute(self, match: re.Match[str], path: tuple[str | int, ...]) -> str:
+        matched = match.group(0)
+        if matched == "$$":
             return "$"
+        where = render_path(path)
         name, default = match.group(1), match.group(2)
-        value = env.get(name)
+        if name is None:
+            self.problems.append(
+                f"{where}: malformed ${{...}} reference; write ${{NAME}} or ${{NAME:-default}}, "
+                "and $$ for a literal $"
+            )
+            return matched
+        value = self.env.get(name)
         if value is None or (value == "" and default is not None):
             if default is None:
-                raise ConfigError(
-                    f"{render_path(_path)}: environment variable {name} is not set; "
-                    f"export it, or write ${{{name}:-}} to make it optional",
-                    key_path=render_path(_path),
+                self.problems.append(
+                    f"{where}: environment variable {name} is not set; export it, "
+                    f"or write ${{{name}:-}} to make it optional"
                 )
+                return matched
             value = default
         return value
 
-    result = _VAR.sub(substitute, raw)
-    if _path and _SECRET_KEYS.search(str(_path[-1])):
-        register_secret(result)
-    return result
+
+def _segment(key: Any) -> str | int:
+    return key if isinstance(key, str) else str(key)
+
+
+def _is_secret_key(path: Sequence[Any]) -> bool:
+    last = next((p for p in reversed(path) if isinstance(p, str)), None)
+    return last is not None and bool(_SECRET_KEYS.search(last))
 
 
 # ---------------------------------------------------------------------------
@@ -336,11 +456,11 @@ def interpolate(
 # ---------------------------------------------------------------------------
 
 
-def render_path(loc: Sequence[str | int]) -> str:
+def render_path(loc: Sequence[Any]) -> str:
     """``("routing", "default", "retry")`` → ``routing.default.retry``; ints as ``[i]``."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if type(part) is int:
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
@@ -360,36 +480,41 @@ def _unwrap(annotation: Any) -> list[Any]:
     return [annotation]
 
 
-def _model_at(
-    root: type[BaseModel], loc: Sequence[str | int]
-) -> tuple[type[BaseModel] | None, list[str | int]]:
-    """Walk ``loc`` from ``root``; return the model class at its end and the cleaned path."""
+def _first_model(candidates: list[Any]) -> type[BaseModel] | None:
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _model_at(root: type[BaseModel], loc: Sequence[Any]) -> tuple[type[BaseModel] | None, list[Any]]:
+    """Walk ``loc`` from ``root``; return the model class at its end and the cleaned path.
+
+    The cleaned path drops what pydantic adds to ``loc`` that is no key of the
+    user's: union branch labels (``function-after[...]``, ``int``), tagged-union
+    tags (``simulated``), ``[key]`` markers.
+    """
     current: Any = root
-    clean: list[str | int] = []
+    clean: list[Any] = []
     parts = list(loc)
     i = 0
     while i < len(parts):
         part = parts[i]
         candidates = _unwrap(current)
-        model = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
         if isinstance(part, str) and _is_union_label(part, candidates):
             i += 1
             continue
+        model = _first_model(candidates)
         if model is not None:
             field = model.model_fields.get(str(part))
             if field is None:
-                return None, clean + [str(p) for p in parts[i:]]
+                return None, clean + [p for p in parts[i:] if not _is_marker(p)]
             clean.append(part)
             current = field.annotation
             i += 1
             continue
-        container = next((c for c in candidates if typing.get_origin(c) in (dict, list)), None)
+        container = next((c for c in candidates if typing.get_origin(c) in (dict, list, tuple)), None)
         if container is not None:
             args = typing.get_args(container)
             clean.append(part)
-            current = args[-1]
+            current = args[-1] if args else Any
             i += 1
             # A tagged union member: the tag follows the key in pydantic's loc.
             members = _unwrap(current)
@@ -397,10 +522,12 @@ def _model_at(
                 current = _SECTION_TYPES[str(parts[i])]
                 i += 1
             continue
-        return None, clean + list(parts[i:])
-    candidates = _unwrap(current)
-    model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return model, clean
+        return None, clean + [p for p in parts[i:] if not _is_marker(p)]
+    return _first_model(_unwrap(current)), clean
+
+
+def _is_marker(part: Any) -> bool:
+    return isinstance(part, str) and "[" in part and part.endswith("]")
 
 
 def _is_union_label(part: str, candidates: list[Any]) -> bool:
@@ -413,103 +540,216 @@ def _field_names(model: type[BaseModel]) -> list[str]:
     return [name for name, f in model.model_fields.items() if not f.exclude]
 
 
-def format_validation_errors(
-    exc: ValidationError, *, root: type[BaseModel] = RouterConfig, prefix: Sequence[str | int] = ()
+_PLAIN_MESSAGES = {
+    "missing": "required key is missing",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "dict_type": "expected a mapping",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "string_type": "expected a string",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "decimal_type": "expected a decimal number",
+    "decimal_parsing": "expected a decimal number",
+    "decimal_max_places": "too many decimal places",
+    "invalid_key": "keys must be strings; quote the key in YAML",
+}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple | set | frozenset):
+        return "a list"
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _suggest(given: Any, options: Sequence[str], cutoff: float = 0.6) -> str | None:
+    close = difflib.get_close_matches(str(given), list(options), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def _provider_type_problem(path: Sequence[Any], section: Any) -> tuple[str, str]:
+    """(key path, message) for a provider section whose type selects no settings class."""
+    where = render_path(path)
+    valid = sorted({*_BUILTIN_TYPES, *known_types()})
+    listing = f"set type: to one of {', '.join(valid)}, or {_IMPORT_PATH_HINT}"
+    if not isinstance(section, Mapping):
+        return where, f"expected a mapping of provider settings (got {_describe(section)})"
+    type_path = render_path((*path, "type"))
+    given = section.get("type")
+    if given is None:
+        key = path[-1] if path else "?"
+        hint = _suggest(key, valid)
+        message = f"no type: given and {str(key)!r} is not a provider type; {listing}"
+        if hint is not None:
+            message += f" (did you mean type: {hint}?)"
+        return type_path, message
+    if not isinstance(given, str):
+        return type_path, f"expected a provider type name (got {_describe(given)}); {listing}"
+    hint = _suggest(given, valid)
+    message = f"unknown provider type {given!r}"
+    if hint is not None:
+        message += f" (did you mean {hint!r}?)"
+    return type_path, f"{message}; {listing}"
+
+
+def _problem(error: ErrorDetails, root: type[BaseModel], prefix: Sequence[Any]) -> tuple[str, str, bool]:
+    """(key path, message, from a union branch) for one pydantic error."""
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent_model, parent_path = _model_at(root, loc[:-1])
+        unknown = str(loc[-1])
+        path = render_path((*prefix, *parent_path, loc[-1]))
+        message = f"unknown key {unknown!r}"
+        if parent_model is not None:
+            names = _field_names(parent_model)
+            hint = _suggest(unknown, names)
+            if hint is not None:
+                message += f"; did you mean {hint!r}?"
+            else:
+                message += f"; valid keys are {', '.join(names)}"
+        return path, message, False
+    _, clean = _model_at(root, loc)
+    from_union = len([p for p in loc if not _is_marker(p)]) != len(clean) and any(
+        isinstance(p, str) and "[" in p and p != "[key]" for p in loc
+    )
+    if kind == "unknown_provider_type":
+        path, message = _provider_type_problem((*prefix, *clean), error["input"])
+        return path, message, False
+    path = render_path((*prefix, *clean))
+    if loc and loc[-1] == "[key]":
+        return path, f"key {_describe(error['input'])} is not a string; quote it in YAML", False
+    message = _PLAIN_MESSAGES.get(kind, error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind == "too_short" and clean == ["providers"]:
+        message = "at least one provider is needed"
+    elif kind == "literal_error" and clean == ["version"]:
+        message = "only version 1 is supported"
+    value = error.get("input")
+    scalar = not isinstance(value, Mapping | list | tuple | set | frozenset)
+    if kind not in ("missing", "too_short") and (scalar or kind in _PLAIN_MESSAGES):
+        shown = "***" if _is_secret_key(clean) else _describe(value)
+        message += f" (got {shown})"
+    if kind in ("literal_error", "enum"):
+        expected = re.findall(r"'([^']+)'", str(error.get("ctx", {}).get("expected", "")))
+        hint = _suggest(error.get("input"), expected, cutoff=0.5)
+        if hint is not None:
+            message += f"; did you mean {hint!r}?"
+    return path, message, from_union
+
+
+def _format_errors(
+    errors: Sequence[ErrorDetails],
+    *,
+    root: type[BaseModel],
+    prefix: Sequence[Any] = (),
+    raw: Any = None,
 ) -> list[str]:
-    """One line per pydantic error: ``key.path: problem (got value); did you mean 'x'?``."""
-    problems: list[str] = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(error["loc"])
-        kind = error["type"]
-        if kind == "extra_forbidden":
-            parent_model, parent_path = _model_at(root, loc[:-1])
-            unknown = str(loc[-1])
-            path = render_path((*prefix, *parent_path, unknown))
-            message = f"{path}: unknown key {unknown!r}"
-            if parent_model is not None:
-                names = _field_names(parent_model)
-                close = difflib.get_close_matches(unknown, names, n=1, cutoff=0.6)
-                if close:
-                    message += f"; did you mean {close[0]!r}?"
-                else:
-                    message += f"; valid keys are {', '.join(names)}"
-            problems.append(message)
+    merged: dict[str, list[str]] = {}
+    for error in errors:
+        path, message, _ = _problem(error, root, prefix)
+        if raw is not None and _inherited_from_default(path, error, root, raw):
             continue
+        messages = merged.setdefault(path, [])
+        if message not in messages:
+            messages.append(message)
+    # Several messages on one path are a union's branches: any one of them would do.
+    return [f"{path}: {' or '.join(messages)}" for path, messages in merged.items()]
+
+
+def _inherited_from_default(path: str, error: ErrorDetails, root: type[BaseModel], raw: Any) -> bool:
+    """Whether an error under ``routing.models.<m>`` comes from the merged-in default.
+
+    Such an error is reported once, under ``routing.default``, not again per model.
+    """
+    if root is not RouterConfig or not path.startswith("routing.models."):
+        return False
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        _, clean = _model_at(root, loc[:-1])
+        clean = [*clean, loc[-1]]
+    else:
         _, clean = _model_at(root, loc)
-        path = render_path((*prefix, *clean))
-        message = error["msg"]
-        if kind == "unknown_provider_type":
-            given = error["input"].get("type") if isinstance(error["input"], Mapping) else None
-            message = (
-                (f"provider type {given!r} is unknown" if given is not None else "no type: given")
-                + "; set type: to one of "
-                + ", ".join(sorted(known_types()))
-                + " or 'pkg.module:Class'"
-            )
-            problems.append(f"{path}: {message}")
-            continue
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        if (
-            kind not in ("missing",)
-            and "input" in error
-            and not isinstance(error["input"], Mapping | list)
-        ):
-            shown = error["input"]
-            if _SECRET_KEYS.search(path):
-                shown = "***"
-            message += f" (got {shown!r})"
-        if kind == "literal_error":
-            expected = re.findall(r"'([^']+)'", str(error.get("ctx", {}).get("expected", "")))
-            close = difflib.get_close_matches(str(error.get("input")), expected, n=1, cutoff=0.5)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-        problems.append(f"{path}: {message}")
-    return problems
+    if len(clean) < 4:
+        return False
+    routing = raw.get("routing") if isinstance(raw, Mapping) else None
+    models = routing.get("models") if isinstance(routing, Mapping) else None
+    current = models.get(clean[2]) if isinstance(models, Mapping) else None
+    if current is None:
+        return True
+    for part in clean[3:]:
+        if isinstance(current, Mapping):
+            if part not in current:
+                return True
+            current = current[part]
+        else:
+            return False
+    return False
+
+
+def format_validation_errors(
+    exc: ValidationError, *, root: type[BaseModel] = RouterConfig, prefix: Sequence[Any] = ()
+) -> list[str]:
+    """One line per problem: ``key.path: problem (got value); did you mean 'x'?``.
+
+    Paths are the user's keys (pydantic's union and tag labels are dropped); an
+    unknown key gets the nearest valid key, or the list of valid keys; a bad
+    literal the nearest valid value; secret values show as ``***``. Duplicate
+    lines are removed.
+    """
+    return _format_errors(exc.errors(include_url=False), root=root, prefix=prefix)
 
 
 # ---------------------------------------------------------------------------
-# Loading and discovery
+# Cross-field checks
 # ---------------------------------------------------------------------------
-
-
-def _inject_default_types(raw: Any) -> Any:
-    """A provider section without ``type`` takes its key as the type (``fal: {...}``)."""
-    if not isinstance(raw, Mapping) or not isinstance(raw.get("providers"), Mapping):
-        return raw
-    providers = {}
-    for key, section in raw["providers"].items():
-        if section is None:
-            section = {}
-        if isinstance(section, Mapping) and "type" not in section:
-            section = {**section, "type": str(key)}
-        providers[key] = section
-    return {**raw, "providers": providers}
 
 
 def _semantic_problems(config: RouterConfig) -> list[str]:
-    """Cross-field problems pydantic cannot see: names that must refer to configured things."""
+    """Problems pydantic cannot see: names that must refer to configured things, and limits
+    that contradict each other. Model overrides are checked only where they differ from
+    the default, so a problem in the default is reported once."""
     problems: list[str] = []
     providers = list(config.providers)
-    policies = [("routing.default", config.routing.default)] + [
-        (f"routing.models.{name}", policy) for name, policy in config.routing.models.items()
+    default = config.routing.default
+    policies = [("routing.default", default, True)] + [
+        (f"routing.models.{name}", policy, False) for name, policy in config.routing.models.items()
     ]
-    for path, policy in policies:
-        for i, name in enumerate(policy.order or ()):
-            if name not in config.providers:
-                problems.append(_unknown_provider(f"{path}.order[{i}]", name, providers))
-        for name in policy.weights or {}:
-            if name not in config.providers:
-                problems.append(_unknown_provider(f"{path}.weights.{name}", name, providers))
-        if policy.timeouts.attempt_s > policy.timeouts.deadline_s:
+    for path, policy, is_default in policies:
+        if is_default or policy.order != default.order:
+            seen: set[str] = set()
+            for i, name in enumerate(policy.order or ()):
+                if name not in config.providers:
+                    problems.append(_unknown_provider(f"{path}.order[{i}]", name, providers))
+                elif name in seen:
+                    problems.append(f"{path}.order[{i}]: provider {name!r} is listed twice")
+                seen.add(name)
+        if is_default or policy.weights != default.weights:
+            for name in policy.weights or {}:
+                if name not in config.providers:
+                    problems.append(_unknown_provider(f"{path}.weights.{name}", name, providers))
+        timeouts = policy.timeouts
+        if (is_default or timeouts != default.timeouts) and timeouts.attempt_s > timeouts.deadline_s:
             problems.append(
-                f"{path}.timeouts.attempt_s: {policy.timeouts.attempt_s} is longer than "
-                f"deadline_s {policy.timeouts.deadline_s}; an attempt can never use it all"
+                f"{path}.timeouts.attempt_s: {timeouts.attempt_s:g} is longer than "
+                f"deadline_s {timeouts.deadline_s:g}; an attempt can never use it all"
             )
-        if policy.retry.initial_backoff_s > policy.retry.max_backoff_s:
+        retry = policy.retry
+        if (is_default or retry != default.retry) and retry.initial_backoff_s > retry.max_backoff_s:
             problems.append(
-                f"{path}.retry.initial_backoff_s: {policy.retry.initial_backoff_s} exceeds "
-                f"max_backoff_s {policy.retry.max_backoff_s}"
+                f"{path}.retry.initial_backoff_s: {retry.initial_backoff_s:g} exceeds "
+                f"max_backoff_s {retry.max_backoff_s:g}"
             )
     for key, section in config.providers.items():
         if isinstance(section, SimulatedSettings):
@@ -527,31 +767,42 @@ def _semantic_problems(config: RouterConfig) -> list[str]:
 
 
 def _unknown_provider(path: str, name: str, providers: list[str]) -> str:
-    close = difflib.get_close_matches(name, providers, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; configured: {', '.join(providers)}"
-    return f"{path}: unknown provider {name!r}{hint}"
+    hint = _suggest(name, providers)
+    tail = f"; did you mean {hint!r}?" if hint else f"; configured: {', '.join(providers)}"
+    return f"{path}: unknown provider {name!r}{tail}"
+
+
+# ---------------------------------------------------------------------------
+# Loading and discovery
+# ---------------------------------------------------------------------------
 
 
 def parse_config(
     raw: Any, *, env: Mapping[str, str] | None = None, base_dir: Path | None = None
 ) -> RouterConfig:
-    """Validate a parsed YAML tree (after interpolation) into a :class:`RouterConfig`."""
+    """Interpolate and validate a parsed YAML tree into a :class:`RouterConfig`.
+
+    Every problem is collected and raised as one :class:`ConfigError`. Top-level keys
+    starting with ``x-`` are ignored: they are where YAML anchors go
+    (``x-sim: &sim {type: simulated}`` … ``providers: {a: *sim}``).
+    """
     if raw is None:
-        raise ConfigError("config is empty; it needs at least version: 1 and providers:")
+        raise ConfigError("config is empty; it needs at least `version: 1` and `providers:`")
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"config must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(f"config must be a mapping of keys, got {_describe(raw)}")
+    if "base_dir" in raw:
+        names = ", ".join(_field_names(RouterConfig))
+        problem = f"base_dir: unknown key 'base_dir'; valid keys are {names}"
+        raise ConfigError(problem, key_path="base_dir")
+    # Top-level ``x-...`` keys hold YAML anchors (``x-base: &base {...}``); they are not config.
+    raw = {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}
     raw = interpolate(raw, env)
-    raw = _inject_default_types(raw)
-    if isinstance(raw.get("routing"), Mapping):
-        raw = {**raw, "routing": RoutingConfig._merge_overrides(raw["routing"])}
     try:
         config = RouterConfig.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = format_validation_errors(exc)
-        raise ConfigError(
-            "; ".join(problems), key_path=_first_path(problems), problems=problems
-        ) from exc
-    problems = _semantic_problems(config)
+        problems = _format_errors(exc.errors(include_url=False), root=RouterConfig, raw=raw)
+        raise ConfigError("; ".join(problems), key_path=_first_path(problems), problems=problems) from exc
+    problems = list(dict.fromkeys(_semantic_problems(config)))
     if problems:
         raise ConfigError("; ".join(problems), key_path=_first_path(problems), problems=problems)
     for section in config.providers.values():
@@ -561,26 +812,68 @@ def parse_config(
 
 
 def _first_path(problems: Sequence[str]) -> str | None:
-    return problems[0].split(":", 1)[0] if problems else None
+    return problems[0].split(": ", 1)[0] if problems else None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # unhashable: the base constructor reports it
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:map", _construct_unique_mapping)
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_config_file(path: str | Path, *, env: Mapping[str, str] | None = None) -> RouterConfig:
-    """Read, interpolate and validate a YAML config file."""
+    """Read, interpolate and validate a YAML config file.
+
+    Every error message starts with the file's path; a YAML syntax error names the
+    line and column. Relative ``catalogs`` resolve against the file's folder.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {p} does not exist") from exc
+        raise ConfigError(f"{p}: config file does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: config file is not UTF-8 text ({exc.reason})") from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = _load_yaml(text)
     except yaml.YAMLError as exc:
         where = ""
-        mark = getattr(exc, "problem_mark", None)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{p}: invalid YAML{where}: {problem}") from exc
     try:
         return parse_config(raw, env=env, base_dir=p.resolve().parent)
@@ -593,38 +886,67 @@ def load_config_file(path: str | Path, *, env: Mapping[str, str] | None = None) 
 
 
 def environment_config(env: Mapping[str, str] | None = None) -> RouterConfig | None:
-    """A config with one provider per credential set in the environment; None if none is set."""
+    """A config with one provider per credential set in the environment; None if none is set.
+
+    The credentials go into the sections (as secrets), so the config works with an
+    injected ``env`` as well as with ``os.environ``.
+    """
     env = os.environ if env is None else env
     providers: dict[str, Any] = {}
-    if env.get("FAL_KEY") or (env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET")):
-        providers["fal"] = {"type": "fal"}
+    if env.get("FAL_KEY"):
+        providers["fal"] = {"type": "fal", "api_key": env["FAL_KEY"]}
+    elif env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET"):
+        key = f"{env['FAL_KEY_ID']}:{env['FAL_KEY_SECRET']}"
+        providers["fal"] = {"type": "fal", "api_key": key}
     if env.get("REPLICATE_API_TOKEN"):
-        providers["replicate"] = {"type": "replicate"}
+        providers["replicate"] = {"type": "replicate", "api_token": env["REPLICATE_API_TOKEN"]}
     if env.get("MODAL_TOKEN_ID") and env.get("MODAL_TOKEN_SECRET"):
-        providers["modal"] = {"type": "modal"}
+        providers["modal"] = {
+            "type": "modal",
+            "token_id": env["MODAL_TOKEN_ID"],
+            "token_secret": env["MODAL_TOKEN_SECRET"],
+        }
     if not providers:
         return None
-    return parse_config({"version": 1, "providers": providers}, env=env)
+    # No interpolation: credential values are data, never templates.
+    return parse_config({"version": 1, "providers": providers}, env={})
 
 
 _HOW_TO_CONFIGURE = (
-    "no genrouter config found: pass one explicitly, set GENROUTER_CONFIG=path/to/genrouter.yaml, "
-    "create ./genrouter.yaml, or export FAL_KEY / REPLICATE_API_TOKEN / "
-    "MODAL_TOKEN_ID+MODAL_TOKEN_SECRET; to try genrouter offline use examples/offline.yaml"
+    "no genrouter config found: pass one explicitly (-c FILE, or from_config(path)), "
+    f"set {CONFIG_ENV}=path/to/genrouter.yaml, create ./{DEFAULT_CONFIG_FILE}, or export "
+    "provider credentials (FAL_KEY or FAL_KEY_ID+FAL_KEY_SECRET, REPLICATE_API_TOKEN, "
+    "MODAL_TOKEN_ID+MODAL_TOKEN_SECRET); to try genrouter offline with simulated "
+    "providers use examples/offline.yaml"
 )
 
 
-def discover_config(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> RouterConfig:
-    """Find a config: ``GENROUTER_CONFIG`` → ``./genrouter.yaml`` → environment credentials.
+def discover_config(
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    *,
+    path: str | Path | None = None,
+) -> RouterConfig:
+    """Find a config: ``path`` → ``GENROUTER_CONFIG`` → ``./genrouter.yaml`` → credentials.
 
-    Never falls back to simulated providers: with nothing configured it raises
-    :class:`ConfigError` saying how to configure.
+    ``env`` and ``cwd`` default to the process's; relative paths resolve against
+    ``cwd``. Never falls back to simulated providers: with nothing configured it
+    raises :class:`ConfigError` saying how to configure.
     """
     env = os.environ if env is None else env
-    explicit = env.get(CONFIG_ENV)
-    if explicit:
-        return load_config_file(explicit, env=env)
-    local = (cwd or Path.cwd()) / DEFAULT_CONFIG_FILE
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    if path is not None:
+        return load_config_file(_under(base, path), env=env)
+    named = env.get(CONFIG_ENV)
+    if named:
+        target = _under(base, named)
+        if not target.is_file():
+            raise ConfigError(
+                f"{CONFIG_ENV}={named}: no such config file ({target}); fix the path or unset {CONFIG_ENV}",
+                key_path=CONFIG_ENV,
+            )
+        return load_config_file(target, env=env)
+    local = base / DEFAULT_CONFIG_FILE
     if local.is_file():
         return load_config_file(local, env=env)
     from_env = environment_config(env)
@@ -633,30 +955,78 @@ def discover_config(env: Mapping[str, str] | None = None, cwd: Path | None = Non
     return from_env
 
 
+def _under(base: Path, path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else base / p
+
+
 def load_config(
     source: str | Path | Mapping[str, Any] | RouterConfig | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
 ) -> RouterConfig:
     """A :class:`RouterConfig` from a path, a dict, a config, or (None) discovery."""
-    if source is None:
-        return discover_config(env)
     if isinstance(source, RouterConfig):
         return source
     if isinstance(source, Mapping):
         return parse_config(source, env=env)
-    return load_config_file(source, env=env)
+    return discover_config(env, cwd, path=source)
+
+
+# ---------------------------------------------------------------------------
+# JSON Schema
+# ---------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Decimal | Path):
+        return str(value)
+    return value
 
 
 def config_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the config file, for editors (yaml-language-server) and validators."""
+    """The JSON Schema (draft 2020-12) of the config file, for editors and validators.
+
+    A provider section keyed by a provider type (``fal:``) may leave out ``type``;
+    any other key needs it. ``${VAR}`` references are checked after interpolation,
+    so the schema describes interpolated values.
+    """
     schema = RouterConfig.model_json_schema(mode="validation")
     schema["properties"].pop("base_dir", None)
+    defs = schema["$defs"]
+    plugins = sorted(set(known_types()) - set(_BUILTIN_TYPES))
+    import_type: dict[str, Any] = {
+        "type": "string",
+        "pattern": r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        "description": "an import path 'pkg.module:Class' (or a registered plugin type)",
+    }
+    if plugins:
+        import_type = {"anyOf": [import_type, {"enum": plugins}]}
+    defs["ImportPathSettings"]["properties"]["type"] = import_type
+    refs = {t: f"#/$defs/{_SECTION_TYPES[t].__name__}" for t in _BUILTIN_TYPES}
+    typed = {
+        "oneOf": [{"$ref": ref, "required": ["type"]} for ref in refs.values()]
+        + [{"$ref": "#/$defs/ImportPathSettings"}]
+    }
+    providers = schema["properties"]["providers"]
+    providers["additionalProperties"] = typed
+    providers["properties"] = {t: {"anyOf": [{"$ref": ref}, typed]} for t, ref in refs.items()}
+    providers["description"] = (
+        "Provider sections by key. A key that is a provider type (fal, replicate, modal, "
+        "simulated, custom) may omit type:; any other key needs type:."
+    )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "genrouter config"
-    return schema
+    schema["description"] = "genrouter configuration, version 1 (genrouter.yaml)"
+    result: dict[str, Any] = _jsonable(schema)
+    return result
 
 
 def dump_schema() -> str:
     """The config JSON Schema as indented JSON text."""
-    return json.dumps(config_json_schema(), indent=2, default=str)
+    return json.dumps(config_json_schema(), indent=2)

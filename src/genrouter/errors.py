@@ -104,9 +104,7 @@ class ConfigError(GenRouterError):
     were collected (``str()`` joins them with ``"; "``).
     """
 
-    def __init__(
-        self, message: str, *, key_path: str | None = None, problems: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, message: str, *, key_path: str | None = None, problems: Sequence[str] = ()) -> None:
         self.key_path = key_path
         self.problems = [scrub(p) for p in problems] or [scrub(message)]
         super().__init__(message)

@@ -13,7 +13,9 @@ backends and their catalog entries.
 from __future__ import annotations
 
 import asyncio
+import copy
 import difflib
+from datetime import UTC, datetime
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -130,8 +132,11 @@ class AsyncRouter:
             entries.update(self.catalog.entries_for(key))
             entries.update(section.models)
             price_override = getattr(section, "price", None)
+            default_limits = getattr(backend, "default_limits", None)
             for model, entry in entries.items():
                 name = self.catalog.resolve(model) or model
+                if entry.limits is None and default_limits is not None:
+                    entry = entry.model_copy(update={"limits": default_limits})
                 deployment = build_deployment(
                     provider=key,
                     provider_type=section.type,
@@ -181,9 +186,7 @@ class AsyncRouter:
 
     # -- requests ----------------------------------------------------------------------
 
-    def _request(
-        self, request: GenerationRequest | str | None, kwargs: dict[str, Any]
-    ) -> GenerationRequest:
+    def _request(self, request: GenerationRequest | str | None, kwargs: dict[str, Any]) -> GenerationRequest:
         if isinstance(request, GenerationRequest) and not kwargs:
             result = request
         else:
@@ -209,15 +212,13 @@ class AsyncRouter:
                 )
         return result
 
-    def _plan(self, request: GenerationRequest) -> tuple[Plan, RoutePolicy]:
+    def _plan(self, request: GenerationRequest, *, explaining: bool = False) -> tuple[Plan, RoutePolicy]:
         name = self.catalog.resolve(request.model) or request.model
         deployments = self._deployments.get(name)
         if not deployments:
             known = sorted(self._deployments)
             close = difflib.get_close_matches(request.model, known, n=1)
-            hint = (
-                f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
-            )
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
             raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
         policy = self.config.routing.policy_for(name)
         strategy = request.strategy or policy.strategy
@@ -236,9 +237,16 @@ class AsyncRouter:
             unavailable=self._unavailable,
             store=self.state,
             now=self.clock.now(),
-            round_robin=self._round_robins.setdefault(name, SmoothWeightedRoundRobin()),
+            round_robin=self._round_robin(name),
+            estimate_costs=explaining,
         )
         return plan, policy
+
+    def _round_robin(self, model: str) -> SmoothWeightedRoundRobin:
+        rr = self._round_robins.get(model)
+        if rr is None:
+            rr = self._round_robins[model] = SmoothWeightedRoundRobin()
+        return rr
 
     def _rank(self, policy: RoutePolicy) -> dict[str, int]:
         ranks = self._ranks.get(id(policy))
@@ -248,28 +256,26 @@ class AsyncRouter:
             ranks = self._ranks[id(policy)] = {p: i for i, p in enumerate(order)}
         return ranks
 
-    def explain(
-        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
-    ) -> RoutePlan:
+    def explain(self, request: GenerationRequest | str | None = None, /, **kwargs: Any) -> RoutePlan:
         """How ``request`` would be routed now: ranked candidates, and why others are excluded.
 
         Synchronous and side-effect free (a weighted round-robin is not advanced).
         """
         req = self._request(request, kwargs)
         name = self.catalog.resolve(req.model) or req.model
-        saved = self._round_robins.pop(name, None)
+        saved = self._round_robin(name)
+        # Plan on a copy of the round-robin state: explain shows the next pick without taking it.
+        self._round_robins[name] = copy.deepcopy(saved)
         try:
-            plan, _ = self._plan(req)
+            plan, _ = self._plan(req, explaining=True)
         finally:
-            if saved is not None:
-                self._round_robins[name] = saved
-            else:
-                self._round_robins.pop(name, None)
+            self._round_robins[name] = saved
         return plan.to_route_plan(self.state, self.clock.now())
 
     def _routable(self, request: GenerationRequest) -> tuple[Plan, RoutePolicy]:
         plan, policy = self._plan(request)
         if not plan.viable:
+            plan, policy = self._plan(request, explaining=True)
             route_plan = plan.to_route_plan(self.state, self.clock.now())
             reasons = "; ".join(f"{c.provider}: {c.excluded}" for c in route_plan.candidates)
             raise NoRouteError(
@@ -401,6 +407,8 @@ class AsyncRouter:
             observe_failure(self.state, self.clock.now(), deployment, exc, policy)
             raise
         elapsed = self.clock.now() - started
+        since_submit = (datetime.now(UTC) - handle.submitted_at).total_seconds()
+        self.state.health(deployment.key).record_success(max(since_submit, elapsed))
         attempt = Attempt(
             provider=handle.provider,
             endpoint=handle.endpoint,
@@ -430,9 +438,7 @@ class AsyncRouter:
         if self._closed:
             return
         self._closed = True
-        results = await asyncio.gather(
-            *(b.aclose() for b in self._backends.values()), return_exceptions=True
-        )
+        results = await asyncio.gather(*(b.aclose() for b in self._backends.values()), return_exceptions=True)
         del results
 
     async def __aenter__(self) -> Self:

@@ -29,9 +29,7 @@ class _Portal:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="genrouter-portal", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop.run_forever, name="genrouter-portal", daemon=True)
         self._thread.start()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -90,15 +88,11 @@ class Router:
         """The :class:`AsyncRouter` underneath (its loop runs in the portal thread)."""
         return self._router
 
-    def generate(
-        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
-    ) -> GenerationResult:
+    def generate(self, request: GenerationRequest | str | None = None, /, **kwargs: Any) -> GenerationResult:
         """Blocking :meth:`AsyncRouter.generate`."""
         return self._portal.call(self._router.generate(request, **kwargs))
 
-    def explain(
-        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
-    ) -> RoutePlan:
+    def explain(self, request: GenerationRequest | str | None = None, /, **kwargs: Any) -> RoutePlan:
         """:meth:`AsyncRouter.explain` (already synchronous)."""
         return self._router.explain(request, **kwargs)
 

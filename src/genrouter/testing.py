@@ -31,7 +31,7 @@ from genrouter.types import (
 if TYPE_CHECKING:
     from genrouter.catalog import Deployment
 
-__all__ = [
+__all__ = [  # noqa: F822 - BackendContract is served lazily by __getattr__ (it needs pytest)
     "BackendContract",
     "FailJob",
     "FailSubmit",
@@ -135,9 +135,7 @@ class FunctionBackend:
         request_id = f"{self.name}-{next(self._ids)}"
         self._tasks[request_id] = asyncio.get_running_loop().create_task(self._fn(request))
         self._requests[request_id] = request
-        return ProviderJob(
-            provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id
-        )
+        return ProviderJob(provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id)
 
     def _task(self, job: ProviderJob) -> asyncio.Task[GenerationResult | Sequence[Artifact]]:
         task = self._tasks.get(job.provider_request_id)
@@ -157,9 +155,7 @@ class FunctionBackend:
             state = JobState.CANCELLED
         else:
             state = JobState.FAILED if task.exception() is not None else JobState.SUCCEEDED
-        return JobStatus(
-            state=state, provider=self.name, provider_request_id=job.provider_request_id
-        )
+        return JobStatus(state=state, provider=self.name, provider_request_id=job.provider_request_id)
 
     async def poll(self, job: ProviderJob) -> JobStatus:
         """The job's state now."""
@@ -168,6 +164,9 @@ class FunctionBackend:
     async def wait(self, job: ProviderJob, timeout_s: float) -> JobStatus:
         """Wait for the function to return, at most ``timeout_s``."""
         task = self._task(job)
+        if not task.done():
+            # One turn of the loop finishes an instant function without a waiter.
+            await asyncio.sleep(0)
         if not task.done():
             await asyncio.wait((task,), timeout=timeout_s)
         return self._status(job)
@@ -289,16 +288,12 @@ class FakeBackend:
         request_id = f"{self.name}-{len(self.submissions)}"
         loop = asyncio.get_running_loop()
         self._jobs[request_id] = _FakeJob(step, request, loop.time() + latency)
-        return ProviderJob(
-            provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id
-        )
+        return ProviderJob(provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id)
 
     def _job(self, job: ProviderJob) -> _FakeJob:
         fake = self._jobs.get(job.provider_request_id)
         if fake is None:
-            raise JobFailedError(
-                f"{self.name}: unknown job {job.provider_request_id}", provider=self.name
-            )
+            raise JobFailedError(f"{self.name}: unknown job {job.provider_request_id}", provider=self.name)
         return fake
 
     async def poll(self, job: ProviderJob) -> JobStatus:
@@ -313,9 +308,7 @@ class FakeBackend:
             state = JobState.FAILED
         else:
             state = JobState.SUCCEEDED
-        return JobStatus(
-            state=state, provider=self.name, provider_request_id=job.provider_request_id
-        )
+        return JobStatus(state=state, provider=self.name, provider_request_id=job.provider_request_id)
 
     async def fetch_result(self, job: ProviderJob) -> GenerationResult:
         """The scripted result, or the scripted job error."""

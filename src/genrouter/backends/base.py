@@ -119,13 +119,9 @@ class BackendSpec:
 
 
 _BUILTIN: dict[str, BackendSpec] = {
-    "simulated": BackendSpec(
-        "simulated", "genrouter.backends.simulated:SimulatedBackend", SimulatedSettings
-    ),
+    "simulated": BackendSpec("simulated", "genrouter.backends.simulated:SimulatedBackend", SimulatedSettings),
     "fal": BackendSpec("fal", "genrouter.backends.fal:FalBackend", FalSettings),
-    "replicate": BackendSpec(
-        "replicate", "genrouter.backends.replicate:ReplicateBackend", ReplicateSettings
-    ),
+    "replicate": BackendSpec("replicate", "genrouter.backends.replicate:ReplicateBackend", ReplicateSettings),
     "modal": BackendSpec("modal", "genrouter.backends.modal:ModalBackend", ModalSettings, "modal"),
     "custom": BackendSpec("custom", "", CustomSettings),
 }
@@ -156,9 +152,7 @@ def backend_spec(provider_type: str) -> BackendSpec:
     if provider_type in plugins:
         return plugins[provider_type]
     valid = ", ".join(sorted(known_types()))
-    raise ConfigError(
-        f"unknown provider type {provider_type!r}; use one of {valid} or 'pkg.module:Class'"
-    )
+    raise ConfigError(f"unknown provider type {provider_type!r}; use one of {valid} or 'pkg.module:Class'")
 
 
 def load_backend_class(provider_type: str, *, key_path: str | None = None) -> type[Any]:
@@ -186,7 +180,5 @@ def load_backend_class(provider_type: str, *, key_path: str | None = None) -> ty
     try:
         cls: type[Any] = getattr(module, attr)
     except AttributeError as exc:
-        raise ConfigError(
-            f"backend module {module_name!r} has no class {attr!r}", key_path=key_path
-        ) from exc
+        raise ConfigError(f"backend module {module_name!r} has no class {attr!r}", key_path=key_path) from exc
     return cls

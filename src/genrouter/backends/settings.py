@@ -60,7 +60,7 @@ DURATION_PATTERN = r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|m|h)?\s*$
 """Duration strings: a non-negative number and an optional unit (``ms``, ``s``, ``m``, ``h``)."""
 
 _DURATION = re.compile(DURATION_PATTERN)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
 """Setting names whose values are credentials: never shown, always redacted."""
@@ -76,10 +76,10 @@ def parse_duration(value: Any) -> Any:
         return value
     match = _DURATION.match(value)
     if match is None:
-        raise ValueError(
-            "expected seconds: a number (5, 0.5) or a duration like '5s', '500ms', '2m'"
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+        raise ValueError("expected seconds: a number (5, 0.5) or a duration like '5s', '500ms', '2m'")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    # Divide for milliseconds: 59 / 1000 is the float nearest 0.059; 59 * 0.001 is not.
+    return number / 1000 if unit == "ms" else number * _UNIT_SECONDS[unit]
 
 
 _NUMBER_TYPES = (int, float, Decimal)
@@ -108,7 +108,7 @@ def _is_numeric(model: type[BaseModel], name: str) -> bool:
 
 def _duration_json_schema(prop: dict[str, Any]) -> dict[str, Any]:
     """A number property's schema widened to also accept a duration string."""
-    meta = {k: prop[k] for k in ("title", "description", "default") if k in prop}
+    meta: dict[str, Any] = {k: prop[k] for k in ("title", "description", "default") if k in prop}
     body = {k: v for k, v in prop.items() if k not in meta}
     text = {"type": "string", "pattern": DURATION_PATTERN}
     if "anyOf" in body and len(body) == 1:
@@ -178,9 +178,7 @@ class ProviderSettings(SettingsModel):
             if isinstance(v, SecretStr) and v.get_secret_value()
         ]
         extra = self.__pydantic_extra__ or {}
-        found += [
-            v for k, v in extra.items() if isinstance(v, str) and v and SECRET_KEY_PATTERN.search(k)
-        ]
+        found += [v for k, v in extra.items() if isinstance(v, str) and v and SECRET_KEY_PATTERN.search(k)]
         return found
 
 
@@ -242,7 +240,7 @@ class LatencySpec(SettingsModel):
     def _p99_not_below_median(cls, value: float, info: ValidationInfo) -> float:
         median = info.data.get("median_s")
         if median is not None and value < median:
-            raise ValueError(f"p99_s {value:g} is below median_s {median:g}")
+            raise ValueError(f"p99_s must be at least median_s {median:g}")
         return value
 
 
@@ -260,7 +258,7 @@ class Incident(SettingsModel):
     def _ordered(cls, value: float, info: ValidationInfo) -> float:
         start = info.data.get("start_s")
         if start is not None and value <= start:
-            raise ValueError(f"end_s {value:g} is not after start_s {start:g}")
+            raise ValueError(f"end_s must be after start_s {start:g}")
         return value
 
 

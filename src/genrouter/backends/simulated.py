@@ -94,6 +94,9 @@ class SimulatedBackend:
 
     # -- catalog hooks ---------------------------------------------------------------
 
+    default_limits = SIMULATED_LIMITS
+    """Limits of inline ``models:`` entries that declare none."""
+
     def default_entries(self, catalog: Catalog) -> dict[str, CatalogEntry]:
         """Without ``models:``, every image model of the shipped catalog at ``price``."""
         if self.settings.models:
@@ -188,7 +191,9 @@ class SimulatedBackend:
         now = time.time()
         offset = time.monotonic() - self._started_mono
         queue = self._queue_delay(now)
-        request_id = f"sim-{int(now * 1000):x}-{int(offset * 1000):x}-{int(queue * 1000):x}-{next(self._nonce):x}"
+        request_id = (
+            f"sim-{int(now * 1000):x}-{int(offset * 1000):x}-{int(queue * 1000):x}-{next(self._nonce):x}"
+        )
         if self.settings.max_concurrency is not None:
             if len(self._slots) >= self.settings.max_concurrency:
                 heapq.heappop(self._slots)

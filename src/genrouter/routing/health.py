@@ -14,6 +14,7 @@ not failures. Everything here is plain data and pure functions of ``now``.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -43,12 +44,16 @@ class DeploymentHealth:
     opened_at: float | None = None
     open_until: float = 0.0
     probe_in_flight: bool = False
-    _sorted: list[float] | None = None
+    _sorted: list[float] = field(default_factory=list)
+    """The same observations as ``latencies``, kept sorted for O(log n) quantiles."""
 
     def record_success(self, latency_s: float) -> None:
         """A job finished successfully in ``latency_s``; closes a half-open circuit."""
+        if len(self.latencies) == self.latencies.maxlen:
+            evicted = self.latencies[0]
+            del self._sorted[bisect.bisect_left(self._sorted, evicted)]
         self.latencies.append(latency_s)
-        self._sorted = None
+        bisect.insort(self._sorted, latency_s)
         self.successes += 1
         self.consecutive_failures = 0
         self.opened_at = None
@@ -91,11 +96,9 @@ class DeploymentHealth:
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile (0-1) of recent latencies; None with no observations."""
-        if not self.latencies:
-            return None
         ordered = self._sorted
-        if ordered is None:
-            ordered = self._sorted = sorted(self.latencies)
+        if not ordered:
+            return None
         index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
         return ordered[index]
 

@@ -74,13 +74,9 @@ def required_capabilities(request: GenerationRequest, kind: str) -> frozenset[Ca
     """The capabilities a deployment of a ``kind`` model needs to serve ``request``."""
     needed: set[Capability] = set()
     if kind == "video":
-        needed.add(
-            Capability.IMAGE_TO_VIDEO if request.image is not None else Capability.TEXT_TO_VIDEO
-        )
+        needed.add(Capability.IMAGE_TO_VIDEO if request.image is not None else Capability.TEXT_TO_VIDEO)
     else:
-        needed.add(
-            Capability.IMAGE_TO_IMAGE if request.image is not None else Capability.TEXT_TO_IMAGE
-        )
+        needed.add(Capability.IMAGE_TO_IMAGE if request.image is not None else Capability.TEXT_TO_IMAGE)
     if request.mask is not None:
         needed.add(Capability.INPAINTING)
     if request.loras:
@@ -158,22 +154,26 @@ def build_plan(
     store: StateStore,
     now: float,
     round_robin: SmoothWeightedRoundRobin | None = None,
+    estimate_costs: bool = True,
 ) -> Plan:
-    """Filter and rank ``deployments`` for ``request``. Pure apart from reading ``store``."""
+    """Filter and rank ``deployments`` for ``request``. Pure apart from reading ``store``.
+
+    ``estimate_costs=False`` skips cost estimates when neither the strategy nor a cost
+    cap needs them (the hot path of ``priority``/``latency``/``weighted`` routing).
+    """
+    estimate_costs = estimate_costs or max_cost_usd is not None or strategy in ("cost", "balanced")
     needed = required_capabilities(request, kind)
     passed: list[PlannedCandidate] = []
     open_circuits: list[tuple[float, PlannedCandidate]] = []
     excluded: list[PlannedCandidate] = []
     for deployment in deployments:
-        estimated_cost = deployment.estimate_cost(request)
+        estimated_cost = deployment.estimate_cost(request) if estimate_costs else None
         health = store.health(deployment.key)
         p95 = health.p95
         if p95 is None:
             p95 = latency_hints.get(deployment.key)
         candidate = PlannedCandidate(deployment, estimated_cost, p95)
-        reason = _exclusion(
-            request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd
-        )
+        reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)
         if reason is None and not health.admits(now):
             if health.state(now) is CircuitState.OPEN:
                 reason = f"circuit open for another {health.open_until - now:.1f}s"

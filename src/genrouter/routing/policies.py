@@ -10,8 +10,8 @@ I/O, no clocks: policies are unit-testable on plain numbers.
 - ``latency``: score = estimated p95 seconds; an unobserved deployment is scored at
   the SLO if one is set, else at the median of observed p95s (0 when none are).
 - ``balanced``: score = ``0.5 · cost / cheapest + 0.5 · p95 / fastest`` (each term 1.0
-  for the best candidate), + 1.0 when p95 exceeds the SLO. Unknown cost or latency
-  count as the worst known value.
+  for the best candidate, capped at 10⁶; 2.0 against a free or instant best), + 1.0
+  when p95 exceeds the SLO. Unknown cost or latency count as the worst known value.
 - ``weighted``: smooth weighted round-robin (nginx's algorithm) over ``weights``
   (default 1 each): over any window each candidate leads in proportion to its
   weight, evenly interleaved; the rest follow by weight.
@@ -82,6 +82,18 @@ def _by_latency(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[C
     return sorted(stats, key=lambda s: (s.score, s.priority))
 
 
+_RATIO_CAP = 1e6
+
+
+def _ratio(value: float, best: float) -> float:
+    """``value / best`` (1.0 for the best), finite even for tiny or zero ``best``."""
+    if value <= best:
+        return 1.0
+    if best <= 0:
+        return 2.0  # free (or instant) beats anything; a paid one counts as twice as bad
+    return min(_RATIO_CAP, value / best)
+
+
 def _by_balance(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[CandidateStats[T]]:
     costs = [s.cost for s in stats if s.cost is not None]
     latencies = [s.p95 for s in stats if s.p95 is not None]
@@ -90,8 +102,8 @@ def _by_balance(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[C
     for s in stats:
         cost = s.cost if s.cost is not None else dearest
         p95 = s.p95 if s.p95 is not None else slowest
-        cost_term = cost / cheapest if cheapest > 0 else (1.0 if cost == 0 else 2.0)
-        latency_term = p95 / fastest if fastest > 0 else (1.0 if p95 == 0 else 2.0)
+        cost_term = _ratio(cost, cheapest)
+        latency_term = _ratio(p95, fastest)
         s.score = BALANCED_COST_WEIGHT * cost_term + BALANCED_LATENCY_WEIGHT * latency_term
         if _over_slo(s, slo):
             s.score += SLO_PENALTY
@@ -125,9 +137,7 @@ class SmoothWeightedRoundRobin:
         return best
 
 
-def _by_weight(
-    stats: Sequence[CandidateStats[T]], rr: SmoothWeightedRoundRobin
-) -> list[CandidateStats[T]]:
+def _by_weight(stats: Sequence[CandidateStats[T]], rr: SmoothWeightedRoundRobin) -> list[CandidateStats[T]]:
     leader = rr.pick(stats)
     rest = sorted((s for s in stats if s is not leader), key=lambda s: (-s.weight, s.priority))
     ordered = [leader, *rest]

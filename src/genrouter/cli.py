@@ -1,0 +1,265 @@
+"""The ``genrouter`` command line: generate, models, route --explain, config check/schema.
+
+Every command takes ``-c/--config`` (else ``GENROUTER_CONFIG``, ``./genrouter.yaml``,
+or credentials in the environment). An error prints exactly one line on stderr
+(``-v`` adds the traceback) and exits 2 for configuration or usage errors, 1 for
+generation failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from genrouter.config import RouterConfig, dump_schema, load_config
+from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
+from genrouter.router import AsyncRouter
+from genrouter.types import GenerationResult
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="genrouter",
+    help="One generate() for image and video generation, routed across providers.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+config_app = typer.Typer(help="Check a config file or print its JSON Schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("-c", "--config", help="Config file (default: GENROUTER_CONFIG, ./genrouter.yaml)."),
+]
+VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="Show tracebacks and details.")]
+
+USAGE_EXIT = 2
+FAILURE_EXIT = 1
+DEFAULT_OUTDIR = Path("genrouter-output")
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    one_line = " ".join(str(message).split())
+    sys.stderr.write(f"genrouter: error: {one_line}\n")
+    raise SystemExit(code)
+
+
+@contextmanager
+def _errors(verbose: bool) -> Iterator[None]:
+    """Turn genrouter errors into one line on stderr and the contract's exit codes."""
+    try:
+        yield
+    except (ConfigError, InvalidRequestError) as exc:
+        if verbose:
+            traceback.print_exc()
+        _fail(str(exc), USAGE_EXIT)
+    except GenRouterError as exc:
+        if verbose:
+            traceback.print_exc()
+            for attempt in getattr(exc, "attempts", []):
+                sys.stderr.write(f"  attempt {attempt.provider}: {attempt.outcome} {attempt.error or ''}\n")
+        _fail(f"{type(exc).__name__}: {exc}", FAILURE_EXIT)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _parse_size(size: str | None) -> dict[str, int]:
+    if size is None:
+        return {}
+    parts = size.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise InvalidRequestError(f"--size {size!r} is not WIDTHxHEIGHT, e.g. 1024x768", field="size")
+    return {"width": int(parts[0]), "height": int(parts[1])}
+
+
+def _config(path: Path | None) -> RouterConfig:
+    return load_config(path)
+
+
+def _run(factory: Callable[[], Any]) -> Any:
+    return asyncio.run(factory())
+
+
+def _summary(result: GenerationResult, saved: list[Path]) -> list[str]:
+    cost = result.cost.amount_usd
+    cost_text = "unknown" if cost is None else f"${cost}"
+    total = result.timings.total_s
+    lines = [f"saved {path}" for path in saved]
+    lines.append(
+        f"provider {result.provider} ({result.endpoint}) · cost {cost_text} · "
+        f"latency {total:.2f}s · {len(result.attempts)} attempt(s)"
+        if total is not None
+        else f"provider {result.provider} · cost {cost_text}"
+    )
+    if len(result.attempts) > 1:
+        for attempt in result.attempts:
+            detail = f": {attempt.error}" if attempt.error else ""
+            lines.append(
+                f"  attempt {attempt.provider} {attempt.outcome.value} {attempt.duration_s:.2f}s{detail}"
+            )
+    lines.extend(f"warning: {w}" for w in result.warnings)
+    return lines
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to generate.")],
+    model: Annotated[str, typer.Option("-m", "--model", help="Model alias, e.g. flux-dev.")],
+    config: ConfigOption = None,
+    outdir: Annotated[Path, typer.Option("-o", "--outdir", help="Where outputs are saved.")] = DEFAULT_OUTDIR,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT, e.g. 1024x768.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible outputs.")] = None,
+    num: Annotated[int, typer.Option("-n", "--num", help="How many outputs.")] = 1,
+    provider: Annotated[
+        list[str] | None, typer.Option("-p", "--provider", help="Allow only this provider (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the GenerationResult as JSON.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Generate and save outputs; print paths, provider, cost and latency."""
+    with _errors(verbose):
+        fields: dict[str, Any] = {"model": model, "prompt": prompt, "num_outputs": num, **_parse_size(size)}
+        if seed is not None:
+            fields["seed"] = seed
+        if provider:
+            fields["providers"] = provider
+        cfg = _config(config)
+
+        async def run() -> tuple[GenerationResult, list[Path]]:
+            async with AsyncRouter.from_config(cfg) as router:
+                result = await router.generate(**fields)
+            outdir.mkdir(parents=True, exist_ok=True)
+            saved = []
+            for i, artifact in enumerate(result.outputs):
+                data = await artifact.aread()
+                path = outdir / f"{result.model}-{result.id[:8]}-{i}.{artifact.extension}"
+                path.write_bytes(data)
+                saved.append(path)
+            return result, saved
+
+        result, saved = _run(run)
+        if as_json:
+            sys.stdout.write(result.model_dump_json(indent=2) + "\n")
+        else:
+            for line in _summary(result, saved):
+                _out().print(line, markup=False)
+
+
+@app.command()
+def models(config: ConfigOption = None, verbose: VerboseOption = False) -> None:
+    """List the models each configured provider serves, with price and health."""
+    with _errors(verbose):
+        router = AsyncRouter.from_config(_config(config))
+        table = Table("model", "kind", "provider", "endpoint", "price", "capabilities", "health")
+        now = router.clock.now()
+        for deployment in sorted(router.deployments(), key=lambda d: (d.model, d.provider)):
+            price = deployment.pricing.describe() if deployment.pricing else "unknown"
+            caps = ", ".join(sorted(c.value for c in deployment.capabilities))
+            health = router.state.health(deployment.key).describe(now)
+            table.add_row(
+                deployment.model,
+                deployment.kind,
+                deployment.provider,
+                deployment.endpoint,
+                price,
+                caps,
+                health,
+            )
+        _out().print(table)
+
+
+@app.command()
+def route(
+    prompt: Annotated[str, typer.Argument(help="The prompt to plan for.")],
+    model: Annotated[str, typer.Option("-m", "--model", help="Model alias.")],
+    config: ConfigOption = None,
+    size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT.")] = None,
+    num: Annotated[int, typer.Option("-n", "--num", help="How many outputs.")] = 1,
+    explain: Annotated[bool, typer.Option("--explain", help="Show excluded candidates and why.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the RoutePlan as JSON.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Show how a request would be routed now, without sending it."""
+    with _errors(verbose):
+        router = AsyncRouter.from_config(_config(config))
+        plan = router.explain(model=model, prompt=prompt, num_outputs=num, **_parse_size(size))
+        if as_json:
+            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+            return
+        table = Table("#", "provider", "endpoint", "est. cost", "est. p95", "score", "health", "excluded")
+        shown = plan.candidates if explain else plan.viable
+        for i, c in enumerate(shown, 1):
+            table.add_row(
+                str(i) if c.excluded is None else "-",
+                c.provider,
+                c.endpoint,
+                "unknown" if c.estimated_cost_usd is None else f"${c.estimated_cost_usd}",
+                "-" if c.estimated_p95_s is None else f"{c.estimated_p95_s:.2f}s",
+                "-" if c.score is None else f"{c.score:.3g}",
+                c.health,
+                c.excluded or "",
+            )
+        console = _out()
+        console.print(f"model {plan.model} · strategy {plan.strategy}", markup=False)
+        console.print(table)
+        for note in plan.notes:
+            console.print(f"note: {note}", markup=False)
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[Path | None, typer.Argument(help="Config file (default: discovery).")] = None,
+    config: ConfigOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Validate a config: YAML, keys, values, providers and the models it routes."""
+    with _errors(verbose):
+        cfg = _config(file or config)
+        router = AsyncRouter.from_config(cfg)
+        models = sorted({d.model for d in router.deployments()})
+        _out().print(
+            f"ok: {len(cfg.providers)} provider(s) ({', '.join(cfg.providers)}), {len(models)} model(s)",
+            markup=False,
+        )
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the config file's JSON Schema (for editors via yaml-language-server)."""
+    sys.stdout.write(dump_schema() + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``genrouter`` script."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        # Usage errors come from click (or typer's vendored copy, depending on the
+        # typer version): recognise them by shape rather than by import path.
+        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == USAGE_EXIT:
+            _fail(exc.format_message(), USAGE_EXIT)
+        raise
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
