@@ -152,9 +152,7 @@ BAD_CONFIGS = [
         ["did you mean 'max_attempts'?"],
         id="typo-model-override-retry",
     ),
-    pytest.param(
-        cfg(state={"stor": "memory"}), {}, "state.stor", ["did you mean 'store'?"], id="typo-state"
-    ),
+    pytest.param(cfg(state={"stor": "memory"}), {}, "state.stor", ["did you mean 'store'?"], id="typo-state"),
     pytest.param(
         inline_model(endpont="flux-dev"),
         {},
@@ -190,12 +188,8 @@ BAD_CONFIGS = [
         ["not true/false"],
         id="wrong-type-bool-for-number",
     ),
-    pytest.param(
-        cfg(routing="fast"), {}, "routing", ["expected a mapping"], id="wrong-type-routing-string"
-    ),
-    pytest.param(
-        cfg(catalogs=[3]), {}, "catalogs[0]", ["expected a string"], id="wrong-type-catalog-entry"
-    ),
+    pytest.param(cfg(routing="fast"), {}, "routing", ["expected a mapping"], id="wrong-type-routing-string"),
+    pytest.param(cfg(catalogs=[3]), {}, "catalogs[0]", ["expected a string"], id="wrong-type-catalog-entry"),
     pytest.param(
         cfg(providers={"sim": "fal"}),
         {},
@@ -366,9 +360,7 @@ BAD_CONFIGS = [
     ),
     pytest.param(cfg(version=2), {}, "version", ["only version 1"], id="version-2"),
     pytest.param(cfg(providers={}), {}, "providers", ["at least one provider"], id="no-providers"),
-    pytest.param(
-        {"version": 1}, {}, "providers", ["required key is missing"], id="providers-missing"
-    ),
+    pytest.param({"version": 1}, {}, "providers", ["required key is missing"], id="providers-missing"),
     pytest.param(
         sim(price={"per_image": "0.01", "per_video": "0.02"}),
         {},
@@ -439,9 +431,7 @@ BAD_CONFIGS = [
         ["less than or equal to 60"],
         id="prefer-wait-out-of-range",
     ),
-    pytest.param(
-        cfg(providers={1: SIM}), {}, "providers[1]", ["not a string"], id="non-string-provider-key"
-    ),
+    pytest.param(cfg(providers={1: SIM}), {}, "providers[1]", ["not a string"], id="non-string-provider-key"),
     pytest.param(
         cfg(base_dir="/elsewhere"),
         {},
@@ -522,9 +512,7 @@ def test_every_unset_variable_is_reported() -> None:
         ({"timeouts": {"attempt_s": 900}}, "routing.default.timeouts.attempt_s"),
     ],
 )
-def test_problem_in_default_is_reported_once_not_per_model(
-    bad_default: dict[str, Any], path: str
-) -> None:
+def test_problem_in_default_is_reported_once_not_per_model(bad_default: dict[str, Any], path: str) -> None:
     """A bad default merged into model overrides is reported under routing.default only."""
     raw = cfg(
         routing={
@@ -640,9 +628,7 @@ def test_minimal_config_gets_documented_defaults() -> None:
     assert config.version == 1
     assert policy.strategy == "balanced"
     assert (policy.order, policy.weights, policy.max_cost_usd) == (None, None, None)
-    assert policy.retry == RetryPolicy(
-        max_attempts=3, initial_backoff_s=0.5, max_backoff_s=8, jitter=0.2
-    )
+    assert policy.retry == RetryPolicy(max_attempts=3, initial_backoff_s=0.5, max_backoff_s=8, jitter=0.2)
     assert (policy.fallback.enabled, policy.fallback.max_providers) == (True, 3)
     assert (policy.hedge.enabled, policy.hedge.delay, policy.hedge.max_extra_fraction) == (
         False,
@@ -799,9 +785,7 @@ def test_state_store_takes_memory_or_redis_url(store: str) -> None:
 
 def test_inline_models_are_catalog_entries() -> None:
     """providers.<x>.models entries parse in the catalog format with exact prices."""
-    config = parse_config(
-        inline_model(endpoint="fal-ai/flux/dev", price={"per_megapixel": 0.025}), env={}
-    )
+    config = parse_config(inline_model(endpoint="fal-ai/flux/dev", price={"per_megapixel": 0.025}), env={})
     entry = config.providers["sim"].models["flux-dev"]
     assert entry.endpoint == "fal-ai/flux/dev"
     assert entry.price is not None
@@ -899,6 +883,23 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
     text = "providers: !!python/object/apply:os.getcwd []\n"
     path = _write(tmp_path / "unsafe.yaml", text)
     with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config_file(path)
+
+
+def test_yaml_alias_expansion_bomb_is_an_error(tmp_path: Path) -> None:
+    """Aliases that expand to millions of values stop with a ConfigError, not a hang."""
+    rows = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for name, prev in zip("bcdefg", "abcdef", strict=True):
+        rows.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]")
+    path = _write(tmp_path / "bomb.yaml", "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match="more than 100000 values"):
+        load_config_file(path)
+
+
+def test_deeply_nested_yaml_is_an_error(tmp_path: Path) -> None:
+    """Absurdly deep nesting is a ConfigError, never a RecursionError."""
+    path = _write(tmp_path / "deep.yaml", "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
         load_config_file(path)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,17 +216,24 @@ def _assert_problems_start_with_key_path(error: ConfigError, tree: dict[Any, Any
         assert first in _top_keys(tree) or match.group(1).startswith("["), problem
 
 
+def _outcome(load: Callable[[], RouterConfig]) -> RouterConfig | ConfigError:
+    """What loading gives: the config, or the ConfigError (any other exception escapes)."""
+    try:
+        return load()
+    except ConfigError as error:
+        return error
+
+
 @PROPERTY_SETTINGS
 @given(near_schema_trees())
 def test_near_schema_trees_give_config_or_config_error(tree: dict[str, Any]) -> None:
     """A mutated config yields a RouterConfig or a ConfigError whose lines start with a key path."""
-    try:
-        config = parse_config(tree, env=ENV)
-    except ConfigError as error:
-        assert error.problems
-        _assert_problems_start_with_key_path(error, tree)
+    outcome = _outcome(lambda: parse_config(tree, env=ENV))
+    if isinstance(outcome, ConfigError):
+        assert outcome.problems
+        _assert_problems_start_with_key_path(outcome, tree)
     else:
-        assert isinstance(config, RouterConfig)
+        assert isinstance(outcome, RouterConfig)
 
 
 _FILES = Path(tempfile.mkdtemp(prefix="genrouter-config-props-"))
@@ -237,10 +245,9 @@ def test_near_schema_files_give_config_or_file_named_error(tree: dict[str, Any])
     """A mutated config file yields a RouterConfig or a ConfigError starting with the file name."""
     path = _FILES / "genrouter.yaml"
     path.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
-    try:
-        config = load_config_file(path, env=ENV)
-    except ConfigError as error:
-        assert str(error).startswith(f"{path}: ")
-        assert all(problem.startswith(f"{path}: ") for problem in error.problems)
+    outcome = _outcome(lambda: load_config_file(path, env=ENV))
+    if isinstance(outcome, ConfigError):
+        assert str(outcome).startswith(f"{path}: ")
+        assert all(problem.startswith(f"{path}: ") for problem in outcome.problems)
     else:
-        assert isinstance(config, RouterConfig)
+        assert isinstance(outcome, RouterConfig)

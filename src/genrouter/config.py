@@ -95,18 +95,6 @@ _BUILTIN_TYPES = ("fal", "replicate", "modal", "simulated", "custom")
 _IMPORT_PATH_HINT = "an import path 'pkg.module:Class'"
 
 
-def _seconds(value: Any) -> Any:
-    """``5``, ``5.0``, ``"5s"``, ``"500ms"``, ``"2m"`` → float seconds; other values unchanged.
-
-    Kept for callers of the old helper; new code uses
-    :func:`genrouter.backends.settings.parse_duration`.
-    """
-    try:
-        return parse_duration(value)
-    except ValueError:
-        return value
-
-
 # ---------------------------------------------------------------------------
 # Routing policies
 # ---------------------------------------------------------------------------
@@ -366,6 +354,7 @@ class RouterConfig(SettingsModel):
 # ``$$``; ``${NAME}``; ``${NAME:-default}``; and (last) any other ``${``, which is malformed.
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _MAX_NODES = 100_000
+_MAX_DEPTH = 64
 
 
 def interpolate(raw: Any, env: Mapping[str, str] | None = None, *, _path: tuple[str | int, ...] = ()) -> Any:
@@ -404,6 +393,9 @@ class _Interpolator:
                 key_path=render_path(path),
             )
         if isinstance(raw, Mapping | list):
+            if len(path) >= _MAX_DEPTH:
+                message = f"{render_path(path)}: nested more than {_MAX_DEPTH} levels deep"
+                raise ConfigError(message, key_path=render_path(path))
             if id(raw) in ancestors:
                 message = f"{render_path(path)}: a YAML alias refers to itself (recursive structure)"
                 raise ConfigError(message, key_path=render_path(path))
@@ -602,8 +594,8 @@ def _provider_type_problem(path: Sequence[Any], section: Any) -> tuple[str, str]
     return type_path, f"{message}; {listing}"
 
 
-def _problem(error: ErrorDetails, root: type[BaseModel], prefix: Sequence[Any]) -> tuple[str, str, bool]:
-    """(key path, message, from a union branch) for one pydantic error."""
+def _problem(error: ErrorDetails, root: type[BaseModel], prefix: Sequence[Any]) -> tuple[str, str]:
+    """(key path, message) for one pydantic error."""
     loc = tuple(error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -618,17 +610,13 @@ def _problem(error: ErrorDetails, root: type[BaseModel], prefix: Sequence[Any]) 
                 message += f"; did you mean {hint!r}?"
             else:
                 message += f"; valid keys are {', '.join(names)}"
-        return path, message, False
+        return path, message
     _, clean = _model_at(root, loc)
-    from_union = len([p for p in loc if not _is_marker(p)]) != len(clean) and any(
-        isinstance(p, str) and "[" in p and p != "[key]" for p in loc
-    )
     if kind == "unknown_provider_type":
-        path, message = _provider_type_problem((*prefix, *clean), error["input"])
-        return path, message, False
+        return _provider_type_problem((*prefix, *clean), error["input"])
     path = render_path((*prefix, *clean))
     if loc and loc[-1] == "[key]":
-        return path, f"key {_describe(error['input'])} is not a string; quote it in YAML", False
+        return path, f"key {_describe(error['input'])} is not a string; quote it in YAML"
     message = _PLAIN_MESSAGES.get(kind, error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
@@ -646,7 +634,7 @@ def _problem(error: ErrorDetails, root: type[BaseModel], prefix: Sequence[Any]) 
         hint = _suggest(error.get("input"), expected, cutoff=0.5)
         if hint is not None:
             message += f"; did you mean {hint!r}?"
-    return path, message, from_union
+    return path, message
 
 
 def _format_errors(
@@ -658,7 +646,7 @@ def _format_errors(
 ) -> list[str]:
     merged: dict[str, list[str]] = {}
     for error in errors:
-        path, message, _ = _problem(error, root, prefix)
+        path, message = _problem(error, root, prefix)
         if raw is not None and _inherited_from_default(path, error, root, raw):
             continue
         messages = merged.setdefault(path, [])
@@ -868,6 +856,8 @@ def load_config_file(path: str | Path, *, env: Mapping[str, str] | None = None) 
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from exc
     try:
         raw = _load_yaml(text)
+    except RecursionError as exc:
+        raise ConfigError(f"{p}: invalid YAML: nested too deeply") from exc
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)

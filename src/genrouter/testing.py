@@ -114,6 +114,9 @@ class FunctionBackend:
     if any, is the job's error at ``fetch_result``. Cancel cancels the task.
     """
 
+    max_jobs_kept = 10_000
+    """Finished jobs remembered for idempotent poll/fetch before the oldest are forgotten."""
+
     def __init__(self, fn: GenerateFn, *, name: str = "function") -> None:
         self.name = name
         self._fn = fn
@@ -133,9 +136,18 @@ class FunctionBackend:
     ) -> ProviderJob:
         """Start ``fn(request)`` and return its job."""
         request_id = f"{self.name}-{next(self._ids)}"
+        if len(self._tasks) >= self.max_jobs_kept:
+            self._forget_oldest_finished()
         self._tasks[request_id] = asyncio.get_running_loop().create_task(self._fn(request))
         self._requests[request_id] = request
         return ProviderJob(provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id)
+
+    def _forget_oldest_finished(self) -> None:
+        # Jobs stay fetchable (fetch and poll are idempotent) until this many newer ones exist.
+        for request_id in list(self._tasks)[: len(self._tasks) // 2]:
+            if self._tasks[request_id].done():
+                del self._tasks[request_id]
+                del self._requests[request_id]
 
     def _task(self, job: ProviderJob) -> asyncio.Task[GenerationResult | Sequence[Artifact]]:
         task = self._tasks.get(job.provider_request_id)
@@ -193,9 +205,7 @@ class FunctionBackend:
                 provider=self.name,
                 provider_request_id=rid,
             ) from error
-        self._tasks.pop(rid, None)
-        request = self._requests.pop(rid)
-        return _as_result(task.result(), job, request)
+        return _as_result(task.result(), job, self._requests[rid])
 
     async def cancel(self, job: ProviderJob) -> None:
         """Cancel the function's task."""
@@ -299,16 +309,18 @@ class FakeBackend:
     async def poll(self, job: ProviderJob) -> JobStatus:
         """The scripted state now."""
         self.polls += 1
-        fake = self._job(job)
-        if fake.cancelled:
-            state = JobState.CANCELLED
-        elif isinstance(fake.step, Hang) or asyncio.get_running_loop().time() < fake.loop_done_at:
-            state = JobState.RUNNING
-        elif isinstance(fake.step, FailJob):
-            state = JobState.FAILED
-        else:
-            state = JobState.SUCCEEDED
+        state = self._state(self._job(job))
         return JobStatus(state=state, provider=self.name, provider_request_id=job.provider_request_id)
+
+    @staticmethod
+    def _state(fake: _FakeJob) -> JobState:
+        if fake.cancelled:
+            return JobState.CANCELLED
+        if isinstance(fake.step, Hang) or asyncio.get_running_loop().time() < fake.loop_done_at:
+            return JobState.RUNNING
+        if isinstance(fake.step, FailJob):
+            return JobState.FAILED
+        return JobState.SUCCEEDED
 
     async def fetch_result(self, job: ProviderJob) -> GenerationResult:
         """The scripted result, or the scripted job error."""
@@ -331,7 +343,7 @@ class FakeBackend:
         """Record the cancel and mark the job cancelled."""
         self.cancelled.append(job.provider_request_id)
         fake = self._jobs.get(job.provider_request_id)
-        if fake is not None:
+        if fake is not None and not self._state(fake).is_terminal:
             fake.cancelled = True
 
     async def aclose(self) -> None:
