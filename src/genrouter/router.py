@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
-from datetime import UTC, datetime
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self

@@ -5,6 +5,16 @@ provider's input, submits it, polls it, fetches and normalises the result, and
 cancels. It never retries: the router owns the one retry layer. Users add a
 backend without inheriting anything, by matching the Protocol.
 
+Optional extensions a backend may add (the router looks for them with ``getattr``):
+
+- ``wait(job, timeout_s) -> JobStatus`` (:class:`SupportsWait`): wait without polling;
+- ``default_entries(catalog) -> {model: CatalogEntry}``: the deployments it serves when
+  its config declares none (the simulated provider serves every image model);
+- ``default_limits: Limits``: limits for inline entries that declare none;
+- ``latency_hint(deployment) -> float | None``: an expected p95 before any observation;
+- ``unavailable_reason: str | None``: why it cannot serve now (e.g. no credentials),
+  shown in ``explain()`` as the exclusion reason.
+
 The registry maps a provider ``type`` to ``"module:Class"`` and an install hint,
 and imports the module only when a config uses that type. Third parties register
 through the ``genrouter.backends`` entry-point group, or name ``"pkg.module:Class"``
