@@ -304,12 +304,6 @@ async def test_successes_feed_latency_into_the_plan() -> None:
     assert router.explain("a fox", model="flux-dev").candidates[0].estimated_p95_s == 0.0
 
 
-@pytest.mark.xfail(
-    reason="BUG: _execution.Execution._attempt marks the half-open probe (health.begin_request) "
-    "but its CancelledError branch (deadline/caller cancel) neither releases the probe nor records "
-    "a failure, so the deployment stays 'half-open, a probe is already in flight' forever",
-    strict=True,
-)
 async def test_a_probe_cancelled_by_the_deadline_does_not_block_the_deployment_forever() -> None:
     """When the deadline cancels a half-open probe, the deployment can be probed again later."""
     a = FakeBackend(name="a", script=[Hang(), Succeed()])
@@ -325,12 +319,6 @@ async def test_a_probe_cancelled_by_the_deadline_does_not_block_the_deployment_f
     assert "probe is already in flight" not in (excluded(router)["a"] or "")
 
 
-@pytest.mark.xfail(
-    reason="BUG: a submit() to a half-open deployment marks it as the probe, but neither submit "
-    "(_execution.Execution._attempt returns Submitted early) nor AsyncRouter.result() records the "
-    "success, so the probe never ends and the deployment stays excluded",
-    strict=True,
-)
 async def test_a_submitted_job_that_succeeds_closes_a_half_open_circuit() -> None:
     """A half-open probe sent through submit()/result() closes the circuit when it succeeds."""
     clock = FakeClock()
@@ -360,4 +348,3 @@ async def test_a_failed_job_result_counts_against_the_circuit() -> None:
     with pytest.raises(ProviderUnavailableError):
         await router.result(handle)
     assert (excluded(router)["a"] or "").startswith("circuit open")
-

@@ -202,9 +202,7 @@ def test_half_open_circuit_with_a_probe_in_flight_excludes_a_deployment() -> Non
     open_circuit(store, a, at=NOW - 60, cooldown=30)
     assert viable(plan([a, b], store=store)) == ["a", "b"]
     store.health(a.key).begin_request(NOW)
-    assert excluded(plan([a, b], store=store)) == {
-        "a": "circuit half-open, a probe is already in flight"
-    }
+    assert excluded(plan([a, b], store=store)) == {"a": "circuit half-open, a probe is already in flight"}
 
 
 def test_disabled_provider_is_excluded_with_the_reason() -> None:
@@ -420,11 +418,6 @@ async def test_explain_does_not_advance_the_weighted_round_robin() -> None:
     assert leaders == ["a", "a", "b", "a"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: explain() plans with a fresh SmoothWeightedRoundRobin (router.py explain: "
-    "_round_robins.pop then _plan's setdefault), so it always shows the first pick, not the next",
-    strict=True,
-)
 async def test_explain_predicts_the_next_weighted_pick() -> None:
     """explain() shows the provider the next weighted request will lead with."""
     router, _ = make_router(strategy="weighted", weights={"a": 3, "b": 1}, fallback={"enabled": False})

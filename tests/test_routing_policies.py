@@ -202,9 +202,7 @@ def test_weighted_rank_leads_with_the_round_robin_pick_each_call() -> None:
     rr = SmoothWeightedRoundRobin()
     leaders = []
     for _ in range(8):
-        ordered = rank(
-            "weighted", [stat("A", weight=3), stat("B", weight=1, priority=1)], round_robin=rr
-        )
+        ordered = rank("weighted", [stat("A", weight=3), stat("B", weight=1, priority=1)], round_robin=rr)
         leaders.append(ordered[0].key)
     assert leaders == ["A", "A", "B", "A", "A", "A", "B", "A"]
 

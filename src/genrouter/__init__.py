@@ -49,6 +49,7 @@ from genrouter.types import (
     LoRA,
     ProviderJob,
     RoutePlan,
+    Strategy,
     Timings,
 )
 
@@ -84,6 +85,7 @@ __all__ = [
     "RoutePlan",
     "Router",
     "RouterConfig",
+    "Strategy",
     "Timings",
     "__version__",
     "agenerate",

@@ -334,6 +334,8 @@ class Execution:
 
     def _failure_summary(self) -> str:
         parts = [f"{a.provider}: {a.error}" for a in self.attempts if a.error]
+        skipped = [e for e in self.errors if not any(a.error and str(e) in a.error for a in self.attempts)]
+        parts += [f"{getattr(e, 'provider', None)}: {describe_error(e)}" for e in skipped]
         return f"all {len(self.attempts)} attempt(s) failed: " + "; ".join(parts[-5:])
 
     async def _lane(self, candidate: PlannedCandidate) -> GenerationResult | Submitted:
@@ -368,13 +370,18 @@ class Execution:
         deployment = candidate.deployment
         backend = self.backends[deployment.provider]
         if self.store.blocked_until(deployment.provider) > self.clock.now():
-            await self._respect_retry_after(deployment)
+            try:
+                await self._respect_retry_after(deployment)
+            except RateLimitedError as exc:
+                self.errors.append(exc)
+                raise
         health = self.store.health(deployment.key)
         started = self.clock.now()
         health.begin_request(started)
         jobs: list[ProviderJob] = []
+        parts = split_request(self.request, deployment.limits.max_outputs_per_call)
         try:
-            for part in split_request(self.request, deployment.limits.max_outputs_per_call):
+            for part in parts:
                 jobs.append(await self._submit_one(backend, deployment, part))
             if self._submit_only:
                 # Nobody watches the job from here: free the half-open probe slot now;
@@ -393,12 +400,14 @@ class Execution:
         except asyncio.CancelledError:
             # Cancelled by the deadline or the caller: says nothing about the deployment.
             health.release_probe()
-            self._record(deployment, jobs, AttemptOutcome.CANCELLED, "cancelled: deadline exceeded", started)
+            self._record(deployment, jobs, AttemptOutcome.CANCELLED, "cancelled before it finished", started)
             raise
         except GenRouterError as exc:
+            await self._cancel_unfinished(backend, jobs, len(parts))
             self._fail(deployment, jobs, exc, started)
             raise
         except Exception as exc:
+            await self._cancel_unfinished(backend, jobs, len(parts))
             wrapped = ProviderError(
                 f"backend {deployment.provider!r} raised {type(exc).__name__}: {exc}",
                 provider=deployment.provider,
@@ -433,6 +442,11 @@ class Execution:
                 self._submits_settled.set()
         self._live[id(job)] = (backend, job)
         return job
+
+    async def _cancel_unfinished(self, backend: Backend, jobs: Sequence[ProviderJob], parts: int) -> None:
+        """A failed split attempt must not leave its other accepted jobs running (and billing)."""
+        if parts > 1 and jobs:
+            await self._cancel_jobs([(backend, job) for job in jobs])
 
     async def _respect_retry_after(self, deployment: Deployment) -> None:
         blocked_until = self.store.blocked_until(deployment.provider)

@@ -17,7 +17,6 @@ import copy
 import difflib
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -407,8 +406,12 @@ class AsyncRouter:
             observe_failure(self.state, self.clock.now(), deployment, exc, policy)
             raise
         elapsed = self.clock.now() - started
-        since_submit = (datetime.now(UTC) - handle.submitted_at).total_seconds()
-        self.state.health(deployment.key).record_success(max(since_submit, elapsed))
+        merged = merge_results(results)
+        provider_time = [t for t in (merged.timings.queued_s, merged.timings.running_s) if t is not None]
+        # The provider's own time when it reports one, else how long we waited here:
+        # a caller collecting a finished result late is not provider latency.
+        latency = sum(provider_time) if provider_time else elapsed
+        self.state.health(deployment.key).record_success(latency)
         attempt = Attempt(
             provider=handle.provider,
             endpoint=handle.endpoint,
@@ -417,7 +420,7 @@ class AsyncRouter:
             provider_request_id=handle.provider_request_id,
         )
         return finalise_result(
-            merge_results(results),
+            merged,
             request=handle.request,
             deployment=deployment,
             jobs=handle.jobs,

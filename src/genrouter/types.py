@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from genrouter._media import read_artifact_bytes, read_artifact_bytes_async, save_artifact
 
@@ -113,7 +113,7 @@ class GenerationRequest(BaseModel):
     prompt: Annotated[str, Field(max_length=20_000, description="What to generate.")]
     negative_prompt: str | None = None
     width: Annotated[int | None, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION)] = None
-    height: Annotated[int | None, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION)] = None
+    height: Annotated[int | None, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION, validate_default=True)] = None
     aspect_ratio: str | None = None
     num_outputs: Annotated[int, Field(ge=1, le=MAX_OUTPUTS)] = 1
     seed: Annotated[int | None, Field(ge=0, le=2**32 - 1)] = None
@@ -141,6 +141,15 @@ class GenerationRequest(BaseModel):
             raise ValueError("prompt is empty; describe what to generate")
         return value
 
+    @field_validator("height", mode="after")
+    @classmethod
+    def _height_with_width(cls, value: int | None, info: ValidationInfo) -> int | None:
+        width = info.data.get("width")
+        if (value is None) != (width is None) and "width" in info.data:
+            missing = "height" if value is None else "width"
+            raise ValueError(f"width and height go together: {missing} is missing")
+        return value
+
     @field_validator("aspect_ratio")
     @classmethod
     def _aspect_ratio_shape(cls, value: str | None) -> str | None:
@@ -165,9 +174,6 @@ class GenerationRequest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> GenerationRequest:
-        if (self.width is None) != (self.height is None):
-            missing = "height" if self.height is None else "width"
-            raise ValueError(f"width and height go together: {missing} is missing")
         if self.width is not None and self.aspect_ratio is not None:
             raise ValueError("give either width/height or aspect_ratio, not both")
         if self.mask is not None and self.image is None:
