@@ -31,6 +31,7 @@ from genrouter.errors import (
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
+    SubmitOutcomeUnknownError,
 )
 from genrouter.router import AsyncRouter
 from genrouter.sync import Router
@@ -86,6 +87,7 @@ __all__ = [
     "Router",
     "RouterConfig",
     "Strategy",
+    "SubmitOutcomeUnknownError",
     "Timings",
     "__version__",
     "agenerate",

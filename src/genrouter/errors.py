@@ -11,6 +11,7 @@
     ├── ProviderError                 .status_code, plus the facts every error has
     │   ├── RateLimitedError          429 or quota; retryable, honours .retry_after
     │   ├── ProviderUnavailableError  5xx, connection failures, circuit open; retryable
+    │   │   └── SubmitOutcomeUnknownError  a submit may have been accepted; never resent there
     │   ├── AuthenticationError       401/402/403; provider disabled, never retried
     │   └── JobFailedError            the job ran and failed; .retryable says if worth retrying
     ├── DeadlineExceededError         the one request deadline passed (also a builtin TimeoutError)
@@ -45,6 +46,7 @@ __all__ = [
     "ProviderError",
     "ProviderUnavailableError",
     "RateLimitedError",
+    "SubmitOutcomeUnknownError",
 ]
 
 
@@ -179,6 +181,17 @@ class ProviderUnavailableError(ProviderError):
     """The provider is down or unreachable (5xx, connection failure, open circuit). Retryable."""
 
     retryable = True
+
+
+class SubmitOutcomeUnknownError(ProviderUnavailableError):
+    """A submit failed after it may have reached the provider (read timeout, dropped connection).
+
+    The job may exist and run. genrouter never re-sends it to that provider (that could
+    create and bill a second job); the router fails over to the next provider knowingly
+    and records this error on the attempt.
+    """
+
+    retryable = False
 
 
 class AuthenticationError(ProviderError):
