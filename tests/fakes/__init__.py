@@ -1,0 +1,1 @@
+"""Loopback fakes of provider HTTP APIs, for integration tests (no network)."""
