@@ -2,8 +2,9 @@
 
 A *lane* is one candidate deployment run as an asyncio task: a first attempt, then
 retries (tenacity) while the error is retryable on that provider. Lanes run one
-after another (fallback); because each is a task awaited with ``asyncio.wait``,
-hedging can start a second lane beside the first without changing this structure.
+after another (fallback); because each is its own task, hedging can start a second
+lane beside the first without changing this structure. Lanes start eagerly: one
+whose job finishes without waiting completes before a task is even needed.
 
 Invariants:
 
@@ -18,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import random
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from genrouter import _testing_mode
+from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -65,6 +68,15 @@ __all__ = ["CANCEL_GRACE_S", "AttemptTimedOutError", "Execution", "JobWaiter", "
 
 CANCEL_GRACE_S = 1.0
 """Longest the router waits for cancels (and in-flight submits) after a deadline."""
+
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_result_id() -> str:
+    """A unique result id: a per-process random prefix and a counter (cheaper than uuid4)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
 
 FIRST_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 1.0
@@ -168,7 +180,7 @@ def finalise_result(
     timings = Timings(queued_s=result.timings.queued_s, running_s=result.timings.running_s, total_s=total_s)
     return result.model_copy(
         update={
-            "id": result.id or uuid.uuid4().hex,
+            "id": result.id or new_result_id(),
             "model": request.model,
             "provider": deployment.provider,
             "endpoint": deployment.endpoint,
@@ -176,7 +188,7 @@ def finalise_result(
             "cost": cost,
             "timings": timings,
             "attempts": attempts,
-            "warnings": list(dict.fromkeys(warnings)),
+            "warnings": list(dict.fromkeys(warnings)) if warnings else warnings,
         }
     )
 
@@ -275,7 +287,7 @@ class Execution:
         self.errors: list[BaseException] = []
         self._live: dict[int, tuple[Backend, ProviderJob]] = {}
         self._submitting = 0
-        self._submits_settled: asyncio.Event | None = None
+        self._deadline_fired = False
         self._waiter = JobWaiter(clock)
         self._submit_only = False
 
@@ -299,28 +311,33 @@ class Execution:
     async def _run_lanes(self) -> GenerationResult | Submitted:
         fallback = self.policy.fallback
         limit = fallback.max_providers if fallback.enabled else 1
-        deadline_hit = False
+        loop = asyncio.get_running_loop()
         for candidate in self.candidates[:limit]:
             remaining = self.deadline_at - self.clock.now()
             if remaining <= 0:
-                deadline_hit = True
+                self._deadline_fired = True
                 break
-            lane = asyncio.get_running_loop().create_task(self._lane(candidate))
+            # Eager: a lane whose job completes without waiting costs no task or loop turn.
+            lane = start_eagerly(loop, self._lane(candidate))
+            if lane.done():
+                if lane.exception() is None:
+                    return lane.result()
+                if isinstance(lane.exception(), GenRouterError):
+                    continue
+                return lane.result()  # re-raises an unexpected error
+            timer = loop.call_later(remaining, self._on_deadline, lane)
             try:
-                finished = await _wait_for_task(lane, remaining)
+                return await lane
             except asyncio.CancelledError:
-                await self._abort((lane,))
-                raise
-            if not finished:
-                await self._abort((lane,))
-                deadline_hit = True
+                if not self._deadline_fired:  # the caller cancelled this request
+                    await self._abort((lane,))
+                    raise
                 break
-            error = lane.exception()
-            if error is None:
-                return lane.result()
-            if not isinstance(error, GenRouterError):
-                raise error
-        if not deadline_hit:
+            except GenRouterError:
+                continue  # recorded in self.errors; fall back to the next candidate
+            finally:
+                timer.cancel()
+        if not self._deadline_fired:
             raise AllProvidersFailedError(self._failure_summary(), errors=self.errors, attempts=self.attempts)
         await self._cancel_live()
         last = self.attempts[-1] if self.attempts else None
@@ -331,6 +348,18 @@ class Execution:
             provider=last.provider if last else None,
             provider_request_id=last.provider_request_id if last else None,
         )
+
+    def _on_deadline(self, lane: asyncio.Future[Any]) -> None:
+        """The deadline passed: stop the lane, unless a submit is in flight.
+
+        A submit in flight is given up to the grace period to settle, so that its job,
+        if accepted, is known and can be cancelled (_submit_one then stops the lane).
+        """
+        self._deadline_fired = True
+        if self._submitting:
+            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, lane.cancel)
+        else:
+            lane.cancel()
 
     def _failure_summary(self) -> str:
         parts = [f"{a.provider}: {a.error}" for a in self.attempts if a.error]
@@ -369,14 +398,15 @@ class Execution:
     async def _attempt(self, candidate: PlannedCandidate) -> GenerationResult | Submitted:
         deployment = candidate.deployment
         backend = self.backends[deployment.provider]
-        if self.store.blocked_until(deployment.provider) > self.clock.now():
+        started = self.clock.now()
+        if self.store.blocked_until(deployment.provider) > started:
             try:
                 await self._respect_retry_after(deployment)
             except RateLimitedError as exc:
                 self.errors.append(exc)
                 raise
+            started = self.clock.now()
         health = self.store.health(deployment.key)
-        started = self.clock.now()
         health.begin_request(started)
         jobs: list[ProviderJob] = []
         parts = split_request(self.request, deployment.limits.max_outputs_per_call)
@@ -415,32 +445,32 @@ class Execution:
             )
             self._fail(deployment, jobs, wrapped, started)
             raise wrapped from exc
-        elapsed = self.clock.now() - started
-        health.record_success(elapsed)
-        self._record(deployment, jobs, AttemptOutcome.SUCCEEDED, None, started)
+        now = self.clock.now()
+        health.record_success(now - started)
+        self._record(deployment, jobs, AttemptOutcome.SUCCEEDED, None, started, now)
         return finalise_result(
             merge_results(results),
             request=self.request,
             deployment=deployment,
             jobs=jobs,
             attempts=self.attempts,
-            total_s=self.clock.now() - self.started,
+            total_s=now - self.started,
         )
 
     async def _submit_one(
         self, backend: Backend, deployment: Deployment, request: GenerationRequest
     ) -> ProviderJob:
         # A deadline must not abandon a submit half-way (its job could run unseen):
-        # while one is in flight, _abort lets it finish (within the grace) before
-        # cancelling the lane, and then cancels the job it created.
+        # _on_deadline leaves a lane alone while a submit is in flight, and the lane
+        # stops itself here once the job is recorded, so that it gets cancelled.
         self._submitting += 1
         try:
             job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
         finally:
             self._submitting -= 1
-            if not self._submitting and self._submits_settled is not None:
-                self._submits_settled.set()
         self._live[id(job)] = (backend, job)
+        if self._deadline_fired:
+            raise asyncio.CancelledError
         return job
 
     async def _cancel_unfinished(self, backend: Backend, jobs: Sequence[ProviderJob], parts: int) -> None:
@@ -484,6 +514,7 @@ class Execution:
         outcome: AttemptOutcome,
         error: str | None,
         started: float,
+        now: float | None = None,
     ) -> None:
         self.attempts.append(
             Attempt(
@@ -491,7 +522,7 @@ class Execution:
                 endpoint=deployment.endpoint,
                 outcome=outcome,
                 error=error,
-                duration_s=self.clock.now() - started,
+                duration_s=(self.clock.now() if now is None else now) - started,
                 provider_request_id=jobs[0].provider_request_id if jobs else None,
             )
         )
@@ -518,13 +549,9 @@ class Execution:
 
     # -- cancellation ------------------------------------------------------------
 
-    async def _abort(self, lanes: Sequence[asyncio.Task[Any]]) -> None:
+    async def _abort(self, lanes: Sequence[asyncio.Future[Any]]) -> None:
         """Stop lanes, then cancel every accepted job, all within the grace period."""
         grace_until = self.clock.now() + CANCEL_GRACE_S
-        if self._submitting:
-            self._submits_settled = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._submits_settled.wait(), CANCEL_GRACE_S)
         for lane in lanes:
             lane.cancel()
         await asyncio.wait(lanes, timeout=max(0.01, grace_until - self.clock.now()))
@@ -547,30 +574,6 @@ class Execution:
         for _, job in jobs:
             self._live.pop(id(job), None)
         await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))
-
-
-async def _wait_for_task(task: asyncio.Task[Any], timeout_s: float) -> bool:
-    """Wait until ``task`` is done or ``timeout_s`` passes (without cancelling it); True if done.
-
-    A leaner ``asyncio.wait((task,), timeout=...)``: this runs on every request.
-    """
-    if task.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    task.add_done_callback(wake)
-    timer = loop.call_later(timeout_s, wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        task.remove_done_callback(wake)
-    return task.done()
 
 
 class _NoWait(wait_base):

@@ -79,6 +79,8 @@ class PriceUnit(StrEnum):
 
 _UNITS = tuple(u.value for u in PriceUnit)
 _CENT_FRACTIONS = Decimal("0.000001")
+_ONE = Decimal(1)
+_TEN = Decimal(10)
 _CATALOG = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -250,8 +252,7 @@ class Pricing:
 
     def describe(self) -> str:
         """``"$0.025 per_megapixel (fal.ai pricing, 2026-05-01)"``."""
-        origin = ", ".join(x for x in (self.source, self.date) if x)
-        return f"${self.amount} {self.unit.value}" + (f" ({origin})" if origin else "")
+        return _describe_pricing(self.unit, self.amount, self.source, self.date)
 
     def _megapixels(self, width: int, height: int) -> Decimal:
         mp = Decimal(width * height) / Decimal(1_000_000)
@@ -310,6 +311,12 @@ class Pricing:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _describe_pricing(unit: PriceUnit, amount: Decimal, source: str | None, date: str | None) -> str:
+    origin = ", ".join(x for x in (source, date) if x)
+    return f"${amount} {unit.value}" + (f" ({origin})" if origin else "")
+
+
 def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
@@ -317,9 +324,8 @@ def _dec(value: float) -> Decimal:
 def _money(value: Decimal) -> Decimal:
     """Round to a millionth of a dollar, without trailing zeros or exponent notation."""
     rounded = value.quantize(_CENT_FRACTIONS, rounding=ROUND_HALF_EVEN).normalize()
-    exponent = rounded.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > 0:
-        return rounded.quantize(Decimal(1))
+    if rounded >= _TEN and rounded == rounded.to_integral_value():
+        return rounded.quantize(_ONE)  # 1E+1 → 10
     return rounded
 
 

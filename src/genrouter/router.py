@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +28,7 @@ from genrouter._execution import (
     JobWaiter,
     finalise_result,
     merge_results,
+    new_result_id,
     observe_failure,
     terminal_state_of,
 )
@@ -334,7 +334,7 @@ class AsyncRouter:
         submitted = await execution.submit()
         first = submitted.jobs[0]
         return JobHandle(
-            id=uuid.uuid4().hex,
+            id=new_result_id(),
             model=req.model,
             provider=first.provider,
             endpoint=first.endpoint,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from genrouter import _testing_mode
+from genrouter._eager import start_eagerly
 from genrouter.errors import GenRouterError, JobFailedError
 from genrouter.types import (
     Artifact,
@@ -110,8 +111,10 @@ GenerateFn = Callable[[GenerationRequest], Coroutine[Any, Any, GenerationResult 
 class FunctionBackend:
     """A backend whose jobs run an async function: ``fn(request) -> GenerationResult | [Artifact]``.
 
-    Each submit starts ``fn`` as a task (the job is accepted at once); its exception,
-    if any, is the job's error at ``fetch_result``. Cancel cancels the task.
+    Each submit starts ``fn`` eagerly: it runs until it first waits, then goes on as a
+    task (the job is accepted at once either way). An instant function is finished by
+    the time ``submit`` returns. Its exception, if any, is the job's error at
+    ``fetch_result``. Cancel cancels the task.
     """
 
     max_jobs_kept = 10_000
@@ -121,7 +124,7 @@ class FunctionBackend:
         self.name = name
         self._fn = fn
         self._ids = itertools.count(1)
-        self._tasks: dict[str, asyncio.Task[GenerationResult | Sequence[Artifact]]] = {}
+        self._tasks: dict[str, asyncio.Future[GenerationResult | Sequence[Artifact]]] = {}
         self._requests: dict[str, GenerationRequest] = {}
 
     def __repr__(self) -> str:
@@ -138,7 +141,7 @@ class FunctionBackend:
         request_id = f"{self.name}-{next(self._ids)}"
         if len(self._tasks) >= self.max_jobs_kept:
             self._forget_oldest_finished()
-        self._tasks[request_id] = asyncio.get_running_loop().create_task(self._fn(request))
+        self._tasks[request_id] = start_eagerly(asyncio.get_running_loop(), self._fn(request))
         self._requests[request_id] = request
         return ProviderJob(provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id)
 
@@ -149,7 +152,7 @@ class FunctionBackend:
                 del self._tasks[request_id]
                 del self._requests[request_id]
 
-    def _task(self, job: ProviderJob) -> asyncio.Task[GenerationResult | Sequence[Artifact]]:
+    def _task(self, job: ProviderJob) -> asyncio.Future[GenerationResult | Sequence[Artifact]]:
         task = self._tasks.get(job.provider_request_id)
         if task is None:
             raise JobFailedError(
@@ -176,9 +179,6 @@ class FunctionBackend:
     async def wait(self, job: ProviderJob, timeout_s: float) -> JobStatus:
         """Wait for the function to return, at most ``timeout_s``."""
         task = self._task(job)
-        if not task.done():
-            # One turn of the loop finishes an instant function without a waiter.
-            await asyncio.sleep(0)
         if not task.done():
             await asyncio.wait((task,), timeout=timeout_s)
         return self._status(job)

@@ -15,13 +15,14 @@ ends first is tried anyway ("panic mode", as Envoy does) and the plan says so.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from genrouter.catalog import Capability, Deployment
 from genrouter.routing.health import CircuitState
-from genrouter.routing.policies import CandidateStats, SmoothWeightedRoundRobin, rank
+from genrouter.routing.policies import SmoothWeightedRoundRobin, rank
 from genrouter.routing.store import StateStore
 from genrouter.types import Candidate, GenerationRequest, RoutePlan, Strategy
 
@@ -30,13 +31,25 @@ __all__ = ["Plan", "PlannedCandidate", "build_plan", "required_capabilities"]
 
 @dataclass(slots=True)
 class PlannedCandidate:
-    """A deployment with its estimates, score, and exclusion reason (None if viable)."""
+    """A deployment with its estimates, score, and exclusion reason (None if viable).
+
+    It carries the numbers the policies rank by (:class:`~genrouter.routing.policies.Rankable`).
+    """
 
     deployment: Deployment
     estimated_cost: Decimal | None
     estimated_p95: float | None
-    score: float | None = None
+    key: str = ""
+    cost: float | None = None
+    priority: int = 0
+    weight: float = 1.0
+    score: float = 0.0
     excluded: str | None = None
+
+    @property
+    def p95(self) -> float | None:
+        """The estimated p95 the latency policies rank by."""
+        return self.estimated_p95
 
 
 @dataclass(slots=True)
@@ -61,7 +74,7 @@ class Plan:
                     estimated_cost_usd=c.estimated_cost,
                     estimated_p95_s=c.estimated_p95,
                     health=store.health(c.deployment.key).describe(now),
-                    score=c.score,
+                    score=None if c.excluded else c.score,
                     excluded=c.excluded,
                 )
                 for c in (*self.viable, *self.excluded)
@@ -72,14 +85,19 @@ class Plan:
 
 def required_capabilities(request: GenerationRequest, kind: str) -> frozenset[Capability]:
     """The capabilities a deployment of a ``kind`` model needs to serve ``request``."""
+    return _capabilities(kind, request.image is not None, request.mask is not None, bool(request.loras))
+
+
+@functools.lru_cache(maxsize=64)
+def _capabilities(kind: str, image: bool, mask: bool, loras: bool) -> frozenset[Capability]:
     needed: set[Capability] = set()
     if kind == "video":
-        needed.add(Capability.IMAGE_TO_VIDEO if request.image is not None else Capability.TEXT_TO_VIDEO)
+        needed.add(Capability.IMAGE_TO_VIDEO if image else Capability.TEXT_TO_VIDEO)
     else:
-        needed.add(Capability.IMAGE_TO_IMAGE if request.image is not None else Capability.TEXT_TO_IMAGE)
-    if request.mask is not None:
+        needed.add(Capability.IMAGE_TO_IMAGE if image else Capability.TEXT_TO_IMAGE)
+    if mask:
         needed.add(Capability.INPAINTING)
-    if request.loras:
+    if loras:
         needed.add(Capability.LORA)
     return frozenset(needed)
 
@@ -172,7 +190,16 @@ def build_plan(
         p95 = health.p95
         if p95 is None:
             p95 = latency_hints.get(deployment.key)
-        candidate = PlannedCandidate(deployment, estimated_cost, p95)
+        provider = deployment.provider
+        candidate = PlannedCandidate(
+            deployment,
+            estimated_cost,
+            p95,
+            key=deployment.key,
+            cost=float(estimated_cost) if estimated_cost is not None else None,
+            priority=provider_rank.get(provider, len(provider_rank)),
+            weight=weights.get(provider, 1.0) if weights else 1.0,
+        )
         reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)
         if reason is None and not health.admits(now):
             if health.state(now) is CircuitState.OPEN:
@@ -194,20 +221,5 @@ def build_plan(
         excluded.remove(soonest)
         passed.append(soonest)
 
-    stats = [
-        CandidateStats(
-            item=c,
-            key=c.deployment.key,
-            cost=float(c.estimated_cost) if c.estimated_cost is not None else None,
-            p95=c.estimated_p95,
-            priority=provider_rank.get(c.deployment.provider, len(provider_rank)),
-            weight=(weights or {}).get(c.deployment.provider, 1.0),
-        )
-        for c in passed
-    ]
-    ordered = rank(strategy, stats, latency_slo_s=latency_slo_s, round_robin=round_robin)
-    viable = []
-    for s in ordered:
-        s.item.score = s.score
-        viable.append(s.item)
+    viable = rank(strategy, passed, latency_slo_s=latency_slo_s, round_robin=round_robin)
     return Plan(model=model, strategy=strategy, viable=viable, excluded=excluded, notes=notes)

@@ -22,15 +22,34 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 __all__ = [
     "CandidateStats",
+    "Rankable",
     "SmoothWeightedRoundRobin",
     "rank",
 ]
 
 T = TypeVar("T")
+
+
+class Rankable(Protocol):
+    """What a policy reads (and the ``score`` it writes) on each candidate."""
+
+    key: str
+    cost: float | None
+    priority: int
+    weight: float
+    score: float
+
+    @property
+    def p95(self) -> float | None:
+        """Estimated p95 latency, seconds."""
+        ...
+
+
+R = TypeVar("R", bound=Rankable)
 
 BALANCED_COST_WEIGHT = 0.5
 BALANCED_LATENCY_WEIGHT = 0.5
@@ -50,17 +69,17 @@ class CandidateStats(Generic[T]):
     score: float = field(default=0.0)
 
 
-def _by_priority(stats: Sequence[CandidateStats[T]]) -> list[CandidateStats[T]]:
+def _by_priority(stats: Sequence[R]) -> list[R]:
     for s in stats:
         s.score = float(s.priority)
     return sorted(stats, key=lambda s: s.priority)
 
 
-def _over_slo(s: CandidateStats[T], slo: float | None) -> bool:
+def _over_slo(s: R, slo: float | None) -> bool:
     return slo is not None and s.p95 is not None and s.p95 > slo
 
 
-def _by_cost(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[CandidateStats[T]]:
+def _by_cost(stats: Sequence[R], slo: float | None) -> list[R]:
     known = [s.cost for s in stats if s.cost is not None]
     unknown_cost = (max(known) * 2 + 1) if known else 0.0
     for s in stats:
@@ -68,14 +87,14 @@ def _by_cost(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[Cand
     return sorted(stats, key=lambda s: (_over_slo(s, slo), s.cost is None, s.score, s.priority))
 
 
-def _latency_prior(stats: Sequence[CandidateStats[T]], slo: float | None) -> float:
+def _latency_prior(stats: Sequence[R], slo: float | None) -> float:
     if slo is not None:
         return slo
     observed = [s.p95 for s in stats if s.p95 is not None]
     return statistics.median(observed) if observed else 0.0
 
 
-def _by_latency(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[CandidateStats[T]]:
+def _by_latency(stats: Sequence[R], slo: float | None) -> list[R]:
     prior = _latency_prior(stats, slo)
     for s in stats:
         s.score = s.p95 if s.p95 is not None else prior
@@ -94,7 +113,7 @@ def _ratio(value: float, best: float) -> float:
     return min(_RATIO_CAP, value / best)
 
 
-def _by_balance(stats: Sequence[CandidateStats[T]], slo: float | None) -> list[CandidateStats[T]]:
+def _by_balance(stats: Sequence[R], slo: float | None) -> list[R]:
     costs = [s.cost for s in stats if s.cost is not None]
     latencies = [s.p95 for s in stats if s.p95 is not None]
     cheapest, dearest = (min(costs), max(costs)) if costs else (0.0, 0.0)
@@ -121,10 +140,10 @@ class SmoothWeightedRoundRobin:
     def __init__(self) -> None:
         self._current: dict[str, float] = {}
 
-    def pick(self, stats: Sequence[CandidateStats[T]]) -> CandidateStats[T]:
+    def pick(self, stats: Sequence[R]) -> R:
         """Choose the candidate that leads this time."""
         total = 0.0
-        best: CandidateStats[T] | None = None
+        best: R | None = None
         best_value = float("-inf")
         for s in stats:
             value = self._current.get(s.key, 0.0) + s.weight
@@ -137,7 +156,7 @@ class SmoothWeightedRoundRobin:
         return best
 
 
-def _by_weight(stats: Sequence[CandidateStats[T]], rr: SmoothWeightedRoundRobin) -> list[CandidateStats[T]]:
+def _by_weight(stats: Sequence[R], rr: SmoothWeightedRoundRobin) -> list[R]:
     leader = rr.pick(stats)
     rest = sorted((s for s in stats if s is not leader), key=lambda s: (-s.weight, s.priority))
     ordered = [leader, *rest]
@@ -148,11 +167,11 @@ def _by_weight(stats: Sequence[CandidateStats[T]], rr: SmoothWeightedRoundRobin)
 
 def rank(
     strategy: str,
-    stats: Sequence[CandidateStats[T]],
+    stats: Sequence[R],
     *,
     latency_slo_s: float | None = None,
     round_robin: SmoothWeightedRoundRobin | None = None,
-) -> list[CandidateStats[T]]:
+) -> list[R]:
     """Order ``stats`` best first under ``strategy``; each item's ``score`` is set."""
     if not stats:
         return []
