@@ -620,12 +620,6 @@ async def test_transient_poll_failures_never_resubmit_an_accepted_job() -> None:
     assert b.submit_count == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: testing.FakeBackend measures Succeed/FailJob latency_s on the event loop's clock "
-    "(loop.time()), while the router polls on its injected clock; with FakeClock the fake time "
-    "runs to attempt_s before loop time reaches latency_s, so the job is cancelled as timed out",
-    strict=True,
-)
 async def test_a_fake_backend_job_with_latency_finishes_under_a_fake_clock() -> None:
     """A Succeed(latency_s=1) job finishes after 1 s of FakeClock time, not an attempt timeout."""
     clock = FakeClock()

@@ -181,12 +181,6 @@ def test_job_handle_serialises_bytes_as_base64() -> None:
     assert base64.urlsafe_b64encode(PNG).decode() in text or base64.b64encode(PNG).decode() in text
 
 
-@pytest.mark.xfail(
-    reason="BUG: types.GenerationRequest.image/mask are `str | bytes | Path`; bytes serialise as "
-    "base64 text but read back as that str (smart union picks str), so a resumed handle sends the "
-    "base64 text as an image URL/path instead of the bytes",
-    strict=True,
-)
 def test_job_handle_json_round_trip_keeps_bytes_images() -> None:
     """A JobHandle whose request carries a bytes image reads back with the same bytes."""
     original = handle(request(image=PNG, mask=b"\x00\x01mask"))

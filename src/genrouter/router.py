@@ -97,7 +97,10 @@ class AsyncRouter:
                 key_path="providers",
             )
         for key, section in config.providers.items():
-            self._backends[key] = given.get(key) or _construct_backend(key, section)
+            backend = self._backends[key] = given.get(key) or _construct_backend(key, section)
+            bind_clock = getattr(backend, "bind_clock", None)
+            if bind_clock is not None:
+                bind_clock(self.clock)
         self._build_deployments()
         self._check_model_overrides()
 

@@ -30,6 +30,7 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
+    from genrouter._clock import Clock
     from genrouter.catalog import Deployment
 
 __all__ = [  # noqa: F822 - BackendContract is served lazily by __getattr__ (it needs pytest)
@@ -255,7 +256,7 @@ Step = Succeed | FailSubmit | FailJob | Hang
 class _FakeJob:
     step: Step
     request: GenerationRequest
-    loop_done_at: float
+    done_at: float
     cancelled: bool = False
 
 
@@ -270,6 +271,8 @@ class FakeBackend:
 
     name: str = "fake"
     script: Sequence[Step | BaseException] = (Succeed(),)
+    clock: Clock | None = None
+    """Times ``latency_s`` steps; the router binds its own clock (see ``bind_clock``)."""
     submissions: list[GenerationRequest] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     polls: int = 0
@@ -296,8 +299,7 @@ class FakeBackend:
             raise step.error
         latency = getattr(step, "latency_s", 0.0)
         request_id = f"{self.name}-{len(self.submissions)}"
-        loop = asyncio.get_running_loop()
-        self._jobs[request_id] = _FakeJob(step, request, loop.time() + latency)
+        self._jobs[request_id] = _FakeJob(step, request, self._now() + latency)
         return ProviderJob(provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id)
 
     def _job(self, job: ProviderJob) -> _FakeJob:
@@ -312,11 +314,18 @@ class FakeBackend:
         state = self._state(self._job(job))
         return JobStatus(state=state, provider=self.name, provider_request_id=job.provider_request_id)
 
-    @staticmethod
-    def _state(fake: _FakeJob) -> JobState:
+    def bind_clock(self, clock: Clock) -> None:
+        """Use the router's clock for step latencies (so a FakeClock drives them)."""
+        if self.clock is None:
+            self.clock = clock
+
+    def _now(self) -> float:
+        return self.clock.now() if self.clock is not None else asyncio.get_running_loop().time()
+
+    def _state(self, fake: _FakeJob) -> JobState:
         if fake.cancelled:
             return JobState.CANCELLED
-        if isinstance(fake.step, Hang) or asyncio.get_running_loop().time() < fake.loop_done_at:
+        if isinstance(fake.step, Hang) or self._now() < fake.done_at:
             return JobState.RUNNING
         if isinstance(fake.step, FailJob):
             return JobState.FAILED

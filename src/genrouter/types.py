@@ -7,6 +7,7 @@ another process. Bytes fields serialise as base64.
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,7 +15,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from genrouter._media import read_artifact_bytes, read_artifact_bytes_async, save_artifact
 
@@ -98,6 +107,8 @@ class LoRA(BaseModel):
 MediaInput = str | bytes | Path
 """An input image: a URL (``https://``, ``data:``), raw bytes, or a local path."""
 
+_BYTES_DATA_URL = "data:application/vnd.genrouter.bytes;base64,"
+
 
 class GenerationRequest(BaseModel):
     """One generation request: what to make, and optional routing overrides.
@@ -164,6 +175,21 @@ class GenerationRequest(BaseModel):
             value = value.lower()
             return "jpeg" if value == "jpg" else value
         return value
+
+    @field_validator("image", "mask", mode="before")
+    @classmethod
+    def _bytes_from_json(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(_BYTES_DATA_URL):
+            return base64.b64decode(value[len(_BYTES_DATA_URL) :])
+        return value
+
+    @field_serializer("image", "mask", when_used="json")
+    def _bytes_to_json(self, value: MediaInput | None) -> str | None:
+        # Raw bytes would read back as their base64 text (a str is a URL or a path);
+        # a marked data URL reads back as the same bytes.
+        if isinstance(value, bytes):
+            return _BYTES_DATA_URL + base64.b64encode(value).decode("ascii")
+        return None if value is None else str(value)
 
     @field_validator("image", "mask")
     @classmethod

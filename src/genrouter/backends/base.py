@@ -13,7 +13,8 @@ Optional extensions a backend may add (the router looks for them with ``getattr`
 - ``default_limits: Limits``: limits for inline entries that declare none;
 - ``latency_hint(deployment) -> float | None``: an expected p95 before any observation;
 - ``unavailable_reason: str | None``: why it cannot serve now (e.g. no credentials),
-  shown in ``explain()`` as the exclusion reason.
+  shown in ``explain()`` as the exclusion reason;
+- ``bind_clock(clock)``: receive the router's clock (test doubles time themselves by it).
 
 The registry maps a provider ``type`` to ``"module:Class"`` and an install hint,
 and imports the module only when a config uses that type. Third parties register
