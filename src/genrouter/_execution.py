@@ -1,261 +1,87 @@
-"""The execute loop for one request: lanes, retries, fallback, one deadline, cancellation.
+"""The execute loop for one request: lanes, retries, fallback, hedging, one deadline.
 
-A *lane* is one candidate deployment run as an asyncio task: a first attempt, then
-retries (tenacity) while the error is retryable on that provider. Lanes run one
-after another (fallback); because each is its own task, hedging can start a second
-lane beside the first without changing this structure. Lanes start eagerly: one
-whose job finishes without waiting completes before a task is even needed.
+A *lane* is one candidate deployment: a first attempt, then retries (tenacity) while
+the error is retryable on that provider and the provider's retry budget allows.
+Lanes start eagerly: one whose job finishes without waiting completes before a task
+is even needed; otherwise it goes on as its own task.
 
-Invariants:
+- **Fallback**: when a lane fails and no other lane is running, the next candidate's
+  lane starts (up to ``fallback.max_providers`` candidates).
+- **Hedging**: when the primary lane has run ``hedge.delay`` (its deployment's
+  estimated p95, or seconds) and the hedge budget has a token, the next candidate's
+  lane starts beside it. The first success wins; the loser is stopped, its attempt
+  recorded ``hedge_lost`` and its job cancelled at the provider in the background.
+- **Deadline**: when it passes, every lane is stopped, accepted jobs are cancelled
+  within a grace of at most 1 s, and :class:`DeadlineExceededError` is raised.
 
-- One :class:`~genrouter.types.Attempt` per submission, in order.
-- An accepted job is pinned: poll failures never resubmit it, anywhere.
-- When the deadline passes, every accepted job is cancelled at its provider (within
-  a grace of at most 1 s), a submit still in flight is awaited briefly and its job
-  cancelled if accepted, and then :class:`DeadlineExceededError` is raised.
+Invariants: one :class:`~genrouter.types.Attempt` per submission; an accepted job is
+pinned (poll failures never resubmit it); a submit in flight when a lane is stopped is
+allowed to finish (within the grace) so that its job, if accepted, gets cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import os
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_base
 
 from genrouter import _testing_mode
+from genrouter._attempts import (
+    CANCEL_GRACE_S,
+    AttemptTimedOutError,
+    Backoff,
+    JobWaiter,
+    NoWait,
+    StopAtDeadline,
+    Submitted,
+    finalise_result,
+    merge_results,
+    observe_failure,
+    quiet_cancel,
+    retry_same_provider,
+    split_request,
+)
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
-    AuthenticationError,
     DeadlineExceededError,
     GenRouterError,
-    InvalidRequestError,
-    JobFailedError,
     ProviderError,
-    ProviderUnavailableError,
     RateLimitedError,
     describe_error,
 )
-from genrouter.types import (
-    Attempt,
-    AttemptOutcome,
-    Cost,
-    GenerationRequest,
-    GenerationResult,
-    JobState,
-    JobStatus,
-    ProviderJob,
-    Timings,
-)
+from genrouter.types import Attempt, AttemptOutcome, GenerationRequest, GenerationResult, ProviderJob
 
 if TYPE_CHECKING:
     from genrouter._clock import Clock
     from genrouter.backends.base import Backend
     from genrouter.catalog import Deployment
     from genrouter.config import RoutePolicy
+    from genrouter.routing.budgets import BudgetGuard
     from genrouter.routing.plan import PlannedCandidate
     from genrouter.routing.store import StateStore
+    from genrouter.routing.throttle import HedgeBudget, RetryThrottle
 
-__all__ = ["CANCEL_GRACE_S", "AttemptTimedOutError", "Execution", "JobWaiter", "finalise_result"]
-
-CANCEL_GRACE_S = 1.0
-"""Longest the router waits for cancels (and in-flight submits) after a deadline."""
-
-_ID_PREFIX = os.urandom(6).hex()
-_ID_COUNTER = itertools.count(1)
+__all__ = ["Execution"]
 
 
-def new_result_id() -> str:
-    """A unique result id: a per-process random prefix and a counter (cheaper than uuid4)."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+@dataclass(eq=False)
+class _Lane:
+    """One candidate's run: its task (or finished future) and what it is doing."""
 
-
-FIRST_POLL_INTERVAL_S = 0.05
-MAX_POLL_INTERVAL_S = 1.0
-POLL_GROWTH = 1.5
-
-
-class AttemptTimedOutError(ProviderUnavailableError):
-    """An accepted job outlived ``timeouts.attempt_s``; it was cancelled and the plan moved on."""
-
-    retryable = False
-
-
-@dataclass(slots=True)
-class Submitted:
-    """Jobs accepted by one deployment (several when outputs were split across calls)."""
-
-    deployment: Deployment
-    jobs: list[ProviderJob]
+    candidate: PlannedCandidate
+    hedged: bool
     started: float
-
-
-class JobWaiter:
-    """Waits for accepted jobs to end: the backend's ``wait`` if it has one, else polling."""
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-
-    async def wait(self, backend: Backend, job: ProviderJob, until: float) -> JobStatus | None:
-        """The job's terminal status, or None if ``until`` came first.
-
-        Retryable poll errors are absorbed (the job stays pinned); others raise.
-        """
-        clock = self._clock
-        waiter = getattr(backend, "wait", None)
-        interval = FIRST_POLL_INTERVAL_S
-        while True:
-            remaining = until - clock.now()
-            if remaining <= 0:
-                return None
-            try:
-                if waiter is not None:
-                    status: JobStatus = await waiter(job, remaining)
-                else:
-                    status = await backend.poll(job)
-            except GenRouterError as exc:
-                if not exc.retryable:
-                    raise
-                status = None  # type: ignore[assignment]
-            if status is not None and status.state.is_terminal:
-                return status
-            if waiter is None or status is None:
-                pause = 0.0 if _testing_mode.enabled else min(interval, until - clock.now())
-                await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
-                interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
-
-
-def merge_results(results: Sequence[GenerationResult]) -> GenerationResult:
-    """One result from the results of a request split across several provider calls."""
-    if len(results) == 1:
-        return results[0]
-    first = results[0]
-    outputs = [a for r in results for a in r.outputs]
-    running = [r.timings.running_s for r in results if r.timings.running_s is not None]
-    queued = [r.timings.queued_s for r in results if r.timings.queued_s is not None]
-    return first.model_copy(
-        update={
-            "outputs": outputs,
-            "timings": Timings(
-                queued_s=max(queued) if queued else None,
-                running_s=sum(running) if running else None,
-            ),
-            "warnings": [w for r in results for w in r.warnings],
-            "raw": {"parts": [r.raw for r in results]},
-        }
-    )
-
-
-def finalise_result(
-    result: GenerationResult,
-    *,
-    request: GenerationRequest,
-    deployment: Deployment,
-    jobs: Sequence[ProviderJob],
-    attempts: list[Attempt],
-    total_s: float,
-) -> GenerationResult:
-    """Stamp routing facts on a backend's result: alias, provider key, cost, attempts, warnings."""
-    cost = result.cost
-    if cost.amount_usd is None and deployment.pricing is not None:
-        amount, basis = deployment.pricing.actual(request, result, deployment)
-        cost = Cost(amount_usd=amount, estimated=True, basis=basis)
-    warnings = [w for job in jobs for w in job.warnings]
-    warnings.extend(result.warnings)
-    if len(result.outputs) < request.num_outputs:
-        warnings.append(
-            f"{deployment.provider} returned {len(result.outputs)} of "
-            f"{request.num_outputs} requested outputs (a safety filter may have dropped some)"
-        )
-    if deployment.pricing is None:
-        warnings.append(f"no price known for {deployment.key}; cost is unknown")
-    timings = Timings(queued_s=result.timings.queued_s, running_s=result.timings.running_s, total_s=total_s)
-    return result.model_copy(
-        update={
-            "id": result.id or new_result_id(),
-            "model": request.model,
-            "provider": deployment.provider,
-            "endpoint": deployment.endpoint,
-            "provider_request_id": result.provider_request_id or jobs[0].provider_request_id,
-            "cost": cost,
-            "timings": timings,
-            "attempts": attempts,
-            "warnings": list(dict.fromkeys(warnings)) if warnings else warnings,
-        }
-    )
-
-
-def split_request(request: GenerationRequest, per_call: int) -> list[GenerationRequest]:
-    """Split ``num_outputs`` over calls of at most ``per_call``; seeds stay reproducible."""
-    if request.num_outputs <= per_call:
-        return [request]
-    parts = []
-    done = 0
-    while done < request.num_outputs:
-        n = min(per_call, request.num_outputs - done)
-        seed = None if request.seed is None else (request.seed + done) % 2**32
-        parts.append(request.model_copy(update={"num_outputs": n, "seed": seed}))
-        done += n
-    return parts
-
-
-def counts_against_circuit(error: BaseException) -> bool:
-    """Connection errors, 5xx, attempt timeouts and retryable job failures open circuits."""
-    if isinstance(error, RateLimitedError | AuthenticationError | InvalidRequestError):
-        return False
-    if isinstance(error, JobFailedError):
-        return error.retryable
-    return isinstance(error, ProviderError)
-
-
-def retry_same_provider(error: BaseException) -> bool:
-    """Whether ``error`` is worth another attempt on the same deployment."""
-    if isinstance(error, InvalidRequestError | AuthenticationError | AttemptTimedOutError):
-        return False
-    return isinstance(error, GenRouterError) and error.retryable
-
-
-class _Backoff(wait_base):
-    """Retry-After when the provider sent one, else capped exponential backoff ± jitter.
-
-    ``min(max_backoff_s, initial_backoff_s · 2^(n-1)) · (1 + jitter · U(-1, 1))``;
-    ``max_backoff_s`` caps genrouter's own backoff, never a provider's Retry-After.
-    """
-
-    def __init__(self, initial: float, maximum: float, jitter: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.jitter = jitter
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        retry_after: float | None = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        exponent = retry_state.attempt_number - 1
-        base: float = min(self.maximum, self.initial * 2.0**exponent)
-        return max(0.0, base * (1.0 + self.jitter * random.uniform(-1.0, 1.0)))
-
-
-class _StopAtDeadline(stop_base):
-    """Stop when the next wait would end at or after the deadline."""
-
-    def __init__(self, clock: Clock, deadline_at: float) -> None:
-        self.clock = clock
-        self.deadline_at = deadline_at
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        upcoming = retry_state.upcoming_sleep or 0.0
-        return self.clock.now() + upcoming >= self.deadline_at
+    future: asyncio.Future[Any] | None = None
+    submitting: int = 0
+    stop_requested: bool = False
+    lost: bool = False
+    jobs: list[ProviderJob] = field(default_factory=list)
+    attempt_started: float = 0.0
 
 
 class Execution:
@@ -272,6 +98,10 @@ class Execution:
         clock: Clock,
         deadline_s: float,
         webhook_url: str | None = None,
+        throttle: RetryThrottle | None = None,
+        hedge_budget: HedgeBudget | None = None,
+        budget: BudgetGuard | None = None,
+        background: set[asyncio.Task[Any]] | None = None,
     ) -> None:
         self.request = request
         self.candidates = candidates
@@ -283,63 +113,159 @@ class Execution:
         self.started = clock.now()
         self.deadline_at = self.started + deadline_s
         self.webhook_url = webhook_url
+        self.throttle = throttle
+        self.hedge_budget = hedge_budget
+        self.budget = budget
+        self.background = background if background is not None else set()
         self.attempts: list[Attempt] = []
         self.errors: list[BaseException] = []
-        self._live: dict[int, tuple[Backend, ProviderJob]] = {}
-        self._submitting = 0
-        self._deadline_fired = False
+        self._live: dict[int, tuple[Backend, ProviderJob, _Lane]] = {}
         self._waiter = JobWaiter(clock)
         self._submit_only = False
+        self._deadline_fired = False
 
-    # -- public entry points -------------------------------------------------
+    # -- public entry points -------------------------------------------------------
 
     async def generate(self) -> GenerationResult:
-        """Run attempts until one succeeds; fallback, retries and the deadline apply."""
-        outcome = await self._run_lanes()
+        """Run lanes until one succeeds; fallback, hedging, retries and the deadline apply."""
+        outcome = await self._run()
         assert isinstance(outcome, GenerationResult)
         return outcome
 
     async def submit(self) -> Submitted:
         """Submit to the first deployment that accepts, without waiting for the job."""
         self._submit_only = True
-        outcome = await self._run_lanes()
+        outcome = await self._run()
         assert isinstance(outcome, Submitted)
         return outcome
 
-    # -- lanes -----------------------------------------------------------------
+    # -- the lane loop ----------------------------------------------------------------
 
-    async def _run_lanes(self) -> GenerationResult | Submitted:
+    def _start(self, candidate: PlannedCandidate, *, hedged: bool) -> _Lane:
+        lane = _Lane(candidate, hedged, self.clock.now())
+        lane.future = start_eagerly(asyncio.get_running_loop(), self._lane(lane))
+        return lane
+
+    def _hedge_due(self, lane: _Lane) -> float | None:
+        """Clock time at which ``lane`` should be hedged, or None when it never is."""
+        hedge = self.policy.hedge
+        if not hedge.enabled or self._submit_only or lane.hedged:
+            return None
+        delay = lane.candidate.estimated_p95 if hedge.delay == "p95" else hedge.delay
+        if delay is None:
+            return None
+        return lane.started + float(delay)
+
+    async def _run(self) -> GenerationResult | Submitted:
         fallback = self.policy.fallback
-        limit = fallback.max_providers if fallback.enabled else 1
-        loop = asyncio.get_running_loop()
-        for candidate in self.candidates[:limit]:
-            remaining = self.deadline_at - self.clock.now()
-            if remaining <= 0:
-                self._deadline_fired = True
-                break
-            # Eager: a lane whose job completes without waiting costs no task or loop turn.
-            lane = start_eagerly(loop, self._lane(candidate))
-            if lane.done():
-                if lane.exception() is None:
-                    return lane.result()
-                if isinstance(lane.exception(), GenRouterError):
-                    continue
-                return lane.result()  # re-raises an unexpected error
-            timer = loop.call_later(remaining, self._on_deadline, lane)
-            try:
-                return await lane
-            except asyncio.CancelledError:
-                if not self._deadline_fired:  # the caller cancelled this request
-                    await self._abort((lane,))
+        queue = list(self.candidates[: fallback.max_providers if fallback.enabled else 1])
+        if self.hedge_budget is not None and self.policy.hedge.enabled and not self._submit_only:
+            self.hedge_budget.on_primary()
+        running: list[_Lane] = []
+        hedge_at: float | None = None
+        if queue and self.clock.now() < self.deadline_at:
+            # Fast path: a first lane that finished while starting eagerly.
+            first = self._start(queue.pop(0), hedged=False)
+            future = first.future
+            assert future is not None
+            if future.done():
+                if not future.cancelled() and future.exception() is None:
+                    return future.result()  # type: ignore[no-any-return]
+            else:
+                running.append(first)
+                hedge_at = self._hedge_due(first) if queue else None
+            if future.done() and not isinstance(future.exception(), GenRouterError):
+                raise future.exception()  # type: ignore[misc]
+        while True:
+            if not running:
+                if not queue:
+                    raise AllProvidersFailedError(
+                        self._failure_summary(), errors=self.errors, attempts=self.attempts
+                    )
+                if self.clock.now() >= self.deadline_at:
+                    return await self._deadline(running)
+                lane = self._start(queue.pop(0), hedged=False)
+                running.append(lane)
+                hedge_at = self._hedge_due(lane) if queue else None
+            finished = [lane for lane in running if lane.future is not None and lane.future.done()]
+            if not finished:
+                now = self.clock.now()
+                wake_at = self.deadline_at if hedge_at is None else min(hedge_at, self.deadline_at)
+                futures = [lane.future for lane in running if lane.future is not None]
+                try:
+                    done, _ = await asyncio.wait(
+                        futures, timeout=max(0.0, wake_at - now), return_when=asyncio.FIRST_COMPLETED
+                    )
+                except asyncio.CancelledError:
+                    await self._stop_all(running)
                     raise
-                break
-            except GenRouterError:
-                continue  # recorded in self.errors; fall back to the next candidate
-            finally:
-                timer.cancel()
-        if not self._deadline_fired:
-            raise AllProvidersFailedError(self._failure_summary(), errors=self.errors, attempts=self.attempts)
-        await self._cancel_live()
+                if not done:
+                    if self.clock.now() >= self.deadline_at:
+                        return await self._deadline(running)
+                    hedge_at = None
+                    if queue and self._may_hedge(queue[0]):
+                        running.append(self._start(queue.pop(0), hedged=True))
+                    continue
+                finished = [lane for lane in running if lane.future is not None and lane.future.done()]
+            for lane in finished:
+                running.remove(lane)
+                assert lane.future is not None
+                error = lane.future.exception() if not lane.future.cancelled() else None
+                if lane.future.cancelled():
+                    continue
+                if error is None:
+                    return self._won(lane, running)
+                if not isinstance(error, GenRouterError):
+                    await self._stop_all(running)
+                    raise error
+            if not running:
+                hedge_at = None
+
+    def _may_hedge(self, candidate: PlannedCandidate) -> bool:
+        """A hedge needs a budget token and the hedge provider's retry budget."""
+        provider = candidate.deployment.provider
+        if self.throttle is not None and not self.throttle.allows_retry(provider):
+            return False
+        return self.hedge_budget is None or self.hedge_budget.try_spend()
+
+    def _won(self, winner: _Lane, others: list[_Lane]) -> GenerationResult | Submitted:
+        assert winner.future is not None
+        outcome: GenerationResult | Submitted = winner.future.result()
+        if not others:
+            return outcome
+        # Losers are listed before the winning attempt (which the winner appended last).
+        winning = self.attempts.pop() if self.attempts else None
+        for lane in others:
+            lane.lost = True
+            self._record(
+                lane.candidate.deployment,
+                lane.jobs,
+                AttemptOutcome.HEDGE_LOST,
+                "lost the hedge race; cancelled",
+                lane.attempt_started,
+                hedged=lane.hedged,
+            )
+            self._stop(lane)
+        if winning is not None:
+            self.attempts.append(winning)
+        task = asyncio.get_running_loop().create_task(self._reap(others))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        if isinstance(outcome, GenerationResult):
+            outcome = outcome.model_copy(update={"attempts": list(self.attempts)})
+        return outcome
+
+    async def _reap(self, lanes: list[_Lane]) -> None:
+        """Let stopped lanes wind down, then cancel their accepted jobs at the provider."""
+        futures = [lane.future for lane in lanes if lane.future is not None]
+        if futures:
+            await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+        jobs = [(b, j) for b, j, lane in list(self._live.values()) if lane in lanes]
+        await self._cancel_jobs(jobs)
+
+    async def _deadline(self, running: list[_Lane]) -> NoReturn:
+        self._deadline_fired = True
+        await self._stop_all(running)
         last = self.attempts[-1] if self.attempts else None
         raise DeadlineExceededError(
             f"deadline of {self.deadline_s:g}s passed after {len(self.attempts)} attempt(s)",
@@ -349,17 +275,27 @@ class Execution:
             provider_request_id=last.provider_request_id if last else None,
         )
 
-    def _on_deadline(self, lane: asyncio.Future[Any]) -> None:
-        """The deadline passed: stop the lane, unless a submit is in flight.
-
-        A submit in flight is given up to the grace period to settle, so that its job,
-        if accepted, is known and can be cancelled (_submit_one then stops the lane).
-        """
-        self._deadline_fired = True
-        if self._submitting:
-            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, lane.cancel)
+    def _stop(self, lane: _Lane) -> None:
+        """Stop a lane; one with a submit in flight gets the grace period to settle it."""
+        lane.stop_requested = True
+        future = lane.future
+        if future is None or future.done():
+            return
+        if lane.submitting:
+            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, future.cancel)
         else:
-            lane.cancel()
+            future.cancel()
+
+    async def _stop_all(self, lanes: Sequence[_Lane]) -> None:
+        """Stop lanes, wait for them briefly, then cancel every accepted job (within the grace)."""
+        grace_until = self.clock.now() + CANCEL_GRACE_S
+        for lane in lanes:
+            self._stop(lane)
+        futures = [lane.future for lane in lanes if lane.future is not None and not lane.future.done()]
+        if futures:
+            await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+        jobs = [(b, j) for b, j, _ in self._live.values()]
+        await self._cancel_jobs(jobs, grace_until)
 
     def _failure_summary(self) -> str:
         parts = [f"{a.provider}: {a.error}" for a in self.attempts if a.error]
@@ -367,21 +303,35 @@ class Execution:
         parts += [f"{getattr(e, 'provider', None)}: {describe_error(e)}" for e in skipped]
         return f"all {len(self.attempts)} attempt(s) failed: " + "; ".join(parts[-5:])
 
-    async def _lane(self, candidate: PlannedCandidate) -> GenerationResult | Submitted:
+    # -- one lane ----------------------------------------------------------------------
+
+    def _retry_here(self, provider: str) -> Any:
+        throttle = self.throttle
+
+        def predicate(error: BaseException) -> bool:
+            if not retry_same_provider(error):
+                return False
+            return throttle is None or throttle.allows_retry(provider)
+
+        return predicate
+
+    async def _lane(self, lane: _Lane) -> GenerationResult | Submitted:
+        provider = lane.candidate.deployment.provider
+        may_retry = self._retry_here(provider)
         try:
-            return await self._attempt(candidate)
+            return await self._attempt(lane)
         except GenRouterError as first:
-            if self.policy.retry.max_attempts == 1 or not retry_same_provider(first):
+            if self.policy.retry.max_attempts == 1 or not may_retry(first):
                 raise
             pending: GenRouterError | None = first
         retry = self.policy.retry
-        wait: wait_base = _Backoff(retry.initial_backoff_s, retry.max_backoff_s, retry.jitter)
+        wait: wait_base = Backoff(retry.initial_backoff_s, retry.max_backoff_s, retry.jitter)
         if _testing_mode.enabled:
-            wait = _NoWait()
+            wait = NoWait()
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.max_attempts) | _StopAtDeadline(self.clock, self.deadline_at),
+            stop=stop_after_attempt(retry.max_attempts) | StopAtDeadline(self.clock, self.deadline_at),
             wait=wait,
-            retry=retry_if_exception(retry_same_provider),
+            retry=retry_if_exception(may_retry),
             sleep=self.clock.sleep,
             reraise=True,
         )
@@ -390,13 +340,11 @@ class Execution:
                 if pending is not None:
                     error, pending = pending, None
                     raise error
-                return await self._attempt(candidate)
+                return await self._attempt(lane)
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
-    # -- one attempt ---------------------------------------------------------------
-
-    async def _attempt(self, candidate: PlannedCandidate) -> GenerationResult | Submitted:
-        deployment = candidate.deployment
+    async def _attempt(self, lane: _Lane) -> GenerationResult | Submitted:
+        deployment = lane.candidate.deployment
         backend = self.backends[deployment.provider]
         started = self.clock.now()
         if self.store.blocked_until(deployment.provider) > started:
@@ -408,11 +356,13 @@ class Execution:
             started = self.clock.now()
         health = self.store.health(deployment.key)
         health.begin_request(started)
+        lane.attempt_started = started
         jobs: list[ProviderJob] = []
+        lane.jobs = jobs
         parts = split_request(self.request, deployment.limits.max_outputs_per_call)
         try:
             for part in parts:
-                jobs.append(await self._submit_one(backend, deployment, part))
+                jobs.append(await self._submit_one(lane, backend, deployment, part))
             if self._submit_only:
                 # Nobody watches the job from here: free the half-open probe slot now;
                 # AsyncRouter.result() records the outcome when it is fetched.
@@ -428,13 +378,22 @@ class Execution:
                 results.append(await backend.fetch_result(job))
                 self._live.pop(id(job), None)
         except asyncio.CancelledError:
-            # Cancelled by the deadline or the caller: says nothing about the deployment.
+            # Stopped by the deadline, a won hedge or the caller: says nothing about the
+            # deployment. A hedge loser's attempt was already recorded by the winner.
             health.release_probe()
-            self._record(deployment, jobs, AttemptOutcome.CANCELLED, "cancelled before it finished", started)
+            if not lane.lost:
+                self._record(
+                    deployment,
+                    jobs,
+                    AttemptOutcome.CANCELLED,
+                    "cancelled before it finished",
+                    started,
+                    hedged=lane.hedged,
+                )
             raise
         except GenRouterError as exc:
             await self._cancel_unfinished(backend, jobs, len(parts))
-            self._fail(deployment, jobs, exc, started)
+            self._fail(lane, deployment, jobs, exc, started)
             raise
         except Exception as exc:
             await self._cancel_unfinished(backend, jobs, len(parts))
@@ -443,33 +402,42 @@ class Execution:
                 provider=deployment.provider,
                 retryable=False,
             )
-            self._fail(deployment, jobs, wrapped, started)
+            self._fail(lane, deployment, jobs, wrapped, started)
             raise wrapped from exc
         now = self.clock.now()
-        health.record_success(now - started)
-        self._record(deployment, jobs, AttemptOutcome.SUCCEEDED, None, started, now)
-        return finalise_result(
-            merge_results(results),
+        merged = merge_results(results)
+        timings = merged.timings
+        self.store.observe_success(
+            deployment.key, now - started, now, queued_s=timings.queued_s, running_s=timings.running_s
+        )
+        if self.throttle is not None:
+            self.throttle.on_success(deployment.provider)
+        self._record(deployment, jobs, AttemptOutcome.SUCCEEDED, None, started, now, hedged=lane.hedged)
+        result = finalise_result(
+            merged,
             request=self.request,
             deployment=deployment,
             jobs=jobs,
-            attempts=self.attempts,
+            attempts=list(self.attempts),
             total_s=now - self.started,
         )
+        if self.budget:
+            self.budget.record(deployment.provider, result.cost.amount_usd)
+        return result
 
     async def _submit_one(
-        self, backend: Backend, deployment: Deployment, request: GenerationRequest
+        self, lane: _Lane, backend: Backend, deployment: Deployment, request: GenerationRequest
     ) -> ProviderJob:
-        # A deadline must not abandon a submit half-way (its job could run unseen):
-        # _on_deadline leaves a lane alone while a submit is in flight, and the lane
-        # stops itself here once the job is recorded, so that it gets cancelled.
-        self._submitting += 1
+        # A lane must not abandon a submit half-way (its job could run unseen): _stop
+        # leaves a submitting lane alone for the grace period, and the lane stops
+        # itself here once the job is recorded, so that the job gets cancelled.
+        lane.submitting += 1
         try:
             job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
         finally:
-            self._submitting -= 1
-        self._live[id(job)] = (backend, job)
-        if self._deadline_fired:
+            lane.submitting -= 1
+        self._live[id(job)] = (backend, job, lane)
+        if lane.stop_requested:
             raise asyncio.CancelledError
         return job
 
@@ -505,7 +473,7 @@ class Execution:
             provider_request_id=jobs[0].provider_request_id if jobs else None,
         )
 
-    # -- bookkeeping -----------------------------------------------------------
+    # -- bookkeeping -----------------------------------------------------------------
 
     def _record(
         self,
@@ -515,6 +483,8 @@ class Execution:
         error: str | None,
         started: float,
         now: float | None = None,
+        *,
+        hedged: bool = False,
     ) -> None:
         self.attempts.append(
             Attempt(
@@ -523,12 +493,14 @@ class Execution:
                 outcome=outcome,
                 error=error,
                 duration_s=(self.clock.now() if now is None else now) - started,
+                hedged=hedged,
                 provider_request_id=jobs[0].provider_request_id if jobs else None,
             )
         )
 
     def _fail(
         self,
+        lane: _Lane,
         deployment: Deployment,
         jobs: Sequence[ProviderJob],
         error: GenRouterError,
@@ -541,74 +513,25 @@ class Execution:
         outcome = (
             AttemptOutcome.CANCELLED if isinstance(error, AttemptTimedOutError) else AttemptOutcome.FAILED
         )
-        self._record(deployment, jobs, outcome, describe_error(error), started)
+        self._record(deployment, jobs, outcome, describe_error(error), started, hedged=lane.hedged)
         self.errors.append(error)
         for job in jobs:
             self._live.pop(id(job), None)
+        if self.throttle is not None and error.retryable:
+            self.throttle.on_failure(deployment.provider)
         observe_failure(self.store, self.clock.now(), deployment, error, self.policy)
 
-    # -- cancellation ------------------------------------------------------------
-
-    async def _abort(self, lanes: Sequence[asyncio.Future[Any]]) -> None:
-        """Stop lanes, then cancel every accepted job, all within the grace period."""
-        grace_until = self.clock.now() + CANCEL_GRACE_S
-        for lane in lanes:
-            lane.cancel()
-        await asyncio.wait(lanes, timeout=max(0.01, grace_until - self.clock.now()))
-        await self._cancel_live(grace_until)
-
-    async def _cancel_live(self, grace_until: float | None = None) -> None:
-        if not self._live:
-            return
-        jobs = list(self._live.values())
-        self._live.clear()
-        await self._cancel_jobs(jobs, grace_until)
+    # -- cancellation -----------------------------------------------------------------
 
     async def _cancel_jobs(
         self, jobs: Sequence[tuple[Backend, ProviderJob]], grace_until: float | None = None
     ) -> None:
+        if not jobs:
+            return
         if grace_until is None:
             grace_until = self.clock.now() + CANCEL_GRACE_S
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(_quiet_cancel(backend, job)) for backend, job in jobs]
+        tasks = [loop.create_task(quiet_cancel(backend, job)) for backend, job in jobs]
         for _, job in jobs:
             self._live.pop(id(job), None)
         await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))
-
-
-class _NoWait(wait_base):
-    def __call__(self, retry_state: RetryCallState) -> float:
-        return 0.0
-
-
-async def _quiet_cancel(backend: Backend, job: ProviderJob) -> None:
-    # A failed best-effort cancel must not mask the request's real outcome.
-    with contextlib.suppress(Exception):
-        await backend.cancel(job)
-
-
-def observe_failure(
-    store: StateStore, now: float, deployment: Deployment, error: BaseException, policy: RoutePolicy
-) -> None:
-    """Feed a failed attempt into routing state: breaker, Retry-After, disabling."""
-    health = store.health(deployment.key)
-    if isinstance(error, RateLimitedError) and error.retry_after is not None:
-        store.block(deployment.provider, now + error.retry_after)
-    if isinstance(error, AuthenticationError):
-        store.disable(deployment.provider, describe_error(error))
-    if counts_against_circuit(error):
-        breaker = policy.circuit_breaker
-        health.record_failure(now, breaker.failure_threshold, breaker.cooldown_s)
-    else:
-        health.release_probe()
-
-
-def terminal_state_of(statuses: Sequence[JobStatus]) -> JobState:
-    """Combined state of a split request's jobs."""
-    states = {s.state for s in statuses}
-    if states == {JobState.SUCCEEDED}:
-        return JobState.SUCCEEDED
-    for state in (JobState.FAILED, JobState.CANCELLED, JobState.RUNNING):
-        if state in states:
-            return state
-    return JobState.QUEUED

@@ -66,9 +66,12 @@ from genrouter.types import Strategy
 __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_FILE",
+    "Budget",
     "CircuitBreakerPolicy",
+    "ExplorePolicy",
     "FallbackPolicy",
     "HedgePolicy",
+    "RetryBudgetPolicy",
     "RetryPolicy",
     "RoutePolicy",
     "RouterConfig",
@@ -167,13 +170,46 @@ class TimeoutPolicy(SettingsModel):
 
 
 class CircuitBreakerPolicy(SettingsModel):
-    """Open a deployment's circuit after ``failure_threshold`` consecutive failures.
+    """When a deployment's circuit opens, and how it closes again.
 
-    It stays open for ``cooldown_s``, then admits one probe (half-open).
+    Opens after ``failure_threshold`` consecutive failures, or when the failure rate
+    over the last ``window_s`` reaches ``failure_rate_threshold`` with at least
+    ``minimum_requests`` outcomes. Stays open ``cooldown_s``, then half-open admits
+    ``half_open_probes`` requests at a time: a success closes it, a failure re-opens it.
     """
 
     failure_threshold: Annotated[int, Field(ge=1, le=1000)] = 5
     cooldown_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
+    failure_rate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    minimum_requests: Annotated[int, Field(ge=1, le=100_000)] = 20
+    window_s: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    half_open_probes: Annotated[int, Field(ge=1, le=100)] = 1
+
+
+class RetryBudgetPolicy(SettingsModel):
+    """Router-wide retry throttling per provider (gRPC A6): no retry storms in an outage.
+
+    Each provider's bucket starts at ``max_tokens``; a failed attempt takes 1 token, a
+    success gives back ``token_ratio``. At or below half of ``max_tokens``, retries on
+    that provider and hedges to it stop (first attempts and fallbacks still go).
+    """
+
+    enabled: bool = True
+    max_tokens: Annotated[float, Field(gt=0, le=1000)] = 10.0
+    token_ratio: Annotated[float, Field(gt=0, le=1)] = 0.1
+
+
+class ExplorePolicy(SettingsModel):
+    """Send an occasional request to a deployment with too little latency data.
+
+    With ``latency``, ``balanced`` and ``cost`` strategies, a viable deployment with
+    fewer than ``min_samples`` recent observations leads one request every
+    ``interval_s``, so a recovered or new deployment gets measured.
+    """
+
+    enabled: bool = True
+    min_samples: Annotated[int, Field(ge=1, le=1000)] = 3
+    interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
 
 
 Weight = Annotated[float, Field(gt=0), BeforeValidator(reject_bool)]
@@ -192,6 +228,8 @@ class RoutePolicy(SettingsModel):
     hedge: HedgePolicy = Field(default_factory=HedgePolicy)
     timeouts: TimeoutPolicy = Field(default_factory=TimeoutPolicy)
     circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
+    retry_budget: RetryBudgetPolicy = Field(default_factory=RetryBudgetPolicy)
+    explore: ExplorePolicy = Field(default_factory=ExplorePolicy)
 
     @field_validator("max_cost_usd", mode="before")
     @classmethod
@@ -264,6 +302,24 @@ class StateConfig(SettingsModel):
         return value
 
 
+class Budget(SettingsModel):
+    """A spend cap: ``limit_usd`` per ``period`` for one ``provider`` (or all, when omitted).
+
+    When a provider's cap is reached its deployments are excluded from plans; when
+    nothing is left, requests fail with ``BudgetExceededError``. Periods are calendar
+    periods in UTC (``hour``, ``day``, ``week`` starting Monday, ``month``) or ``total``.
+    """
+
+    provider: str | None = None
+    limit_usd: Annotated[Decimal, Field(ge=0)]
+    period: Literal["hour", "day", "week", "month", "total"] = "day"
+
+    @field_validator("limit_usd", mode="before")
+    @classmethod
+    def _exact_money(cls, value: Any) -> Any:
+        return Decimal(repr(value)) if isinstance(value, float) else value
+
+
 # ---------------------------------------------------------------------------
 # Provider sections
 # ---------------------------------------------------------------------------
@@ -321,6 +377,7 @@ class RouterConfig(SettingsModel):
     catalogs: list[str] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    budgets: list[Budget] = Field(default_factory=list)
     base_dir: Path | None = Field(default=None, exclude=True)
     """Folder relative paths (``catalogs``) resolve against: the config file's folder."""
 
@@ -739,6 +796,9 @@ def _semantic_problems(config: RouterConfig) -> list[str]:
                 f"{path}.retry.initial_backoff_s: {retry.initial_backoff_s:g} exceeds "
                 f"max_backoff_s {retry.max_backoff_s:g}"
             )
+    for i, budget in enumerate(config.budgets):
+        if budget.provider is not None and budget.provider not in config.providers:
+            problems.append(_unknown_provider(f"budgets[{i}].provider", budget.provider, providers))
     for key, section in config.providers.items():
         if isinstance(section, SimulatedSettings):
             for i, incident in enumerate(section.incidents):

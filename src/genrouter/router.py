@@ -22,9 +22,7 @@ from typing import Any, Self
 
 from pydantic import ValidationError
 
-from genrouter._clock import Clock, MonotonicClock
-from genrouter._execution import (
-    Execution,
+from genrouter._attempts import (
     JobWaiter,
     finalise_result,
     merge_results,
@@ -32,20 +30,25 @@ from genrouter._execution import (
     observe_failure,
     terminal_state_of,
 )
+from genrouter._clock import Clock, MonotonicClock
+from genrouter._execution import Execution
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
 from genrouter.catalog import Catalog, CatalogEntry, Deployment, build_deployment
 from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
 from genrouter.errors import (
+    BudgetExceededError,
     ConfigError,
     DeadlineExceededError,
     GenRouterError,
     InvalidRequestError,
     NoRouteError,
 )
-from genrouter.routing.plan import Plan, build_plan
+from genrouter.routing.budgets import BudgetGuard
+from genrouter.routing.plan import ExploreRule, Plan, build_plan
 from genrouter.routing.policies import SmoothWeightedRoundRobin
 from genrouter.routing.store import MemoryStateStore, StateStore
+from genrouter.routing.throttle import HedgeBudget, RetryThrottle
 from genrouter.types import (
     Attempt,
     AttemptOutcome,
@@ -87,6 +90,15 @@ class AsyncRouter:
         self._unavailable: dict[str, str] = {}
         self._round_robins: dict[str, SmoothWeightedRoundRobin] = {}
         self._ranks: dict[int, dict[str, int]] = {}
+        self._hedge_budgets: dict[str, HedgeBudget] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        retry_budget = config.routing.default.retry_budget
+        self.throttle: RetryThrottle | None = (
+            RetryThrottle(retry_budget.max_tokens, retry_budget.token_ratio) if retry_budget.enabled else None
+        )
+        self.budget = BudgetGuard(config.budgets, self.state)
+        self._budget = self.budget if config.budgets else None
+        self._explore_rules: dict[int, ExploreRule | None] = {}
         self._closed = False
         given = dict(backends or {})
         unknown = set(given) - set(config.providers)
@@ -241,8 +253,28 @@ class AsyncRouter:
             now=self.clock.now(),
             round_robin=self._round_robin(name),
             estimate_costs=explaining,
+            half_open_probes=policy.circuit_breaker.half_open_probes,
+            explore=self._explore_rule(policy),
+            budget=self._budget,
         )
         return plan, policy
+
+    def _explore_rule(self, policy: RoutePolicy) -> ExploreRule | None:
+        key = id(policy)
+        if key not in self._explore_rules:
+            explore = policy.explore
+            self._explore_rules[key] = (
+                ExploreRule(explore.min_samples, explore.interval_s) if explore.enabled else None
+            )
+        return self._explore_rules[key]
+
+    def _hedge_budget(self, model: str, policy: RoutePolicy) -> HedgeBudget | None:
+        if not policy.hedge.enabled:
+            return None
+        budget = self._hedge_budgets.get(model)
+        if budget is None:
+            budget = self._hedge_budgets[model] = HedgeBudget(policy.hedge.max_extra_fraction)
+        return budget
 
     def _round_robin(self, model: str) -> SmoothWeightedRoundRobin:
         rr = self._round_robins.get(model)
@@ -280,6 +312,10 @@ class AsyncRouter:
             plan, policy = self._plan(request, explaining=True)
             route_plan = plan.to_route_plan(self.state, self.clock.now())
             reasons = "; ".join(f"{c.provider}: {c.excluded}" for c in route_plan.candidates)
+            if plan.over_budget:
+                raise BudgetExceededError(
+                    f"no budget left for {plan.model!r}: {reasons}",
+                )
             raise NoRouteError(
                 f"no deployment of {plan.model!r} can serve this request: {reasons}",
                 plan=route_plan,
@@ -305,6 +341,10 @@ class AsyncRouter:
             store=self.state,
             clock=self.clock,
             deadline_s=req.deadline_s or policy.timeouts.deadline_s,
+            throttle=self.throttle,
+            hedge_budget=self._hedge_budget(plan.model, policy),
+            budget=self._budget,
+            background=self._background,
         )
         return await execution.generate()
 
@@ -333,6 +373,7 @@ class AsyncRouter:
             clock=self.clock,
             deadline_s=req.deadline_s or policy.timeouts.deadline_s,
             webhook_url=webhook_url,
+            throttle=self.throttle,
         )
         submitted = await execution.submit()
         first = submitted.jobs[0]
@@ -414,7 +455,13 @@ class AsyncRouter:
         # The provider's own time when it reports one, else how long we waited here:
         # a caller collecting a finished result late is not provider latency.
         latency = sum(provider_time) if provider_time else elapsed
-        self.state.health(deployment.key).record_success(latency)
+        self.state.observe_success(
+            deployment.key,
+            latency,
+            self.clock.now(),
+            queued_s=merged.timings.queued_s,
+            running_s=merged.timings.running_s,
+        )
         attempt = Attempt(
             provider=handle.provider,
             endpoint=handle.endpoint,
@@ -422,7 +469,7 @@ class AsyncRouter:
             duration_s=(self.clock.now() - started),
             provider_request_id=handle.provider_request_id,
         )
-        return finalise_result(
+        result = finalise_result(
             merged,
             request=handle.request,
             deployment=deployment,
@@ -430,6 +477,8 @@ class AsyncRouter:
             attempts=[*handle.attempts, attempt],
             total_s=elapsed,
         )
+        self.budget.record(handle.provider, result.cost.amount_usd)
+        return result
 
     async def cancel(self, handle: JobHandle) -> None:
         """Ask the provider to stop the job. Harmless if it already finished."""
@@ -444,6 +493,8 @@ class AsyncRouter:
         if self._closed:
             return
         self._closed = True
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5.0)
         results = await asyncio.gather(*(b.aclose() for b in self._backends.values()), return_exceptions=True)
         del results
 

@@ -1,15 +1,24 @@
-"""Per-deployment health: latency observations, outcome counts and the circuit breaker.
+"""Per-deployment health: recent latencies, outcomes, and the circuit breaker.
 
-The breaker (per deployment):
+**Latency.** The most recent ``LATENCY_WINDOW`` successful latencies, kept sorted so
+a quantile is O(1) to read and O(log n) to update. Samples older than
+``LATENCY_HORIZON_S`` are dropped (all but the newest ``LATENCY_KEEP``), so an
+incident shows within a few requests and a recovery is noticed rather than averaged
+away. Queue time and run time are tracked apart where providers report them (cold
+starts show up as queue time).
 
-- **closed**: requests flow. ``failure_threshold`` consecutive failures open it.
+**Circuit breaker** (per deployment):
+
+- **closed**: requests flow. It opens after ``failure_threshold`` consecutive
+  failures, or when failures reach ``failure_rate_threshold`` of at least
+  ``minimum_requests`` outcomes in the last ``window_s``.
 - **open**: excluded from plans for ``cooldown_s``.
-- **half-open**: after the cooldown, one probe at a time is admitted; its success
-  closes the circuit, its failure re-opens it for another ``cooldown_s``.
+- **half-open**: after the cooldown, ``half_open_probes`` requests at a time are
+  admitted; a success closes the circuit, a failure re-opens it for ``cooldown_s``.
 
-Failures are connection errors, 5xx, attempt timeouts and retryable job failures.
-429s (handled by Retry-After), invalid requests and poll errors of a pinned job are
-not failures. Everything here is plain data and pure functions of ``now``.
+Failures are connection errors, 5xx, attempt timeouts and retryable job failures;
+429s (Retry-After handles them), invalid requests and poll errors of a pinned job
+are not. Everything here is plain data and pure functions of ``now``.
 """
 
 from __future__ import annotations
@@ -19,10 +28,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["CircuitState", "DeploymentHealth"]
+__all__ = ["LATENCY_HORIZON_S", "LATENCY_WINDOW", "CircuitState", "DeploymentHealth"]
 
 LATENCY_WINDOW = 256
-"""Latency observations kept per deployment (the most recent ones)."""
+"""Most latency observations kept per deployment."""
+
+LATENCY_HORIZON_S = 120.0
+"""Observations older than this stop counting (except the newest ``LATENCY_KEEP``)."""
+
+LATENCY_KEEP = 8
+"""Observations always kept, however old, so a quiet deployment keeps an estimate."""
+
+_DEFAULT_WINDOW_S = 60.0
 
 
 class CircuitState(StrEnum):
@@ -31,6 +48,31 @@ class CircuitState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+@dataclass(slots=True)
+class _Outcomes:
+    """Success/failure outcomes in a sliding time window, with running counts."""
+
+    window_s: float = _DEFAULT_WINDOW_S
+    events: deque[tuple[float, bool]] = field(default_factory=deque)
+    failures: int = 0
+
+    def add(self, now: float, failed: bool) -> None:
+        self.events.append((now, failed))
+        self.failures += failed
+        self.expire(now)
+
+    def expire(self, now: float) -> None:
+        events = self.events
+        horizon = now - self.window_s
+        while events and events[0][0] < horizon:
+            _, failed = events.popleft()
+            self.failures -= failed
+
+    @property
+    def total(self) -> int:
+        return len(self.events)
 
 
 @dataclass(slots=True)
@@ -43,36 +85,90 @@ class DeploymentHealth:
     consecutive_failures: int = 0
     opened_at: float | None = None
     open_until: float = 0.0
-    probe_in_flight: bool = False
+    probes_in_flight: int = 0
+    last_request_at: float | None = None
+    queue_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    run_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     _sorted: list[float] = field(default_factory=list)
-    """The same observations as ``latencies``, kept sorted for O(log n) quantiles."""
+    """The same observations as ``latencies``, kept sorted."""
+    _stamps: deque[float | None] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    _outcomes: _Outcomes = field(default_factory=_Outcomes)
 
-    def record_success(self, latency_s: float) -> None:
+    # -- observations ----------------------------------------------------------------
+
+    def record_success(
+        self,
+        latency_s: float,
+        now: float | None = None,
+        *,
+        queued_s: float | None = None,
+        running_s: float | None = None,
+    ) -> None:
         """A job finished successfully in ``latency_s``; closes a half-open circuit."""
-        if len(self.latencies) == self.latencies.maxlen:
-            evicted = self.latencies[0]
-            del self._sorted[bisect.bisect_left(self._sorted, evicted)]
+        if len(self.latencies) == LATENCY_WINDOW:
+            self._drop_oldest()
         self.latencies.append(latency_s)
+        self._stamps.append(now)
         bisect.insort(self._sorted, latency_s)
+        if queued_s is not None:
+            self.queue_times.append(queued_s)
+        if running_s is not None:
+            self.run_times.append(running_s)
         self.successes += 1
         self.consecutive_failures = 0
         self.opened_at = None
         self.open_until = 0.0
-        self.probe_in_flight = False
+        self.probes_in_flight = 0
+        if now is not None:
+            self._outcomes.add(now, False)
+            self.expire(now)
 
-    def record_failure(self, now: float, failure_threshold: int, cooldown_s: float) -> None:
+    def record_failure(
+        self,
+        now: float,
+        failure_threshold: int,
+        cooldown_s: float,
+        *,
+        failure_rate_threshold: float | None = None,
+        minimum_requests: int = 1,
+        window_s: float | None = None,
+    ) -> None:
         """A failure that counts against the breaker; may open the circuit."""
         self.failures += 1
         self.consecutive_failures += 1
-        was_probe = self.probe_in_flight
-        self.probe_in_flight = False
-        if was_probe or self.consecutive_failures >= failure_threshold:
+        outcomes = self._outcomes
+        if window_s is not None:
+            outcomes.window_s = window_s
+        outcomes.add(now, True)
+        was_probe = self.probes_in_flight > 0
+        self.probes_in_flight = 0
+        rate_tripped = (
+            failure_rate_threshold is not None
+            and outcomes.total >= minimum_requests
+            and outcomes.failures / outcomes.total >= failure_rate_threshold
+        )
+        if was_probe or self.consecutive_failures >= failure_threshold or rate_tripped:
             self.opened_at = now
             self.open_until = now + cooldown_s
 
     def release_probe(self) -> None:
-        """A half-open probe ended with neither success nor breaker failure (e.g. a 429)."""
-        self.probe_in_flight = False
+        """A request ended with neither success nor breaker failure (a 429, a cancel)."""
+        if self.probes_in_flight:
+            self.probes_in_flight -= 1
+
+    def _drop_oldest(self) -> None:
+        evicted = self.latencies.popleft()
+        self._stamps.popleft()
+        del self._sorted[bisect.bisect_left(self._sorted, evicted)]
+
+    def expire(self, now: float) -> None:
+        """Forget latencies older than the horizon (keeping the newest few)."""
+        stamps = self._stamps
+        horizon = now - LATENCY_HORIZON_S
+        while len(stamps) > LATENCY_KEEP and stamps[0] is not None and stamps[0] < horizon:
+            self._drop_oldest()
+
+    # -- breaker -----------------------------------------------------------------------
 
     def state(self, now: float) -> CircuitState:
         """The circuit state at ``now``."""
@@ -82,17 +178,32 @@ class DeploymentHealth:
             return CircuitState.OPEN
         return CircuitState.HALF_OPEN
 
-    def admits(self, now: float) -> bool:
-        """Whether a request may go here now (closed, or half-open with no probe out)."""
-        state = self.state(now)
-        if state is CircuitState.CLOSED:
+    def admits(self, now: float, half_open_probes: int = 1) -> bool:
+        """Whether a request may go here now (closed, or half-open with a probe slot free)."""
+        if self.opened_at is None:
             return True
-        return state is CircuitState.HALF_OPEN and not self.probe_in_flight
+        if now < self.open_until:
+            return False
+        return self.probes_in_flight < half_open_probes
 
     def begin_request(self, now: float) -> None:
-        """Mark a request as sent; in half-open it becomes the one probe."""
-        if self.state(now) is CircuitState.HALF_OPEN:
-            self.probe_in_flight = True
+        """Mark a request as sent; in half-open it takes a probe slot."""
+        self.last_request_at = now
+        if self.opened_at is not None and now >= self.open_until:
+            self.probes_in_flight += 1
+
+    @property
+    def probe_in_flight(self) -> bool:
+        """Whether a half-open probe is out."""
+        return self.probes_in_flight > 0
+
+    def failure_rate(self, now: float) -> float | None:
+        """Failures ÷ outcomes in the breaker window; None with no outcomes."""
+        outcomes = self._outcomes
+        outcomes.expire(now)
+        return outcomes.failures / outcomes.total if outcomes.total else None
+
+    # -- latency -----------------------------------------------------------------------
 
     def quantile(self, q: float) -> float | None:
         """The ``q`` quantile (0-1) of recent latencies; None with no observations."""
@@ -107,10 +218,18 @@ class DeploymentHealth:
         """95th percentile of recent latencies, seconds."""
         return self.quantile(0.95)
 
+    @property
+    def samples(self) -> int:
+        """How many latency observations currently count."""
+        return len(self._sorted)
+
     def describe(self, now: float) -> str:
-        """Short human summary: ``closed, 12 ok / 1 failed, p95 1.8s``."""
+        """Short human summary: ``closed, 12 ok / 1 failed, p95 1.80s``."""
         p95 = self.p95
         latency = f", p95 {p95:.2f}s" if p95 is not None else ", no latency data"
         state = self.state(now)
         extra = f" for {self.open_until - now:.1f}s" if state is CircuitState.OPEN else ""
-        return f"{state.value}{extra}, {self.successes} ok / {self.failures} failed{latency}"
+        queue = ""
+        if self.queue_times:
+            queue = f", queue p50 {sorted(self.queue_times)[len(self.queue_times) // 2]:.2f}s"
+        return f"{state.value}{extra}, {self.successes} ok / {self.failures} failed{latency}{queue}"

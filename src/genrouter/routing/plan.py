@@ -19,14 +19,18 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from genrouter.catalog import Capability, Deployment
 from genrouter.routing.health import CircuitState
 from genrouter.routing.policies import SmoothWeightedRoundRobin, rank
 from genrouter.routing.store import StateStore
+
+if TYPE_CHECKING:
+    from genrouter.routing.budgets import BudgetGuard
 from genrouter.types import Candidate, GenerationRequest, RoutePlan, Strategy
 
-__all__ = ["Plan", "PlannedCandidate", "build_plan", "required_capabilities"]
+__all__ = ["ExploreRule", "Plan", "PlannedCandidate", "build_plan", "required_capabilities"]
 
 
 @dataclass(slots=True)
@@ -45,6 +49,7 @@ class PlannedCandidate:
     weight: float = 1.0
     score: float = 0.0
     excluded: str | None = None
+    over_budget: bool = False
 
     @property
     def p95(self) -> float | None:
@@ -61,6 +66,12 @@ class Plan:
     viable: list[PlannedCandidate]
     excluded: list[PlannedCandidate]
     notes: list[str] = field(default_factory=list)
+    exploring: PlannedCandidate | None = None
+
+    @property
+    def over_budget(self) -> bool:
+        """True when nothing is viable and a budget excluded at least one deployment."""
+        return not self.viable and any(c.over_budget for c in self.excluded)
 
     def to_route_plan(self, store: StateStore, now: float) -> RoutePlan:
         """The public :class:`RoutePlan` (with health summaries) for ``explain()``."""
@@ -173,13 +184,18 @@ def build_plan(
     now: float,
     round_robin: SmoothWeightedRoundRobin | None = None,
     estimate_costs: bool = True,
+    half_open_probes: int = 1,
+    explore: ExploreRule | None = None,
+    budget: BudgetGuard | None = None,
 ) -> Plan:
     """Filter and rank ``deployments`` for ``request``. Pure apart from reading ``store``.
 
     ``estimate_costs=False`` skips cost estimates when neither the strategy nor a cost
     cap needs them (the hot path of ``priority``/``latency``/``weighted`` routing).
     """
-    estimate_costs = estimate_costs or max_cost_usd is not None or strategy in ("cost", "balanced")
+    estimate_costs = (
+        estimate_costs or max_cost_usd is not None or strategy in ("cost", "balanced") or bool(budget)
+    )
     needed = required_capabilities(request, kind)
     passed: list[PlannedCandidate] = []
     open_circuits: list[tuple[float, PlannedCandidate]] = []
@@ -201,7 +217,10 @@ def build_plan(
             weight=weights.get(provider, 1.0) if weights else 1.0,
         )
         reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)
-        if reason is None and not health.admits(now):
+        if reason is None and budget:
+            reason = budget.exclusion(provider, estimated_cost)
+            candidate.over_budget = reason is not None
+        if reason is None and not health.admits(now, half_open_probes):
             if health.state(now) is CircuitState.OPEN:
                 reason = f"circuit open for another {health.open_until - now:.1f}s"
             else:
@@ -222,4 +241,50 @@ def build_plan(
         passed.append(soonest)
 
     viable = rank(strategy, passed, latency_slo_s=latency_slo_s, round_robin=round_robin)
-    return Plan(model=model, strategy=strategy, viable=viable, excluded=excluded, notes=notes)
+    exploring = None
+    if explore is not None and strategy in _EXPLORING_STRATEGIES and len(viable) > 1:
+        exploring = _pick_exploration(viable, explore, store, now)
+        if exploring is not None:
+            viable.remove(exploring)
+            viable.insert(0, exploring)
+            samples = store.health(exploring.deployment.key).samples
+            notes.append(
+                f"exploring {exploring.deployment.provider}: {samples} recent latency "
+                f"sample(s), fewer than {explore.min_samples}"
+            )
+    return Plan(
+        model=model,
+        strategy=strategy,
+        viable=viable,
+        excluded=excluded,
+        notes=notes,
+        exploring=exploring,
+    )
+
+
+_EXPLORING_STRATEGIES = frozenset({"latency", "balanced", "cost"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExploreRule:
+    """Lead with a deployment that has fewer than ``min_samples`` latency observations,
+    at most once per ``interval_s`` per deployment, once the leader itself is measured."""
+
+    min_samples: int
+    interval_s: float
+
+
+def _pick_exploration(
+    viable: list[PlannedCandidate], rule: ExploreRule, store: StateStore, now: float
+) -> PlannedCandidate | None:
+    # Only once the leader is measured: a fresh router follows its ranking first.
+    if store.health(viable[0].deployment.key).samples < rule.min_samples:
+        return None
+    for candidate in viable[1:]:
+        health = store.health(candidate.deployment.key)
+        if health.samples >= rule.min_samples:
+            continue
+        last = health.last_request_at
+        if last is None or now - last >= rule.interval_s:
+            return candidate
+    return None

@@ -1,0 +1,298 @@
+"""Building blocks of an attempt: waiting for jobs, results, backoff, error classes.
+
+:mod:`genrouter._execution` runs lanes of attempts with these; they hold no state of
+their own, so the router's jobs API uses them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tenacity import RetryCallState
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from genrouter import _testing_mode
+from genrouter.errors import (
+    AuthenticationError,
+    GenRouterError,
+    InvalidRequestError,
+    JobFailedError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    describe_error,
+)
+from genrouter.types import (
+    Attempt,
+    Cost,
+    GenerationRequest,
+    GenerationResult,
+    JobState,
+    JobStatus,
+    ProviderJob,
+    Timings,
+)
+
+if TYPE_CHECKING:
+    from genrouter._clock import Clock
+    from genrouter.backends.base import Backend
+    from genrouter.catalog import Deployment
+    from genrouter.config import RoutePolicy
+    from genrouter.routing.store import StateStore
+
+__all__ = [
+    "CANCEL_GRACE_S",
+    "AttemptTimedOutError",
+    "Backoff",
+    "JobWaiter",
+    "NoWait",
+    "StopAtDeadline",
+    "Submitted",
+    "counts_against_circuit",
+    "finalise_result",
+    "merge_results",
+    "new_result_id",
+    "observe_failure",
+    "quiet_cancel",
+    "retry_same_provider",
+    "split_request",
+    "terminal_state_of",
+]
+
+CANCEL_GRACE_S = 1.0
+"""Longest the router waits for cancels (and in-flight submits) after a deadline."""
+
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_result_id() -> str:
+    """A unique result id: a per-process random prefix and a counter (cheaper than uuid4)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
+
+
+FIRST_POLL_INTERVAL_S = 0.05
+MAX_POLL_INTERVAL_S = 1.0
+POLL_GROWTH = 1.5
+
+
+class AttemptTimedOutError(ProviderUnavailableError):
+    """An accepted job outlived ``timeouts.attempt_s``; it was cancelled and the plan moved on."""
+
+    retryable = False
+
+
+@dataclass(slots=True)
+class Submitted:
+    """Jobs accepted by one deployment (several when outputs were split across calls)."""
+
+    deployment: Deployment
+    jobs: list[ProviderJob]
+    started: float
+
+
+class JobWaiter:
+    """Waits for accepted jobs to end: the backend's ``wait`` if it has one, else polling."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def wait(self, backend: Backend, job: ProviderJob, until: float) -> JobStatus | None:
+        """The job's terminal status, or None if ``until`` came first.
+
+        Retryable poll errors are absorbed (the job stays pinned); others raise.
+        """
+        clock = self._clock
+        waiter = getattr(backend, "wait", None)
+        interval = FIRST_POLL_INTERVAL_S
+        while True:
+            remaining = until - clock.now()
+            if remaining <= 0:
+                return None
+            try:
+                if waiter is not None:
+                    status: JobStatus = await waiter(job, remaining)
+                else:
+                    status = await backend.poll(job)
+            except GenRouterError as exc:
+                if not exc.retryable:
+                    raise
+                status = None  # type: ignore[assignment]
+            if status is not None and status.state.is_terminal:
+                return status
+            if waiter is None or status is None:
+                pause = 0.0 if _testing_mode.enabled else min(interval, until - clock.now())
+                await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
+                interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
+
+
+def merge_results(results: Sequence[GenerationResult]) -> GenerationResult:
+    """One result from the results of a request split across several provider calls."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    outputs = [a for r in results for a in r.outputs]
+    running = [r.timings.running_s for r in results if r.timings.running_s is not None]
+    queued = [r.timings.queued_s for r in results if r.timings.queued_s is not None]
+    return first.model_copy(
+        update={
+            "outputs": outputs,
+            "timings": Timings(
+                queued_s=max(queued) if queued else None,
+                running_s=sum(running) if running else None,
+            ),
+            "warnings": [w for r in results for w in r.warnings],
+            "raw": {"parts": [r.raw for r in results]},
+        }
+    )
+
+
+def finalise_result(
+    result: GenerationResult,
+    *,
+    request: GenerationRequest,
+    deployment: Deployment,
+    jobs: Sequence[ProviderJob],
+    attempts: list[Attempt],
+    total_s: float,
+) -> GenerationResult:
+    """Stamp routing facts on a backend's result: alias, provider key, cost, attempts, warnings."""
+    cost = result.cost
+    if cost.amount_usd is None and deployment.pricing is not None:
+        amount, basis = deployment.pricing.actual(request, result, deployment)
+        cost = Cost(amount_usd=amount, estimated=True, basis=basis)
+    warnings = [w for job in jobs for w in job.warnings]
+    warnings.extend(result.warnings)
+    if len(result.outputs) < request.num_outputs:
+        warnings.append(
+            f"{deployment.provider} returned {len(result.outputs)} of "
+            f"{request.num_outputs} requested outputs (a safety filter may have dropped some)"
+        )
+    if deployment.pricing is None:
+        warnings.append(f"no price known for {deployment.key}; cost is unknown")
+    timings = Timings(queued_s=result.timings.queued_s, running_s=result.timings.running_s, total_s=total_s)
+    return result.model_copy(
+        update={
+            "id": result.id or new_result_id(),
+            "model": request.model,
+            "provider": deployment.provider,
+            "endpoint": deployment.endpoint,
+            "provider_request_id": result.provider_request_id or jobs[0].provider_request_id,
+            "cost": cost,
+            "timings": timings,
+            "attempts": attempts,
+            "warnings": list(dict.fromkeys(warnings)) if warnings else warnings,
+        }
+    )
+
+
+def split_request(request: GenerationRequest, per_call: int) -> list[GenerationRequest]:
+    """Split ``num_outputs`` over calls of at most ``per_call``; seeds stay reproducible."""
+    if request.num_outputs <= per_call:
+        return [request]
+    parts = []
+    done = 0
+    while done < request.num_outputs:
+        n = min(per_call, request.num_outputs - done)
+        seed = None if request.seed is None else (request.seed + done) % 2**32
+        parts.append(request.model_copy(update={"num_outputs": n, "seed": seed}))
+        done += n
+    return parts
+
+
+def counts_against_circuit(error: BaseException) -> bool:
+    """Connection errors, 5xx, attempt timeouts and retryable job failures open circuits."""
+    if isinstance(error, RateLimitedError | AuthenticationError | InvalidRequestError):
+        return False
+    if isinstance(error, JobFailedError):
+        return error.retryable
+    return isinstance(error, ProviderError)
+
+
+def retry_same_provider(error: BaseException) -> bool:
+    """Whether ``error`` is worth another attempt on the same deployment."""
+    if isinstance(error, InvalidRequestError | AuthenticationError | AttemptTimedOutError):
+        return False
+    return isinstance(error, GenRouterError) and error.retryable
+
+
+class Backoff(wait_base):
+    """Retry-After when the provider sent one, else capped exponential backoff ± jitter.
+
+    ``min(max_backoff_s, initial_backoff_s · 2^(n-1)) · (1 + jitter · U(-1, 1))``;
+    ``max_backoff_s`` caps genrouter's own backoff, never a provider's Retry-After.
+    """
+
+    def __init__(self, initial: float, maximum: float, jitter: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.jitter = jitter
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        retry_after: float | None = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        exponent = retry_state.attempt_number - 1
+        base: float = min(self.maximum, self.initial * 2.0**exponent)
+        return max(0.0, base * (1.0 + self.jitter * random.uniform(-1.0, 1.0)))
+
+
+class StopAtDeadline(stop_base):
+    """Stop when the next wait would end at or after the deadline."""
+
+    def __init__(self, clock: Clock, deadline_at: float) -> None:
+        self.clock = clock
+        self.deadline_at = deadline_at
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        upcoming = retry_state.upcoming_sleep or 0.0
+        return self.clock.now() + upcoming >= self.deadline_at
+
+
+class NoWait(wait_base):
+    """No wait between attempts (``set_testing()``)."""
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return 0.0
+
+
+async def quiet_cancel(backend: Backend, job: ProviderJob) -> None:
+    """Cancel a job at its provider, best effort."""
+    # A failed best-effort cancel must not mask the request's real outcome.
+    with contextlib.suppress(Exception):
+        await backend.cancel(job)
+
+
+def observe_failure(
+    store: StateStore, now: float, deployment: Deployment, error: BaseException, policy: RoutePolicy
+) -> None:
+    """Feed a failed attempt into routing state: breaker, Retry-After, disabling."""
+    if isinstance(error, RateLimitedError) and error.retry_after is not None:
+        store.block(deployment.provider, now + error.retry_after)
+    if isinstance(error, AuthenticationError):
+        store.disable(deployment.provider, describe_error(error))
+    if counts_against_circuit(error):
+        store.observe_failure(deployment.key, now, policy.circuit_breaker)
+    else:
+        store.health(deployment.key).release_probe()
+
+
+def terminal_state_of(statuses: Sequence[JobStatus]) -> JobState:
+    """Combined state of a split request's jobs."""
+    states = {s.state for s in statuses}
+    if states == {JobState.SUCCEEDED}:
+        return JobState.SUCCEEDED
+    for state in (JobState.FAILED, JobState.CANCELLED, JobState.RUNNING):
+        if state in states:
+            return state
+    return JobState.QUEUED

@@ -1,0 +1,96 @@
+"""Circuit breaker on failure rate and half-open probes; latency horizon; exploration."""
+
+from __future__ import annotations
+
+from genrouter.routing.health import LATENCY_HORIZON_S, LATENCY_KEEP, CircuitState, DeploymentHealth
+from genrouter.testing import FakeBackend, Succeed
+from routing_helpers import router_over
+
+
+def test_failure_rate_over_minimum_requests_opens_the_circuit() -> None:
+    """Alternating failures never reach 3 in a row, but a 50 % rate over 10 outcomes opens it."""
+    health = DeploymentHealth()
+    for i in range(10):
+        if i % 2:
+            health.record_failure(
+                float(i), 3, 30, failure_rate_threshold=0.5, minimum_requests=10, window_s=60
+            )
+        else:
+            health.record_success(0.1, float(i))
+    assert health.state(10.0) is CircuitState.OPEN
+
+
+def test_failure_rate_below_minimum_requests_does_not_open() -> None:
+    """Too few outcomes: the rate rule waits for evidence."""
+    health = DeploymentHealth()
+    health.record_success(0.1, 0.0)
+    health.record_failure(1.0, 3, 30, failure_rate_threshold=0.5, minimum_requests=10, window_s=60)
+    assert health.state(2.0) is CircuitState.CLOSED
+
+
+def test_old_outcomes_leave_the_rate_window() -> None:
+    """Failures older than window_s no longer count toward the rate."""
+    health = DeploymentHealth()
+    for i in range(5):
+        health.record_failure(float(i), 100, 30, failure_rate_threshold=0.5, minimum_requests=6, window_s=10)
+    for i in range(5):
+        health.record_success(0.1, 100.0 + i)
+    assert health.failure_rate(105.0) == 0.0
+
+
+def test_half_open_admits_the_configured_number_of_probes() -> None:
+    """half_open_probes=2 lets two requests through after the cooldown, not three."""
+    health = DeploymentHealth()
+    health.record_failure(0.0, 1, 10)
+    assert health.admits(11.0, half_open_probes=2)
+    health.begin_request(11.0)
+    assert health.admits(11.0, half_open_probes=2)
+    health.begin_request(11.0)
+    assert not health.admits(11.0, half_open_probes=2)
+
+
+def test_latencies_older_than_the_horizon_stop_counting() -> None:
+    """An incident's slow samples age out, keeping only the newest few."""
+    health = DeploymentHealth()
+    for i in range(50):
+        health.record_success(10.0, float(i))
+    for i in range(LATENCY_KEEP):
+        health.record_success(1.0, 50.0 + LATENCY_HORIZON_S + i)
+    assert health.p95 == 1.0
+    assert health.samples == LATENCY_KEEP
+
+
+def test_queue_and_run_times_are_tracked_apart() -> None:
+    """Queue time (cold starts) shows up in the health summary."""
+    health = DeploymentHealth()
+    health.record_success(5.0, 0.0, queued_s=4.0, running_s=1.0)
+    assert "queue p50 4.00s" in health.describe(1.0)
+
+
+async def test_an_unmeasured_deployment_is_explored_once_the_leader_is_measured() -> None:
+    """latency routing sends one request to a deployment without data, then follows the numbers."""
+    a = FakeBackend(name="a", script=[Succeed()])
+    b = FakeBackend(name="b", script=[Succeed(latency_s=0.05)])
+    router = router_over(a, b, strategy="latency", explore={"min_samples": 3, "interval_s": 3600})
+    providers = [(await router.generate("a fox", model="flux-dev")).provider for _ in range(6)]
+    assert providers.count("b") == 1
+    assert providers[:3] == ["a", "a", "a"]
+
+
+async def test_exploration_shows_in_explain() -> None:
+    """explain() notes the exploration it would do."""
+    a, b = FakeBackend(name="a"), FakeBackend(name="b")
+    router = router_over(a, b, strategy="latency", explore={"min_samples": 2, "interval_s": 3600})
+    for _ in range(2):
+        await router.generate("a fox", model="flux-dev")
+    plan = router.explain("a fox", model="flux-dev")
+    assert plan.candidates[0].provider == "b"
+    assert any("exploring b" in note for note in plan.notes)
+
+
+async def test_exploration_can_be_disabled() -> None:
+    """explore.enabled false keeps to the ranking."""
+    a, b = FakeBackend(name="a"), FakeBackend(name="b")
+    router = router_over(a, b, strategy="latency", explore={"enabled": False})
+    providers = {(await router.generate("a fox", model="flux-dev")).provider for _ in range(6)}
+    assert providers == {"a"}

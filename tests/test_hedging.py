@@ -1,0 +1,160 @@
+"""Hedging: after the delay the next deployment runs beside the first; the first success wins."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from genrouter import AttemptOutcome, DeadlineExceededError
+from genrouter.routing.throttle import HedgeBudget
+from genrouter.testing import FakeBackend, Hang, Succeed
+from routing_helpers import router_over
+
+HEDGE = {"enabled": True, "delay": 0.05, "max_extra_fraction": 0.5}
+
+
+async def test_a_slow_primary_is_hedged_and_the_hedge_wins() -> None:
+    """A hung primary is hedged after the delay; the hedge's result is returned."""
+    a, b = FakeBackend(name="a", script=[Hang()]), FakeBackend(name="b")
+    async with router_over(a, b, hedge=HEDGE) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "b"
+    assert [(x.provider, x.outcome, x.hedged) for x in result.attempts] == [
+        ("a", AttemptOutcome.HEDGE_LOST, False),
+        ("b", AttemptOutcome.SUCCEEDED, True),
+    ]
+
+
+async def test_the_hedge_loser_is_cancelled_at_its_provider() -> None:
+    """The losing job is cancelled at the provider (by the time the router closes)."""
+    a, b = FakeBackend(name="a", script=[Hang()]), FakeBackend(name="b")
+    async with router_over(a, b, hedge=HEDGE) as router:
+        await router.generate("a fox", model="flux-dev")
+    assert a.cancelled == ["a-1"]
+    assert b.cancelled == []
+
+
+async def test_the_primary_can_win_the_race() -> None:
+    """When the primary finishes first, the hedge is the one recorded hedge_lost and cancelled."""
+    a = FakeBackend(name="a", script=[Succeed(latency_s=0.1)])
+    b = FakeBackend(name="b", script=[Hang()])
+    async with router_over(a, b, hedge=HEDGE) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "a"
+    assert [(x.provider, x.outcome) for x in result.attempts] == [
+        ("b", AttemptOutcome.HEDGE_LOST),
+        ("a", AttemptOutcome.SUCCEEDED),
+    ]
+    assert b.cancelled == ["b-1"]
+
+
+async def test_no_hedge_before_the_delay() -> None:
+    """A primary that answers before the delay is never hedged."""
+    a, b = FakeBackend(name="a"), FakeBackend(name="b")
+    async with router_over(a, b, hedge={**HEDGE, "delay": 5}) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert [x.provider for x in result.attempts] == ["a"]
+    assert b.submit_count == 0
+
+
+async def test_an_exhausted_hedge_budget_means_no_hedge() -> None:
+    """With no tokens left, a slow primary is simply waited for."""
+    a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=0.15)])
+    b = FakeBackend(name="b")
+    async with router_over(a, b, hedge={**HEDGE, "max_extra_fraction": 0.0}) as router:
+        first = await router.generate("a fox", model="flux-dev")
+        second = await router.generate("a fox", model="flux-dev")
+    assert first.provider == "b"  # the one starting token paid for this hedge
+    assert second.provider == "a"
+    assert [x.provider for x in second.attempts] == ["a"]
+    assert b.submit_count == 1
+
+
+async def test_hedging_is_disabled_by_default() -> None:
+    """Without hedge.enabled, a slow primary runs alone to the deadline."""
+    a, b = FakeBackend(name="a", script=[Hang()]), FakeBackend(name="b")
+    async with router_over(a, b, timeouts={"attempt_s": 0.2, "deadline_s": 0.2}) as router:
+        with pytest.raises(DeadlineExceededError):
+            await router.generate("a fox", model="flux-dev")
+    assert b.submit_count == 0
+
+
+async def test_a_failed_hedge_leaves_the_primary_running() -> None:
+    """If the hedge fails, the primary still gets to finish and win."""
+    from genrouter import ProviderUnavailableError
+
+    a = FakeBackend(name="a", script=[Succeed(latency_s=0.2)])
+    b = FakeBackend(name="b", script=[ProviderUnavailableError("503")])
+    async with router_over(a, b, hedge=HEDGE, retry={"max_attempts": 1}) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "a"
+    assert [(x.provider, x.outcome) for x in result.attempts] == [
+        ("b", AttemptOutcome.FAILED),
+        ("a", AttemptOutcome.SUCCEEDED),
+    ]
+
+
+async def test_the_deadline_cancels_primary_and_hedge() -> None:
+    """When neither lane finishes in time, both jobs are cancelled and the deadline raised."""
+    a, b = FakeBackend(name="a", script=[Hang()]), FakeBackend(name="b", script=[Hang()])
+    async with router_over(a, b, hedge=HEDGE, timeouts={"attempt_s": 0.3, "deadline_s": 0.3}) as router:
+        try:
+            await router.generate("a fox", model="flux-dev")
+        except DeadlineExceededError as exc:
+            outcomes = sorted((x.provider, x.outcome) for x in exc.attempts)
+        else:  # pragma: no cover
+            raise AssertionError("expected DeadlineExceededError")
+    assert outcomes == [("a", AttemptOutcome.CANCELLED), ("b", AttemptOutcome.CANCELLED)]
+    assert a.cancelled == ["a-1"]
+    assert b.cancelled == ["b-1"]
+
+
+async def test_p95_delay_uses_the_primarys_estimated_p95() -> None:
+    """hedge.delay p95 waits for the primary deployment's observed p95 before hedging."""
+    a = FakeBackend(name="a", script=[Succeed(), Succeed(), Succeed(), Hang()])
+    b = FakeBackend(name="b")
+    async with router_over(a, b, hedge={**HEDGE, "delay": "p95"}, explore={"enabled": False}) as router:
+        for _ in range(3):
+            await router.generate("a fox", model="flux-dev")
+        assert b.submit_count == 0
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "b"
+    assert result.attempts[-1].hedged
+
+
+def test_hedge_budget_holds_one_token_when_fresh() -> None:
+    """A fresh budget allows one hedge, then one per 1/fraction primaries."""
+    budget = HedgeBudget(max_extra_fraction=0.25)
+    assert budget.try_spend()
+    assert not budget.try_spend()
+    for _ in range(4):
+        budget.on_primary()
+    assert budget.try_spend()
+    assert not budget.try_spend()
+
+
+def test_hedge_budget_never_exceeds_its_fraction_over_many_requests() -> None:
+    """Over N primaries, hedges ≤ fraction × N + 1."""
+    budget = HedgeBudget(max_extra_fraction=0.05)
+    hedges = 0
+    for _ in range(1000):
+        budget.on_primary()
+        hedges += budget.try_spend()
+    assert hedges <= 0.05 * 1000 + 1
+
+
+async def test_hedge_losers_are_reaped_even_when_the_loser_is_mid_submit() -> None:
+    """A loser still submitting when the race ends gets its job cancelled once accepted."""
+
+    class SlowSubmit(FakeBackend):
+        async def submit(self, deployment, request, *, webhook_url=None):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0.2)
+            return await super().submit(deployment, request, webhook_url=webhook_url)
+
+    a = FakeBackend(name="a", script=[Succeed(latency_s=0.1)])
+    b = SlowSubmit(name="b", script=[Hang()])
+    async with router_over(a, b, hedge=HEDGE) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "a"
+    assert b.cancelled == ["b-1"]
