@@ -65,7 +65,11 @@ async def measure(n: int, repeats: int) -> dict[str, list[float]]:
         config = {**CONFIG, "routing": {"default": {**CONFIG["routing"]["default"], "strategy": strategy}}}
         async with AsyncRouter.from_config(
             config,
-            backends={"a": FunctionBackend(instant, name="a"), "b": FunctionBackend(instant, name="b")},
+            # eager: the function is instant and opens no cancel scope (see FunctionBackend).
+            backends={
+                "a": FunctionBackend(instant, name="a", eager=True),
+                "b": FunctionBackend(instant, name="b", eager=True),
+            },
         ) as router:
             variants: dict[str, Callable[[], Awaitable[object]]] = {
                 "direct": lambda: instant(request),

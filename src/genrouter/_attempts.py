@@ -19,7 +19,6 @@ from tenacity import RetryCallState
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from genrouter import _testing_mode
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -79,6 +78,9 @@ def new_result_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
+FETCH_ATTEMPTS = 5
+"""Reads of a finished job's result before a transient error is given up on."""
+
 FIRST_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 1.0
 POLL_GROWTH = 1.5
@@ -123,15 +125,41 @@ class JobWaiter:
                 else:
                     status = await backend.poll(job)
             except GenRouterError as exc:
-                if not exc.retryable:
+                if not _transient(exc):
                     raise
                 status = None  # type: ignore[assignment]
             if status is not None and status.state.is_terminal:
                 return status
             if waiter is None or status is None:
-                pause = 0.0 if _testing_mode.enabled else min(interval, until - clock.now())
+                # Polling cadence is not backoff: set_testing() leaves it alone, so a fake
+                # clock advances and a hung job still reaches its time limit.
+                pause = min(interval, until - clock.now())
                 await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
                 interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
+
+    async def fetch(self, backend: Backend, job: ProviderJob, until: float) -> GenerationResult:
+        """The job's result; transient fetch errors are retried until ``until``.
+
+        A finished job is pinned like a running one: failing to *read* its result never
+        makes the router submit it again. The job's own failure (JobFailedError) is
+        raised at once.
+        """
+        clock = self._clock
+        interval = FIRST_POLL_INTERVAL_S
+        for tries_left in range(FETCH_ATTEMPTS - 1, -1, -1):
+            try:
+                return await backend.fetch_result(job)
+            except GenRouterError as exc:
+                if not _transient(exc) or not tries_left or clock.now() + interval >= until:
+                    raise
+            await clock.sleep(interval)
+            interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _transient(error: GenRouterError) -> bool:
+    """A retryable error talking to the provider, as opposed to the job itself failing."""
+    return error.retryable and not isinstance(error, JobFailedError)
 
 
 def merge_results(results: Sequence[GenerationResult]) -> GenerationResult:

@@ -123,6 +123,7 @@ class Execution:
         self._waiter = JobWaiter(clock)
         self._submit_only = False
         self._deadline_fired = False
+        self._cancelling: set[asyncio.Task[None]] = set()
 
     # -- public entry points -------------------------------------------------------
 
@@ -143,7 +144,9 @@ class Execution:
 
     def _start(self, candidate: PlannedCandidate, *, hedged: bool) -> _Lane:
         lane = _Lane(candidate, hedged, self.clock.now())
-        lane.future = start_eagerly(asyncio.get_running_loop(), self._lane(lane))
+        backend = self.backends[candidate.deployment.provider]
+        safe = bool(getattr(backend, "eager_start_safe", False))
+        lane.future = start_eagerly(asyncio.get_running_loop(), self._lane(lane), safe=safe)
         return lane
 
     def _hedge_due(self, lane: _Lane) -> float | None:
@@ -296,6 +299,8 @@ class Execution:
             await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
         jobs = [(b, j) for b, j, _ in self._live.values()]
         await self._cancel_jobs(jobs, grace_until)
+        if self._cancelling:  # cancels a lane started (e.g. its attempt timed out) must land too
+            await asyncio.wait(list(self._cancelling), timeout=max(0.01, grace_until - self.clock.now()))
 
     def _failure_summary(self) -> str:
         parts = [f"{a.provider}: {a.error}" for a in self.attempts if a.error]
@@ -375,7 +380,7 @@ class Execution:
                     raise await self._attempt_timed_out(backend, deployment, jobs)
             results = []
             for job in jobs:
-                results.append(await backend.fetch_result(job))
+                results.append(await self._waiter.fetch(backend, job, until))
                 self._live.pop(id(job), None)
         except asyncio.CancelledError:
             # Stopped by the deadline, a won hedge or the caller: says nothing about the
@@ -532,6 +537,9 @@ class Execution:
             grace_until = self.clock.now() + CANCEL_GRACE_S
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(quiet_cancel(backend, job)) for backend, job in jobs]
+        for task in tasks:
+            self._cancelling.add(task)
+            task.add_done_callback(self._cancelling.discard)
         for _, job in jobs:
             self._live.pop(id(job), None)
         await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))

@@ -293,6 +293,8 @@ class StateConfig(SettingsModel):
     """Where health, circuit and budget state lives: ``memory`` or a ``redis://`` URL."""
 
     store: str = "memory"
+    namespace: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")] = "genrouter"
+    """Prefix of every Redis key: routers sharing a namespace share health, breakers and spend."""
 
     @field_validator("store")
     @classmethod

@@ -99,6 +99,8 @@ class AsyncRouter:
         self.budget = BudgetGuard(config.budgets, self.state)
         self._budget = self.budget if config.budgets else None
         self._explore_rules: dict[int, ExploreRule | None] = {}
+        # A shared store syncs in the background once the router runs in an event loop.
+        self._state_start = getattr(self.state, "start", None)
         self._closed = False
         given = dict(backends or {})
         unknown = set(given) - set(config.providers)
@@ -332,6 +334,8 @@ class AsyncRouter:
         passes, and :class:`AllProvidersFailedError` when every route failed.
         """
         req = self._request(request, kwargs)
+        if self._state_start is not None:
+            self._state_start()
         plan, policy = self._routable(req)
         execution = Execution(
             request=req,
@@ -363,6 +367,8 @@ class AsyncRouter:
         Submission retries and falls back like :meth:`generate`; waiting does not.
         """
         req = self._request(request, kwargs)
+        if self._state_start is not None:
+            self._state_start()
         plan, policy = self._routable(req)
         execution = Execution(
             request=req,
@@ -443,7 +449,7 @@ class AsyncRouter:
                     provider_request_id=handle.provider_request_id,
                 )
         try:
-            results = [await backend.fetch_result(job) for job in handle.jobs]
+            results = [await waiter.fetch(backend, job, until) for job in handle.jobs]
         except GenRouterError as exc:
             exc.provider = exc.provider or handle.provider
             exc.provider_request_id = exc.provider_request_id or handle.provider_request_id
@@ -495,8 +501,11 @@ class AsyncRouter:
         self._closed = True
         if self._background:
             await asyncio.wait(list(self._background), timeout=5.0)
-        results = await asyncio.gather(*(b.aclose() for b in self._backends.values()), return_exceptions=True)
-        del results
+        closers = [b.aclose() for b in self._backends.values()]
+        state_close = getattr(self.state, "aclose", None)
+        if state_close is not None:
+            closers.append(state_close())
+        await asyncio.gather(*closers, return_exceptions=True)
 
     async def __aenter__(self) -> Self:
         return self
@@ -562,8 +571,6 @@ def _construct_backend(key: str, section: ProviderSettings) -> Backend:
 def _state_store(config: RouterConfig) -> StateStore:
     if config.state.store == "memory":
         return MemoryStateStore()
-    raise ConfigError(
-        f"state.store: {config.state.store!r}: a shared Redis store is not available in this "
-        "version; use store: memory",
-        key_path="state.store",
-    )
+    from genrouter.routing.redis_store import RedisStateStore
+
+    return RedisStateStore(config.state.store, namespace=config.state.namespace)

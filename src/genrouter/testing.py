@@ -15,7 +15,7 @@ import asyncio
 import itertools
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from genrouter import _testing_mode
 from genrouter._eager import start_eagerly
@@ -112,18 +112,22 @@ GenerateFn = Callable[[GenerationRequest], Coroutine[Any, Any, GenerationResult 
 class FunctionBackend:
     """A backend whose jobs run an async function: ``fn(request) -> GenerationResult | [Artifact]``.
 
-    Each submit starts ``fn`` eagerly: it runs until it first waits, then goes on as a
-    task (the job is accepted at once either way). An instant function is finished by
-    the time ``submit`` returns. Its exception, if any, is the job's error at
-    ``fetch_result``. Cancel cancels the task.
+    Each submit starts ``fn`` as a task (the job is accepted at once); its exception,
+    if any, is the job's error at ``fetch_result``. Cancel cancels the task.
+    ``eager=True`` runs ``fn`` at once until it first waits, so an instant function is
+    done when ``submit`` returns (no task, no loop turn). On Python 3.11 that is safe
+    only for functions that open no anyio/httpx cancel scope before their first
+    ``await``; on 3.12+ it is always safe.
     """
 
     max_jobs_kept = 10_000
     """Finished jobs remembered for idempotent poll/fetch before the oldest are forgotten."""
 
-    def __init__(self, fn: GenerateFn, *, name: str = "function") -> None:
+    def __init__(self, fn: GenerateFn, *, name: str = "function", eager: bool = False) -> None:
         self.name = name
+        self.eager_start_safe = eager
         self._fn = fn
+        self.eager = eager
         self._ids = itertools.count(1)
         self._tasks: dict[str, asyncio.Future[GenerationResult | Sequence[Artifact]]] = {}
         self._requests: dict[str, GenerationRequest] = {}
@@ -142,7 +146,9 @@ class FunctionBackend:
         request_id = f"{self.name}-{next(self._ids)}"
         if len(self._tasks) >= self.max_jobs_kept:
             self._forget_oldest_finished()
-        self._tasks[request_id] = start_eagerly(asyncio.get_running_loop(), self._fn(request))
+        self._tasks[request_id] = start_eagerly(
+            asyncio.get_running_loop(), self._fn(request), safe=self.eager
+        )
         self._requests[request_id] = request
         return ProviderJob(provider=self.name, endpoint=deployment.endpoint, provider_request_id=request_id)
 
@@ -269,6 +275,9 @@ class FakeBackend:
     ``polls`` in assertions. It has no ``wait``: the router polls it.
     """
 
+    eager_start_safe: ClassVar[bool] = True
+    """No I/O of its own: the router may start its lanes eagerly."""
+
     name: str = "fake"
     script: Sequence[Step | BaseException] = (Succeed(),)
     clock: Clock | None = None
@@ -369,4 +378,8 @@ def __getattr__(name: str) -> Any:
         from genrouter._contract import BackendContract
 
         return BackendContract
+    if name == "InProcessModalTransport":
+        from genrouter._modal_testing import InProcessModalTransport
+
+        return InProcessModalTransport
     raise AttributeError(f"module 'genrouter.testing' has no attribute {name!r}")

@@ -14,7 +14,10 @@ Optional extensions a backend may add (the router looks for them with ``getattr`
 - ``latency_hint(deployment) -> float | None``: an expected p95 before any observation;
 - ``unavailable_reason: str | None``: why it cannot serve now (e.g. no credentials),
   shown in ``explain()`` as the exclusion reason;
-- ``bind_clock(clock)``: receive the router's clock (test doubles time themselves by it).
+- ``bind_clock(clock)``: receive the router's clock (test doubles time themselves by it);
+- ``eager_start_safe: bool``: True when ``submit``/``wait``/``fetch_result`` open no
+  anyio or httpx cancel scope before their first ``await``, so on Python 3.11 the
+  router may run a lane's first step in the caller's task (3.12+ always can).
 
 The registry maps a provider ``type`` to ``"module:Class"`` and an install hint,
 and imports the module only when a config uses that type. Third parties register

@@ -75,6 +75,9 @@ class _Outcome:
 class SimulatedBackend:
     """A provider that exists only in this process (see the module docstring)."""
 
+    eager_start_safe = True
+    """No network I/O: the router may start its lanes eagerly."""
+
     def __init__(self, *, name: str, settings: SimulatedSettings | Mapping[str, Any]) -> None:
         self.name = name
         self.settings = (

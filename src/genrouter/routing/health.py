@@ -89,6 +89,9 @@ class DeploymentHealth:
     last_request_at: float | None = None
     queue_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
     run_times: deque[float] = field(default_factory=lambda: deque(maxlen=64))
+    remote_p95: float | None = None
+    """p95 seen by other processes sharing state (Redis store), sample-weighted."""
+    remote_samples: int = 0
     _sorted: list[float] = field(default_factory=list)
     """The same observations as ``latencies``, kept sorted."""
     _stamps: deque[float | None] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
@@ -217,6 +220,18 @@ class DeploymentHealth:
     def p95(self) -> float | None:
         """95th percentile of recent latencies, seconds."""
         return self.quantile(0.95)
+
+    @property
+    def estimated_p95(self) -> float | None:
+        """This process's p95 blended with other processes' by sample count (planning uses it)."""
+        local = self.quantile(0.95)
+        remote = self.remote_p95
+        if remote is None:
+            return local
+        if local is None:
+            return remote
+        n = len(self._sorted)
+        return (local * n + remote * self.remote_samples) / (n + self.remote_samples)
 
     @property
     def samples(self) -> int:

@@ -203,7 +203,7 @@ def build_plan(
     for deployment in deployments:
         estimated_cost = deployment.estimate_cost(request) if estimate_costs else None
         health = store.health(deployment.key)
-        p95 = health.p95
+        p95 = health.estimated_p95
         if p95 is None:
             p95 = latency_hints.get(deployment.key)
         provider = deployment.provider
