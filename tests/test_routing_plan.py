@@ -296,13 +296,8 @@ def test_plan_uses_latency_hints_before_observations() -> None:
     assert [c.estimated_p95 for c in p.viable] == [1.0, 5.0]
 
 
-def test_plan_prefers_observed_latency_over_hints() -> None:
-    """Observed latencies replace the hint in the estimate."""
-    store = MemoryStateStore()
-    a = deployment("a")
-    for _ in range(5):
-        store.health(a.key).record_success(0.5)
-    p = build_plan(
+def _latency_plan(store: MemoryStateStore, a: Any, hint: float) -> Any:
+    return build_plan(
         request(),
         model="flux-dev",
         kind="image",
@@ -312,12 +307,39 @@ def test_plan_prefers_observed_latency_over_hints() -> None:
         weights=None,
         max_cost_usd=None,
         latency_slo_s=None,
-        latency_hints={a.key: 5.0},
+        latency_hints={a.key: hint},
         unavailable={},
         store=store,
         now=NOW,
     )
-    assert p.viable[0].estimated_p95 == 0.5
+
+
+def test_plan_shrinks_a_few_observations_toward_the_hint() -> None:
+    """A few observations move the estimate from the hint toward them (the hint weighs 10)."""
+    store = MemoryStateStore()
+    a = deployment("a")
+    for _ in range(5):
+        store.health(a.key).record_success(0.5)
+    assert _latency_plan(store, a, 5.0).viable[0].estimated_p95 == pytest.approx((5 * 0.5 + 10 * 5.0) / 15)
+
+
+def test_plan_follows_observed_latency_once_there_is_data() -> None:
+    """With many observations the estimate is essentially the observed p95."""
+    store = MemoryStateStore()
+    a = deployment("a")
+    for _ in range(250):
+        store.health(a.key).record_success(0.5)
+    assert _latency_plan(store, a, 5.0).viable[0].estimated_p95 == pytest.approx(0.5, abs=0.2)
+
+
+def test_a_request_in_flight_longer_than_the_estimate_raises_it() -> None:
+    """An overdue request in flight shows an incident before it completes."""
+    store = MemoryStateStore()
+    a = deployment("a")
+    for _ in range(50):
+        store.health(a.key).record_success(0.5)
+    store.health(a.key).begin_request(NOW - 7.0)
+    assert _latency_plan(store, a, 0.5).viable[0].estimated_p95 == pytest.approx(7.0)
 
 
 def test_route_plan_lists_viable_first_then_excluded() -> None:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     from genrouter.catalog import Deployment
     from genrouter.config import RoutePolicy
     from genrouter.routing.budgets import BudgetGuard
+    from genrouter.routing.health import DeploymentHealth
     from genrouter.routing.plan import PlannedCandidate
     from genrouter.routing.store import StateStore
     from genrouter.routing.throttle import HedgeBudget, RetryThrottle
@@ -163,7 +164,7 @@ class Execution:
         fallback = self.policy.fallback
         queue = list(self.candidates[: fallback.max_providers if fallback.enabled else 1])
         if self.hedge_budget is not None and self.policy.hedge.enabled and not self._submit_only:
-            self.hedge_budget.on_primary()
+            self.hedge_budget.on_primary(self.started)
         running: list[_Lane] = []
         hedge_at: float | None = None
         if queue and self.clock.now() < self.deadline_at:
@@ -360,8 +361,21 @@ class Execution:
                 raise
             started = self.clock.now()
         health = self.store.health(deployment.key)
-        health.begin_request(started)
+        token = health.begin_request(started)
         lane.attempt_started = started
+        try:
+            return await self._attempt_body(lane, backend, deployment, health, started)
+        finally:
+            health.end_request(token)
+
+    async def _attempt_body(
+        self,
+        lane: _Lane,
+        backend: Backend,
+        deployment: Deployment,
+        health: DeploymentHealth,
+        started: float,
+    ) -> GenerationResult | Submitted:
         jobs: list[ProviderJob] = []
         lane.jobs = jobs
         parts = split_request(self.request, deployment.limits.max_outputs_per_call)

@@ -1,24 +1,940 @@
-"""The replicate backend (not available in this version).
+"""The Replicate backend: predictions over Replicate's HTTP API, driven with httpx.
 
-Configuring a ``type: replicate`` provider raises :class:`~genrouter.errors.ConfigError`
-until the backend lands; the registry entry exists so configs validate today.
+Endpoints come from the catalog in Replicate's own notation: ``owner/name`` (an
+official model, ``POST /v1/models/{owner}/{name}/predictions``), ``owner/name:<version>``
+(a pinned version, ``POST /v1/predictions`` with ``version``) and
+``deployments/owner/name`` (``POST /v1/deployments/{owner}/{name}/predictions``). A job
+is then polled with ``GET /v1/predictions/{id}`` and cancelled with ``POST .../cancel``;
+the router polls with backoff (Replicate has no way to wait on a GET, so this backend has
+no ``wait``). States: ``starting`` → queued, ``processing`` → running, ``succeeded``,
+``failed``, ``canceled`` → cancelled, and ``aborted`` → cancelled (its deadline passed
+before it started; free). An unknown status is a retryable ProviderUnavailableError.
+
+**Why not the ``replicate`` SDK for the calls.** replicate 1.0.7:
+
+- crashes with a pydantic ``ValidationError`` on the status ``aborted`` (a real status
+  since Oct 2025), so a job could never be read back once it was aborted;
+- drops ``wait`` silently in ``predictions.create(model=...)`` and ``(deployment=...)``,
+  so no ``Prefer: wait`` header is sent;
+- wraps every transport, even one passed in, in a ``RetryTransport`` that retries GETs up
+  to 10 times on 429/503/504: a second retry layer under the router's one;
+- cannot send ``Cancel-After``;
+- downloads ``FileOutput`` with the API client, sending the bearer token to the file
+  delivery host.
+
+So no part of the SDK is imported here (only webhook verification, elsewhere, may use
+``replicate.webhooks``). The token goes only to the API host: outputs are
+plain URLs, read later by :meth:`Artifact.aread` with a client that has no credentials,
+and a prediction's ``urls.get``/``urls.cancel`` are followed only when they point at the
+API host itself (a stored job cannot redirect the token elsewhere).
+
+**Create.** ``Prefer: wait=N`` is sent when ``prefer_wait_s`` is set, capped at
+``timeout_s - 1`` so the held-open call always answers before the HTTP timeout. A create
+that answers with a terminal status keeps the prediction in ``ProviderJob.data``, so
+polling and fetching it need no further request. ``Cancel-After`` is sent when the
+request sets ``deadline_s`` (at least 5 s): a result is worthless after its deadline, and
+Replicate then stops the prediction server-side (``aborted``, free, if it never started)
+even if genrouter's own cancel is lost with a crashed process or a create abandoned in
+flight. Without ``deadline_s`` it is not sent, since the jobs API may outlive the router's
+policy deadline. Replicate has no idempotency key: the create is never retried here, and
+a create whose answer was lost (a dropped connection, a read timeout, or a 502/504 from
+the gateway in front of the API) raises :class:`SubmitOutcomeUnknownError`.
+
+**Errors.** RFC 7807 bodies: 422 → :class:`InvalidRequestError` whose ``fields`` name the
+request fields (``input.num_inference_steps`` → ``steps``); 429 →
+:class:`RateLimitedError` with ``Retry-After`` or the "resets in ~30s" of the detail;
+401/402/403 → :class:`AuthenticationError`; 404 → :class:`JobFailedError`; 5xx and
+connection failures → retryable :class:`ProviderUnavailableError`. A ``failed``
+prediction is a :class:`JobFailedError` with Replicate's error text, retryable only when
+that text says the failure was transient (``please retry``, ``interrupted``,
+``preempted``, ``temporarily``, ``connection reset``, ``internal error``); model errors
+and the safety filter ("NSFW content") are not.
+
+**Inputs.** The catalog's ``params`` map request fields to input names (inline entries
+without ``params`` get the shipped catalog's standard mapping). FLUX models take aspect
+ratios, not sizes: a size goes to the nearest supported ratio (and ``megapixels: "0.25"``
+for small sizes on flux-dev/schnell) with a warning when the result differs. Models that
+map both a size and ``aspect_ratio`` (flux-1.1-pro) get ``aspect_ratio: "custom"`` with the
+size in multiples of 16 within 256-1440. ``output_format: jpeg`` is sent as ``jpg``;
+``safety_checker`` goes to ``disable_safety_checker`` inverted. Image and mask bytes or a
+``Path`` are sent inline as ``data:`` URIs up to :data:`MAX_INLINE_BYTES` (Replicate
+recommends HTTPS URLs for larger files; its files API is not used); a string must be an
+``http(s):`` or ``data:`` URL. ``provider_options["replicate"]`` then
+``provider_options[<provider key>]`` are merged last. Every dropped or changed field is a
+warning on the job.
+
+**Outputs.** A URL, a list of URLs (or ``data:`` URIs) become artifacts; a safety filter
+may return fewer than asked (the router adds the warning). Replicate's output files
+expire about an hour after the prediction, and API predictions' input, output and logs
+are deleted after an hour, so read results promptly. Timings: ``queued_s`` =
+``started_at - created_at``; ``running_s`` = ``metrics.predict_time`` (what per-second
+billing charges).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import mimetypes
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from genrouter.errors import ConfigError
+import httpx
+from pydantic import ValidationError
 
-__all__ = ["ReplicateBackend"]
+from genrouter._media import sniff_content_type
+from genrouter._secrets import register_secret, scrub
+from genrouter.backends._http import error_for_status, make_client, read_json, send
+from genrouter.backends._params import merge_provider_options, translate_fields
+from genrouter.backends.settings import ReplicateSettings
+from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
+from genrouter.errors import (
+    AuthenticationError,
+    ConfigError,
+    GenRouterError,
+    InvalidRequestError,
+    JobFailedError,
+    ProviderError,
+    ProviderUnavailableError,
+    SubmitOutcomeUnknownError,
+)
+from genrouter.types import (
+    Artifact,
+    ArtifactKind,
+    GenerationRequest,
+    GenerationResult,
+    JobState,
+    JobStatus,
+    MediaInput,
+    ProviderJob,
+    Timings,
+)
+
+__all__ = ["FLUX_ASPECT_RATIOS", "MAX_INLINE_BYTES", "ReplicateBackend"]
+
+API_URL = "https://api.replicate.com"
+
+FLUX_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
+"""The aspect ratios FLUX models on Replicate accept."""
+
+# [INF] from the models' pages: flux-1.1-pro and recraft-v3 lack 21:9 and 9:21.
+_ASPECT_RATIOS = {
+    "black-forest-labs/flux-1.1-pro": FLUX_ASPECT_RATIOS[:2] + FLUX_ASPECT_RATIOS[3:10],
+    "recraft-ai/recraft-v3": FLUX_ASPECT_RATIOS[:2] + FLUX_ASPECT_RATIOS[3:10],
+}
+# Output sizes of flux-dev and flux-schnell per aspect ratio at megapixels "1" (cog-flux);
+# "0.25" halves each side.
+_FLUX_SIZES = {
+    "1:1": (1024, 1024), "16:9": (1344, 768), "21:9": (1536, 640), "3:2": (1216, 832),
+    "2:3": (832, 1216), "4:5": (896, 1088), "5:4": (1088, 896), "3:4": (896, 1152),
+    "4:3": (1152, 896), "9:16": (768, 1344), "9:21": (640, 1536),
+}  # fmt: skip
+_FLUX_SIZE_MODELS = frozenset({"black-forest-labs/flux-dev", "black-forest-labs/flux-schnell"})
+_SMALL_MEGAPIXELS = 0.5  # below this area (MP), flux-dev/schnell get megapixels "0.25"
+_CUSTOM_SIZES = ((256, 1440), 16)  # BFL's aspect_ratio "custom": sides 256-1440, multiples of 16
+
+MAX_INLINE_BYTES = 10 * 1024 * 1024
+"""Largest image or mask sent inline as a ``data:`` URI (10 MiB); pass a URL beyond it."""
+
+PREFER_WAIT_MARGIN_S = 1.0
+CANCEL_AFTER_MIN_S = 5
+CANCEL_DRAIN_S = 1.0  # how long aclose() lets cancels in flight finish
+_FINISHED_KEPT = 1024  # terminal predictions remembered, so poll-then-fetch costs one GET
+
+_STATES = {
+    "starting": JobState.QUEUED,
+    "processing": JobState.RUNNING,
+    "succeeded": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "canceled": JobState.CANCELLED,
+    "aborted": JobState.CANCELLED,
+}
+_ENDPOINT = re.compile(
+    r"^(?P<deployment>deployments/)?(?P<model>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?::(?P<version>\w+))?$"
+)
+_PREDICTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TRANSIENT_FAILURE = re.compile(
+    r"please retry|try again|interrupted|preempt|temporar|connection (?:reset|refused|error)"
+    r"|internal (?:server )?error",
+    re.IGNORECASE,
+)
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})?$")
+_IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+_CONTENT_TYPES = {
+    "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
+    "gif": "image/gif", "mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime",
+}  # fmt: skip
+_SIZE_FIELDS = ("width", "height", "aspect_ratio")
+_ELIDE_INPUT_CHARS = 512
 
 
 class ReplicateBackend:
-    """Placeholder: constructing it explains that the replicate backend is not available yet."""
+    """Replicate predictions over one shared ``httpx.AsyncClient`` (see the module docstring).
 
-    def __init__(self, *, name: str, settings: Any) -> None:
-        raise ConfigError(
-            f"providers.{name}: the replicate backend is not implemented in this version of "
-            "genrouter; use a simulated provider (examples/offline.yaml) meanwhile",
-            key_path=f"providers.{name}.type",
+    ``settings``: a :class:`ReplicateSettings` or its mapping. The token is
+    ``api_token``, else ``REPLICATE_API_TOKEN``; without one the backend is built anyway
+    and ``unavailable_reason`` says why the planner skips it. ``transport`` replaces
+    httpx's (tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: ReplicateSettings | Mapping[str, Any],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        try:
+            self.settings = (
+                settings
+                if isinstance(settings, ReplicateSettings)
+                else ReplicateSettings.model_validate({"type": "replicate", **settings})
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"providers.{name}: {exc}", key_path=f"providers.{name}") from exc
+        secret = self.settings.api_token
+        token = (
+            (secret.get_secret_value() if secret else "") or os.environ.get("REPLICATE_API_TOKEN", "")
+        ).strip()
+        register_secret(token)
+        self.unavailable_reason: str | None = (
+            None if token else f"no Replicate token: set REPLICATE_API_TOKEN or providers.{name}.api_token"
         )
+        from genrouter import __version__
+
+        headers = {"User-Agent": f"genrouter/{__version__}", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = self.settings.base_url or API_URL
+        self._client = make_client(
+            base_url=self.base_url, timeout_s=self.settings.timeout_s, headers=headers, transport=transport
+        )
+        self._closed = False
+        self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cancelling: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.base_url)
+        host = parts.netloc.rpartition("@")[2]  # never show credentials a proxy URL may carry
+        return f"ReplicateBackend(name={self.name!r}, base_url={f'{parts.scheme}://{host}'!r})"
+
+    def latency_hint(self, deployment: Deployment) -> float | None:
+        """None: Replicate latency varies with cold boots; the router learns it from observations."""
+        return None
+
+    # -- Backend protocol ---------------------------------------------------------------
+
+    async def submit(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        *,
+        webhook_url: str | None = None,
+    ) -> ProviderJob:
+        """Create a prediction; never retried here (Replicate has no idempotency key)."""
+        self._check_usable()
+        path, version = self._route(deployment.endpoint)
+        payload, warnings, meta = await self._translate(deployment, request)
+        body: dict[str, Any] = {"input": payload}
+        if version is not None:
+            body["version"] = version
+        if webhook_url is not None:
+            body["webhook"] = webhook_url
+            body["webhook_events_filter"] = ["completed"]
+        try:
+            json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequestError(
+                f"{self.name}: the input is not JSON-serialisable ({exc}); check provider_options",
+                field="provider_options",
+                provider=self.name,
+            ) from exc
+        response = await self._send(
+            "POST", path, idempotent=False, json_body=body, headers=self._create_headers(request)
+        )
+        if response.is_error:
+            raise self._create_error(response, deployment)
+        prediction = self._accepted(response)
+        data: dict[str, Any] = {"urls": _urls(prediction), "kind": deployment.kind, **meta}
+        if _STATES.get(prediction["status"], JobState.QUEUED).is_terminal:
+            data["prediction"] = _compact(prediction)
+            self._remember(prediction)
+        return ProviderJob(
+            provider=self.name,
+            endpoint=deployment.endpoint,
+            provider_request_id=prediction["id"],
+            data=data,
+            warnings=warnings,
+        )
+
+    async def poll(self, job: ProviderJob) -> JobStatus:
+        """The prediction's state: one GET, or none once it is known to be finished."""
+        prediction = await self._prediction(job)
+        state = _state(prediction, self.name)
+        logs = prediction.get("logs")
+        return JobStatus(
+            state=state,
+            provider=self.name,
+            provider_request_id=job.provider_request_id,
+            logs=logs.strip().splitlines()[-5:] if isinstance(logs, str) and logs.strip() else [],
+            error=_error_text(prediction) if state in (JobState.FAILED, JobState.CANCELLED) else None,
+        )
+
+    async def fetch_result(self, job: ProviderJob) -> GenerationResult:
+        """The outputs of a succeeded prediction; the prediction's error otherwise."""
+        prediction = await self._prediction(job)
+        state = _state(prediction, self.name)
+        rid = job.provider_request_id
+        if state is JobState.SUCCEEDED:
+            return self._result(job, prediction)
+        if state is JobState.FAILED:
+            raise _failure(prediction, self.name, rid)
+        if state is JobState.CANCELLED:
+            why = (
+                "was aborted: its deadline passed before it started (not billed)"
+                if prediction.get("status") == "aborted"
+                else "was cancelled"
+            )
+            raise JobFailedError(
+                f"{self.name}: prediction {rid} {why}",
+                provider=self.name,
+                provider_request_id=rid,
+                state="cancelled",
+            )
+        raise JobFailedError(
+            f"{self.name}: prediction {rid} has not finished ({prediction.get('status')})",
+            provider=self.name,
+            provider_request_id=rid,
+            state=state.value,
+            retryable=True,
+        )
+
+    async def cancel(self, job: ProviderJob) -> None:
+        """``POST .../cancel``; nothing is sent for a prediction known to be finished."""
+        if self._known_finished(job) is not None:
+            return
+        self._check_usable()
+        rid = job.provider_request_id
+        task = asyncio.current_task()
+        if task is not None:
+            self._cancelling.add(task)
+        try:
+            response = await self._send("POST", self._prediction_url(job, "cancel"), idempotent=True)
+        finally:
+            if task is not None:
+                self._cancelling.discard(task)
+        if response.status_code == 404:
+            return  # gone (expired or never created): nothing left to stop
+        if response.is_error:
+            raise self._error(response, rid)
+        with contextlib.suppress(GenRouterError):  # accepted; its echo of the prediction is optional
+            self._remember(_checked(read_json(response, provider=self.name), self.name, rid))
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, after letting cancels in flight land (at most 1 s). Idempotent.
+
+        A cancel stops a prediction that would otherwise run and bill, and one may still be
+        on the wire when the router is closed (a hedge loser is cancelled in the background
+        after the winner returned).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        current = asyncio.current_task()
+        pending = [t for t in self._cancelling if t is not current and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=CANCEL_DRAIN_S)
+        await self._client.aclose()
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ProviderError(f"{self.name}: the backend was closed", provider=self.name, retryable=False)
+        if self.unavailable_reason is not None:
+            raise AuthenticationError(f"{self.name}: {self.unavailable_reason}", provider=self.name)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        return await send(
+            self._client,
+            method,
+            url,
+            provider=self.name,
+            idempotent=idempotent,
+            json_body=json_body,
+            headers=headers,
+        )
+
+    def _route(self, endpoint: str) -> tuple[str, str | None]:
+        """(create path, version) for a catalog endpoint."""
+        match = _ENDPOINT.match(endpoint)
+        if match is None or (match["deployment"] and match["version"]):
+            raise ConfigError(
+                f"{self.name}: endpoint {endpoint!r} is not 'owner/name', 'owner/name:<version>' "
+                "or 'deployments/owner/name'",
+                key_path=f"providers.{self.name}.models",
+            )
+        if match["deployment"]:
+            return f"/v1/deployments/{match['model']}/predictions", None
+        if match["version"]:
+            return "/v1/predictions", match["version"]
+        return f"/v1/models/{match['model']}/predictions", None
+
+    def _create_headers(self, request: GenerationRequest) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        prefer = self.settings.prefer_wait_s
+        if prefer is not None:
+            wait = min(prefer, math.floor(self.settings.timeout_s - PREFER_WAIT_MARGIN_S))
+            if wait >= 1:
+                headers["Prefer"] = f"wait={wait}"
+        if request.deadline_s is not None:
+            headers["Cancel-After"] = f"{max(CANCEL_AFTER_MIN_S, math.ceil(request.deadline_s))}s"
+        return headers
+
+    def _accepted(self, response: httpx.Response) -> dict[str, Any]:
+        """The created prediction; a 2xx we cannot read may still have created one."""
+        try:
+            return _checked(response.json(), self.name)
+        except (ValueError, GenRouterError) as exc:
+            raise SubmitOutcomeUnknownError(
+                scrub(
+                    f"{self.name}: HTTP {response.status_code} to a create, but its body is not a "
+                    f"prediction ({response.text[:200]!r}); not resubmitted to this provider"
+                ),
+                provider=self.name,
+                status_code=response.status_code,
+            ) from exc
+
+    def _create_error(self, response: httpx.Response, deployment: Deployment) -> GenRouterError:
+        status = response.status_code
+        title, detail, invalid = _problem(response)
+        if status in (502, 504):
+            # The gateway answered for an API that may have created the prediction.
+            return SubmitOutcomeUnknownError(
+                scrub(
+                    f"HTTP {status} from {self.name} to a create: {detail or title or 'gateway error'}; "
+                    "the prediction may exist, so it is not resubmitted to this provider"
+                ),
+                provider=self.name,
+                status_code=status,
+            )
+        params = _params(deployment)
+        fields = [(_request_field(field, params), text) for field, text in invalid]
+        message: str | None = ": ".join(p for p in (title, detail) if p) or None
+        if fields:
+            named = "; ".join(
+                f"{name}: {text}" + (f" ({raw})" if name != raw else "")
+                for (name, text), (raw, _) in zip(fields, invalid, strict=True)
+            )
+            message = f"{title or 'Input validation failed'}: {named}"
+        return error_for_status(response, provider=self.name, message=message, fields=fields or None)
+
+    def _error(self, response: httpx.Response, rid: str) -> GenRouterError:
+        title, detail, _ = _problem(response)
+        message = ": ".join(p for p in (title, detail) if p) or None
+        return error_for_status(response, provider=self.name, message=message, provider_request_id=rid)
+
+    def _same_host(self, url: str) -> bool:
+        try:
+            target, base = httpx.URL(url), httpx.URL(self.base_url)
+        except (httpx.InvalidURL, TypeError):
+            return False
+        return (target.scheme, target.host, target.port) == (base.scheme, base.host, base.port)
+
+    def _prediction_url(self, job: ProviderJob, kind: str) -> str:
+        url = (job.data.get("urls") or {}).get(kind)
+        if isinstance(url, str) and self._same_host(url):
+            return url
+        rid = job.provider_request_id
+        if not _PREDICTION_ID.match(rid):
+            raise JobFailedError(f"{self.name}: {rid!r} is not a Replicate prediction id", provider=self.name)
+        return f"/v1/predictions/{rid}" + ("/cancel" if kind == "cancel" else "")
+
+    def _known_finished(self, job: ProviderJob) -> dict[str, Any] | None:
+        stored = job.data.get("prediction")
+        if isinstance(stored, dict) and _STATES.get(stored.get("status", "")) in _TERMINAL:
+            return stored
+        return self._finished.get(job.provider_request_id)
+
+    def _remember(self, prediction: dict[str, Any]) -> None:
+        if _STATES.get(prediction.get("status", "")) in _TERMINAL:
+            self._finished[prediction["id"]] = prediction
+            while len(self._finished) > _FINISHED_KEPT:
+                self._finished.popitem(last=False)
+
+    async def _prediction(self, job: ProviderJob) -> dict[str, Any]:
+        known = self._known_finished(job)
+        if known is not None:
+            return known
+        self._check_usable()
+        rid = job.provider_request_id
+        url = self._prediction_url(job, "get")
+        response = await self._send("GET", url, idempotent=True)
+        if response.is_error:
+            raise self._error(response, rid)
+        prediction = _checked(read_json(response, provider=self.name), self.name, rid)
+        self._remember(prediction)
+        return prediction
+
+    # -- translation -----------------------------------------------------------------------
+
+    async def _translate(
+        self, deployment: Deployment, request: GenerationRequest
+    ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """(input, warnings, job metadata) for ``request`` on ``deployment``."""
+        params = _params(deployment)
+        deployment = dataclasses.replace(deployment, params=params)
+        prefix = f"{self.name} ({deployment.endpoint})"
+        model = _model_id(deployment.endpoint)
+        payload, warnings = translate_fields(request, deployment, provider=self.name)
+        options = merge_provider_options({}, request, "replicate", self.name)
+        size_keys = {params.get(f) or f for f in _SIZE_FIELDS} | {"megapixels"}
+        if not size_keys & options.keys():  # options that set a size own it
+            sized, notes = _translate_size(request, deployment, params, model, prefix)
+            payload.update(sized)
+            warnings += notes
+        warnings += _translate_format(request, deployment, params, payload, prefix)
+        if request.safety_checker is not None:
+            target = params.get("safety_checker")
+            if target:  # Replicate's checkers are switched off: disable_safety_checker = not on
+                inverted = target.startswith("disable_")
+                payload[target] = not request.safety_checker if inverted else request.safety_checker
+            else:
+                warnings.append(f"{prefix} has no safety_checker input; safety_checker was ignored")
+        for field in ("image", "mask"):
+            value: MediaInput | None = getattr(request, field)
+            if value is None:
+                continue
+            target = params.get(field)
+            if target:
+                payload[target] = await _media_input(value, field, self.name)
+            else:
+                warnings.append(f"{prefix} has no {field} input; {field} was ignored")
+        warnings += _translate_loras(request, params, payload, prefix)
+        duration = request.duration_s
+        if duration is not None:
+            target = params.get("duration_s")
+            if target:
+                payload[target] = int(duration) if duration.is_integer() else duration
+            elif duration != deployment.limits.default_duration_s:
+                warnings.append(f"{prefix} has no duration_s input; duration_s={duration:g} was ignored")
+        payload.update(options)
+        size = _output_size(payload, params, model)
+        meta = {
+            "size": list(size) if size else None,
+            "seed": request.seed,
+            "duration_s": duration if params.get("duration_s") else deployment.limits.default_duration_s,
+        }
+        return payload, warnings, meta
+
+    # -- results -------------------------------------------------------------------------------
+
+    def _result(self, job: ProviderJob, prediction: dict[str, Any]) -> GenerationResult:
+        rid = job.provider_request_id
+        urls = _output_urls(prediction.get("output"))
+        if not urls:
+            removed = (
+                " (Replicate removes API outputs after an hour)" if prediction.get("data_removed") else ""
+            )
+            raise JobFailedError(
+                f"{self.name}: prediction {rid} succeeded without outputs{removed}",
+                provider=self.name,
+                provider_request_id=rid,
+            )
+        size = job.data.get("size") or (None, None)
+        video = job.data.get("kind") == "video"
+        outputs = []
+        for url in urls:
+            content_type = _content_type(url)
+            kind = ArtifactKind.VIDEO if video else ArtifactKind.IMAGE
+            if content_type is not None and content_type.startswith(("video/", "image/")):
+                kind = ArtifactKind.VIDEO if content_type.startswith("video/") else ArtifactKind.IMAGE
+            outputs.append(
+                Artifact(
+                    kind=kind,
+                    url=url,
+                    content_type=content_type,
+                    width=size[0],
+                    height=size[1],
+                    duration_s=job.data.get("duration_s") if kind is ArtifactKind.VIDEO else None,
+                )
+            )
+        return GenerationResult(
+            id="",
+            model=job.endpoint,
+            provider=self.name,
+            endpoint=job.endpoint,
+            provider_request_id=rid,
+            outputs=outputs,
+            seed=job.data.get("seed"),
+            timings=_timings(prediction),
+            raw=_compact(prediction),
+        )
+
+
+# -- helpers: predictions ------------------------------------------------------------------------
+
+_TERMINAL = frozenset(s for s in _STATES.values() if s.is_terminal)
+
+
+def _checked(data: Any, provider: str, rid: str | None = None) -> dict[str, Any]:
+    """``data`` if it is a prediction (with ``rid`` when given), else ProviderUnavailableError."""
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("id"), str)
+        or not _PREDICTION_ID.match(data["id"])
+        or not isinstance(data.get("status"), str)
+    ):
+        raise ProviderUnavailableError(
+            scrub(f"{provider}: expected a prediction, got {str(data)[:200]!r}"), provider=provider
+        )
+    if rid is not None and data["id"] != rid:
+        raise ProviderUnavailableError(
+            f"{provider}: asked for prediction {rid}, got {data['id']}", provider=provider
+        )
+    return data
+
+
+def _state(prediction: Mapping[str, Any], provider: str) -> JobState:
+    status = prediction.get("status")
+    state = _STATES.get(status) if isinstance(status, str) else None
+    if state is None:
+        raise ProviderUnavailableError(
+            f"{provider}: prediction {prediction.get('id')} has unknown status {status!r}",
+            provider=provider,
+            provider_request_id=prediction.get("id"),
+        )
+    return state
+
+
+def _urls(prediction: Mapping[str, Any]) -> dict[str, str]:
+    urls = prediction.get("urls")
+    if not isinstance(urls, dict):
+        return {}
+    return {k: v for k, v in urls.items() if k in ("get", "cancel") and isinstance(v, str)}
+
+
+def _error_text(prediction: Mapping[str, Any]) -> str:
+    error = prediction.get("error")
+    if isinstance(error, str) and error.strip():
+        return error.strip()
+    if prediction.get("status") == "aborted":
+        return "aborted: its deadline passed before it started"
+    return str(prediction.get("status"))
+
+
+def _failure(prediction: Mapping[str, Any], provider: str, rid: str) -> JobFailedError:
+    """A failed prediction's error: retryable only when Replicate says it was transient."""
+    text = _error_text(prediction)
+    nsfw = "nsfw" in text.lower()
+    return JobFailedError(
+        f"{provider}: prediction {rid} failed: {text[:1000]}",
+        provider=provider,
+        provider_request_id=rid,
+        retryable=not nsfw and bool(_TRANSIENT_FAILURE.search(text)),
+    )
+
+
+def _problem(response: httpx.Response) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """(title, detail, [(field, description)]) of an RFC 7807 body; Nones when not one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None, None, []
+    if not isinstance(body, dict):
+        return None, None, []
+    title = body.get("title") if isinstance(body.get("title"), str) else None
+    detail = body.get("detail") if isinstance(body.get("detail"), str) else None
+    invalid: list[tuple[str, str]] = []
+    for item in body.get("invalid_fields") or []:
+        if isinstance(item, dict) and isinstance(item.get("field"), str):
+            text = item.get("description") or item.get("type") or "invalid"
+            invalid.append((item["field"], str(text)))
+    return title, detail, invalid
+
+
+def _request_field(field: str, params: Mapping[str, str | None]) -> str:
+    """``input.num_inference_steps`` → ``steps`` via the mapping; else Replicate's name."""
+    name = field.removeprefix("input.")
+    if name == field:
+        return field
+    reverse = {target: request_field for request_field, target in params.items() if target}
+    return reverse.get(name, field)
+
+
+def _compact(prediction: Mapping[str, Any]) -> dict[str, Any]:
+    """The prediction for ``raw`` and job data: long ``data:`` inputs elided, webhook scrubbed."""
+    compact = dict(prediction)
+    inputs = compact.get("input")
+    if isinstance(inputs, dict):
+        compact["input"] = {
+            k: f"{v[:40]}...({len(v)} chars)"
+            if isinstance(v, str) and v.startswith("data:") and len(v) > _ELIDE_INPUT_CHARS
+            else v
+            for k, v in inputs.items()
+        }
+    if isinstance(compact.get("webhook"), str):
+        compact["webhook"] = scrub(compact["webhook"])
+    return compact
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """RFC 3339 with any number of fractional digits (Replicate sends 3 to 8) and ``Z``."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    date, time, fraction, zone = match.groups()
+    zone = "+00:00" if zone in (None, "Z", "z") else zone
+    try:
+        return datetime.fromisoformat(f"{date}T{time}.{(fraction or '')[:6].ljust(6, '0')}{zone}")
+    except ValueError:
+        return None
+
+
+def _timings(prediction: Mapping[str, Any]) -> Timings:
+    created, started, completed = (
+        _parse_time(prediction.get(k)) for k in ("created_at", "started_at", "completed_at")
+    )
+    queued = (started - created).total_seconds() if created and started else None
+    metrics = prediction.get("metrics")
+    predict = metrics.get("predict_time") if isinstance(metrics, dict) else None
+    if isinstance(predict, int | float) and not isinstance(predict, bool) and math.isfinite(predict):
+        running: float | None = float(predict)
+    else:
+        running = (completed - started).total_seconds() if started and completed else None
+    return Timings(
+        queued_s=queued if queued is not None and queued >= 0 else None,
+        running_s=running if running is not None and running >= 0 else None,
+    )
+
+
+def _output_urls(output: Any, depth: int = 0) -> list[str]:
+    """Every URL in an output: a string, a list of them, or a mapping of them."""
+    if isinstance(output, str):
+        return [output] if urlsplit(output).scheme.lower() in ("https", "http", "data") else []
+    if depth > 3:
+        return []
+    if isinstance(output, list):
+        return [url for item in output for url in _output_urls(item, depth + 1)]
+    if isinstance(output, dict):
+        return [url for item in output.values() for url in _output_urls(item, depth + 1)]
+    return []
+
+
+def _content_type(url: str) -> str | None:
+    if url.startswith("data:"):
+        media = url[5:].split(",", 1)[0].split(";", 1)[0].strip().lower()
+        return media or None
+    suffix = urlsplit(url).path.rpartition(".")[2].lower()
+    return _CONTENT_TYPES.get(suffix)
+
+
+# -- helpers: translation ------------------------------------------------------------------------
+
+
+@functools.cache
+def _standard_params() -> dict[str, str | None]:
+    """The shipped Replicate catalog's default mapping (for inline entries without ``params``)."""
+    try:
+        defaults = load_catalog_file(shipped_catalog_dir() / "replicate.yaml").defaults.params
+    except ConfigError:
+        defaults = None
+    return dict(defaults or {"prompt": "prompt"})
+
+
+def _params(deployment: Deployment) -> dict[str, str | None]:
+    return {**_standard_params(), **deployment.params}
+
+
+def _model_id(endpoint: str) -> str:
+    """``owner/name`` of an endpoint in any of the three notations."""
+    return endpoint.removeprefix("deployments/").split(":", 1)[0]
+
+
+def _ratio_distance(width: float, height: float, ratio: str) -> float:
+    rw, rh = (int(x) for x in ratio.split(":"))
+    return abs(math.log(width / height) - math.log(rw / rh))
+
+
+def _nearest_ratio(width: float, height: float, ratios: tuple[str, ...]) -> str:
+    return min(ratios, key=lambda r: _ratio_distance(width, height, r))
+
+
+def _flux_size(model: str, ratio: Any, megapixels: Any) -> tuple[int, int] | None:
+    size = _FLUX_SIZES.get(ratio) if model in _FLUX_SIZE_MODELS and isinstance(ratio, str) else None
+    if size is not None and str(megapixels) == "0.25":
+        return size[0] // 2, size[1] // 2
+    return size
+
+
+def _snap(value: int, bounds: tuple[int, int] | None, step: int) -> int:
+    value = max(step, math.floor(value / step + 0.5) * step)  # half up: 1000 → 1008 in 16s
+    if bounds is not None:
+        value = min(max(value, math.ceil(bounds[0] / step) * step), bounds[1] // step * step)
+    return value
+
+
+def _exact_size(width: int, height: int, limits: Limits, custom: bool) -> tuple[int, int]:
+    """The nearest size the model accepts: ``multiple_of`` and bounds (BFL's for ``custom``)."""
+    default_bounds, default_step = _CUSTOM_SIZES if custom else (None, 1)
+    step = limits.multiple_of or default_step
+    return (
+        _snap(width, limits.width or default_bounds, step),
+        _snap(height, limits.height or default_bounds, step),
+    )
+
+
+def _translate_size(
+    request: GenerationRequest,
+    deployment: Deployment,
+    params: Mapping[str, str | None],
+    model: str,
+    prefix: str,
+) -> tuple[dict[str, Any], list[str]]:
+    """Size inputs: exact sizes where the model takes them, else the nearest aspect ratio."""
+    out: dict[str, Any] = {}
+    warnings: list[str] = []
+    w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
+    ratios = _ASPECT_RATIOS.get(model, FLUX_ASPECT_RATIOS)
+    if request.width is not None and request.height is not None:
+        width, height = request.width, request.height
+        if w_key and h_key:
+            sent = _exact_size(width, height, deployment.limits, custom=bool(ar_key))
+            out[w_key], out[h_key] = sent
+            if ar_key:
+                out[ar_key] = "custom"
+            if sent != (width, height):
+                warnings.append(f"{prefix} cannot make {width}x{height}; sent {sent[0]}x{sent[1]}")
+        elif ar_key:
+            ratio = _nearest_ratio(width, height, ratios)
+            out[ar_key] = ratio
+            if model in _FLUX_SIZE_MODELS and width * height < _SMALL_MEGAPIXELS * 1_000_000:
+                out["megapixels"] = "0.25"
+            size = _flux_size(model, ratio, out.get("megapixels"))
+            if _ratio_distance(width, height, ratio) > 1e-9 or (size and size != (width, height)):
+                about = f" (about {size[0]}x{size[1]})" if size else ""
+                warnings.append(
+                    f"{prefix} takes aspect ratios, not sizes: {width}x{height} was sent as "
+                    f"aspect_ratio {ratio}{about}"
+                )
+        else:
+            warnings.append(f"{prefix} has no size input; {width}x{height} was ignored")
+    elif request.aspect_ratio is not None:
+        asked = request.aspect_ratio
+        if ar_key:
+            w, h = (int(x) for x in asked.split(":"))
+            ratio = asked if asked in ratios else _nearest_ratio(w, h, ratios)
+            out[ar_key] = ratio
+            if _ratio_distance(w, h, ratio) > 1e-9:
+                warnings.append(f"{prefix} does not take aspect_ratio {asked}; sent the nearest, {ratio}")
+        elif w_key and h_key:
+            size = deployment.size_for(request) or (1024, 1024)
+            out[w_key], out[h_key] = _exact_size(*size, deployment.limits, custom=False)
+        else:
+            warnings.append(f"{prefix} has no size input; aspect_ratio {asked} was ignored")
+    return out, warnings
+
+
+def _output_size(
+    payload: Mapping[str, Any], params: Mapping[str, str | None], model: str
+) -> tuple[int, int] | None:
+    """The size outputs will have, when the input fixes it (exact sizes, or FLUX's table)."""
+    w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
+    ratio = payload.get(ar_key or "aspect_ratio")
+    width = height = None
+    if ratio == "custom":
+        width, height = payload.get(w_key or "width"), payload.get(h_key or "height")
+    elif w_key and h_key and ratio is None:
+        width, height = payload.get(w_key), payload.get(h_key)
+    if type(width) is int and type(height) is int:
+        return width, height
+    return _flux_size(model, ratio if ratio is not None else "1:1", payload.get("megapixels"))
+
+
+def _translate_format(
+    request: GenerationRequest,
+    deployment: Deployment,
+    params: Mapping[str, str | None],
+    payload: dict[str, Any],
+    prefix: str,
+) -> list[str]:
+    wanted = request.output_format
+    if wanted is None:
+        return []
+    target = params.get("output_format")
+    if not target:
+        return [f"{prefix} has no output_format input; output_format={wanted!r} was ignored"]
+    if deployment.kind == "image":
+        if wanted not in _IMAGE_FORMATS:
+            return [f"{prefix} makes png, jpeg or webp images, not {wanted}; output_format was ignored"]
+        payload[target] = _IMAGE_FORMATS[wanted]
+    else:
+        payload[target] = wanted
+    return []
+
+
+def _translate_loras(
+    request: GenerationRequest, params: Mapping[str, str | None], payload: dict[str, Any], prefix: str
+) -> list[str]:
+    if not request.loras:
+        return []
+    target = params.get("loras")
+    if not target:
+        return [f"{prefix} has no LoRA input; {len(request.loras)} LoRA(s) were ignored"]
+    first = request.loras[0]
+    payload[target] = first.source
+    payload[target.removesuffix("_weights") + "_scale"] = first.scale
+    if len(request.loras) > 1:
+        return [f"{prefix} takes one LoRA; only {first.source!r} was sent"]
+    return []
+
+
+async def _media_input(value: MediaInput, field: str, provider: str) -> str:
+    """A URL Replicate can read: http(s) and ``data:`` URLs as given, bytes and paths inline."""
+    guessed: str | None = None
+    if isinstance(value, str):
+        if urlsplit(value).scheme.lower() in ("http", "https", "data"):
+            return value
+        raise InvalidRequestError(
+            f"{field}: {value[:80]!r} is not an http(s) or data: URL; pass bytes or a pathlib.Path "
+            "for a local file",
+            field=field,
+            provider=provider,
+        )
+    if isinstance(value, Path):
+        try:
+            data = await asyncio.to_thread(value.read_bytes)
+        except OSError as exc:
+            raise InvalidRequestError(f"{field}: cannot read {value}: {exc}", field=field) from exc
+        guessed = mimetypes.guess_type(value.name)[0]
+    else:
+        data = value
+    if len(data) > MAX_INLINE_BYTES:
+        raise InvalidRequestError(
+            f"{field}: {len(data)} bytes is over the {MAX_INLINE_BYTES}-byte limit for inline "
+            "inputs; pass an https URL",
+            field=field,
+            provider=provider,
+        )
+    content_type = sniff_content_type(data) or guessed or "application/octet-stream"
+    return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"

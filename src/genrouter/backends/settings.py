@@ -280,10 +280,14 @@ class SimulatedSettings(ProviderSettings):
     rate_limit_rate: Rate = 0.0
     retry_after_s: Annotated[float, Field(ge=0)] = 1.0
     hang_rate: Rate = 0.0
+    slow_rate: Rate = 0.0
+    """Fraction of jobs whose latency is multiplied by ``slow_multiplier`` (a heavy tail)."""
+    slow_multiplier: Annotated[float, Field(ge=1, le=1000)] = 10.0
     incidents: list[Incident] = Field(default_factory=list)
     seed: int = 0
     price: Price | None = None
     max_concurrency: Annotated[int | None, Field(ge=1)] = None
+    """Jobs beyond this many in flight wait in a provider-side queue."""
 
     @field_validator("latency", mode="before")
     @classmethod

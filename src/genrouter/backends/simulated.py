@@ -1,7 +1,8 @@
 """The simulated provider: offline, seeded, with realistic latency and failures.
 
 Latency is lognormal through the configured ``median_s`` and ``p99_s``; a fraction
-of attempts fail (a 503-like :class:`ProviderUnavailableError` at completion),
+of attempts fail (a 503-like :class:`ProviderUnavailableError` at completion), run
+``slow_multiplier`` times slower (``slow_rate``: a heavy tail),
 are rate limited (a :class:`RateLimitedError` at submit, with ``retry_after_s``),
 or hang until cancelled. ``incidents`` raise latency and failure rates inside time
 windows relative to the backend's start. ``max_concurrency`` makes jobs beyond it
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["SIMULATED_LIMITS", "SimulatedBackend"]
 
 _Z99 = 2.3263478740408408  # standard normal quantile at 0.99
-_Z95 = 1.6448536269514722
 DEFAULT_SIZE = (1024, 1024)
 
 SIMULATED_LIMITS = Limits(
@@ -122,7 +122,7 @@ class SimulatedBackend:
         if latency is None:
             return 0.0
         median, sigma = _lognormal(latency.median_s, latency.p99_s)
-        return median * math.exp(_Z95 * sigma)
+        return _mixture_quantile(0.95, median, sigma, self.settings.slow_rate, self.settings.slow_multiplier)
 
     # -- outcome model -------------------------------------------------------------------
 
@@ -153,6 +153,8 @@ class SimulatedBackend:
         latency = self._draw_latency(rng) * multiplier
         fails = rng.random() < failure_rate
         hangs = rng.random() < hang_rate
+        if self.settings.slow_rate and rng.random() < self.settings.slow_rate:
+            latency *= self.settings.slow_multiplier
         starts = submitted + queued
         return _Outcome(submitted, starts, starts + latency, fails, hangs)
 
@@ -316,6 +318,26 @@ class SimulatedBackend:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+def _mixture_quantile(
+    q: float, median: float, sigma: float, slow_rate: float, slow_multiplier: float
+) -> float:
+    """The ``q`` quantile of the lognormal latency with its slow tail mixed in (by bisection)."""
+
+    def cdf(x: float, m: float) -> float:
+        if sigma == 0:
+            return 1.0 if x >= m else 0.0
+        return 0.5 * (1 + math.erf(math.log(x / m) / (sigma * math.sqrt(2))))
+
+    def mixture(x: float) -> float:
+        return (1 - slow_rate) * cdf(x, median) + slow_rate * cdf(x, median * slow_multiplier)
+
+    low, high = median * 1e-3, median * slow_multiplier * 1e3
+    for _ in range(60):
+        mid = math.sqrt(low * high)
+        low, high = (mid, high) if mixture(mid) < q else (low, mid)
+    return high
 
 
 def _lognormal(median_s: float, p99_s: float) -> tuple[float, float]:

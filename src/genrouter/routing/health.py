@@ -24,6 +24,7 @@ are not. Everything here is plain data and pure functions of ``now``.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -96,6 +97,9 @@ class DeploymentHealth:
     """The same observations as ``latencies``, kept sorted."""
     _stamps: deque[float | None] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     _outcomes: _Outcomes = field(default_factory=_Outcomes)
+    _inflight: dict[int, float] = field(default_factory=dict)
+    _inflight_heap: list[tuple[float, int]] = field(default_factory=list)
+    _next_token: int = 0
 
     # -- observations ----------------------------------------------------------------
 
@@ -189,11 +193,48 @@ class DeploymentHealth:
             return False
         return self.probes_in_flight < half_open_probes
 
-    def begin_request(self, now: float) -> None:
-        """Mark a request as sent; in half-open it takes a probe slot."""
+    def begin_request(self, now: float) -> int:
+        """Mark a request as sent (in half-open it takes a probe slot); returns its token.
+
+        Pass the token to :meth:`end_request` when the request ends, however it ends.
+        """
         self.last_request_at = now
         if self.opened_at is not None and now >= self.open_until:
             self.probes_in_flight += 1
+        self._next_token += 1
+        token = self._next_token
+        self._inflight[token] = now
+        heapq.heappush(self._inflight_heap, (now, token))
+        return token
+
+    def end_request(self, token: int) -> None:
+        """A request that :meth:`begin_request` started has ended."""
+        self._inflight.pop(token, None)
+
+    def oldest_inflight(self) -> float | None:
+        """Start time of the oldest request still in flight here, or None."""
+        heap = self._inflight_heap
+        while heap and heap[0][1] not in self._inflight:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    @property
+    def inflight(self) -> int:
+        """Requests in flight here now."""
+        return len(self._inflight)
+
+    def expected_p95(self, now: float, estimate: float | None) -> float | None:
+        """``estimate`` raised to the age of the oldest request still in flight.
+
+        Completed requests show an incident only after they finish; a request that has
+        already waited longer than the usual p95 shows it now (and a provider-side queue
+        building up under load shows as old requests too).
+        """
+        oldest = self.oldest_inflight()
+        if oldest is None:
+            return estimate
+        age = now - oldest
+        return age if estimate is None or age > estimate else estimate
 
     @property
     def probe_in_flight(self) -> bool:

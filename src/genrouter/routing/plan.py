@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from genrouter.catalog import Capability, Deployment
-from genrouter.routing.health import CircuitState
+from genrouter.routing.health import CircuitState, DeploymentHealth
 from genrouter.routing.policies import SmoothWeightedRoundRobin, rank
 from genrouter.routing.store import StateStore
 
@@ -50,6 +50,7 @@ class PlannedCandidate:
     score: float = 0.0
     excluded: str | None = None
     over_budget: bool = False
+    inflight: int = 0
 
     @property
     def p95(self) -> float | None:
@@ -167,6 +168,20 @@ def _exclusion(
     return None
 
 
+HINT_WEIGHT = 10
+"""A backend's latency hint counts as this many observations (a prior, shrunk toward data)."""
+
+
+def _blend_with_hint(health: DeploymentHealth, hint: float | None) -> float | None:
+    """Observed p95 shrunk toward the backend's hint: a few lucky samples cannot outrank a
+    deployment the backend knows to be slow, and data wins as it accumulates."""
+    observed = health.estimated_p95
+    if observed is None or hint is None:
+        return hint if observed is None else observed
+    n = health.samples + health.remote_samples
+    return (n * observed + HINT_WEIGHT * hint) / (n + HINT_WEIGHT)
+
+
 def build_plan(
     request: GenerationRequest,
     *,
@@ -203,9 +218,7 @@ def build_plan(
     for deployment in deployments:
         estimated_cost = deployment.estimate_cost(request) if estimate_costs else None
         health = store.health(deployment.key)
-        p95 = health.estimated_p95
-        if p95 is None:
-            p95 = latency_hints.get(deployment.key)
+        p95 = health.expected_p95(now, _blend_with_hint(health, latency_hints.get(deployment.key)))
         provider = deployment.provider
         candidate = PlannedCandidate(
             deployment,
@@ -215,6 +228,7 @@ def build_plan(
             cost=float(estimated_cost) if estimated_cost is not None else None,
             priority=provider_rank.get(provider, len(provider_rank)),
             weight=weights.get(provider, 1.0) if weights else 1.0,
+            inflight=health.inflight,
         )
         reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)
         if reason is None and budget:

@@ -7,8 +7,10 @@ I/O, no clocks: policies are unit-testable on plain numbers.
 - ``priority``: score = rank in ``order`` (unlisted providers after, in config order).
 - ``cost``: score = estimated cost in USD; unknown cost ranks after every known one;
   ties broken by priority. Candidates over ``latency_slo_s`` rank after those within it.
-- ``latency``: score = estimated p95 seconds; an unobserved deployment is scored at
-  the SLO if one is set, else at the median of observed p95s (0 when none are).
+- ``latency``: score = estimated p95 seconds × (1 + in-flight requests / 8), so load
+  spreads before a provider-side queue builds (least-outstanding-requests weighted by
+  latency, as Finagle's P2C-EWMA does); an unobserved deployment is scored at the SLO
+  if one is set, else at the median of observed p95s (0 when none are).
 - ``balanced``: score = ``0.5 · cost / cheapest + 0.5 · p95 / fastest`` (each term 1.0
   for the best candidate, capped at 10⁶; 2.0 against a free or instant best), + 1.0
   when p95 exceeds the SLO. Unknown cost or latency count as the worst known value.
@@ -42,6 +44,7 @@ class Rankable(Protocol):
     priority: int
     weight: float
     score: float
+    inflight: int
 
     @property
     def p95(self) -> float | None:
@@ -50,6 +53,9 @@ class Rankable(Protocol):
 
 
 R = TypeVar("R", bound=Rankable)
+
+LOAD_SCALE = 8.0
+"""Requests in flight that make a deployment count as twice as slow in latency scores."""
 
 BALANCED_COST_WEIGHT = 0.5
 BALANCED_LATENCY_WEIGHT = 0.5
@@ -67,6 +73,7 @@ class CandidateStats(Generic[T]):
     priority: int
     weight: float = 1.0
     score: float = field(default=0.0)
+    inflight: int = 0
 
 
 def _by_priority(stats: Sequence[R]) -> list[R]:
@@ -94,10 +101,14 @@ def _latency_prior(stats: Sequence[R], slo: float | None) -> float:
     return statistics.median(observed) if observed else 0.0
 
 
+def _loaded(p95: float, inflight: int) -> float:
+    return p95 * (1.0 + inflight / LOAD_SCALE)
+
+
 def _by_latency(stats: Sequence[R], slo: float | None) -> list[R]:
     prior = _latency_prior(stats, slo)
     for s in stats:
-        s.score = s.p95 if s.p95 is not None else prior
+        s.score = _loaded(s.p95 if s.p95 is not None else prior, s.inflight)
     return sorted(stats, key=lambda s: (s.score, s.priority))
 
 

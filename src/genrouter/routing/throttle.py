@@ -7,13 +7,14 @@
   fails everything gets at most ~5 retries before they stop, and needs ~50 successes
   to earn them back: an outage cannot become a retry storm.
 - :class:`HedgeBudget` caps hedge submissions at ``max_extra_fraction`` of primary
-  submissions: each primary adds ``max_extra_fraction`` tokens, each hedge spends
-  one, and the bucket holds at most ``max(1, burst)`` tokens. It starts with one token,
+  submissions over the last 60 s (a token bucket whose size follows the recent
+  primary count, so hedges can cluster in an incident). It starts with one token,
   so a fresh router can hedge at once.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 __all__ = ["HedgeBudget", "RetryThrottle"]
@@ -48,18 +49,40 @@ class RetryThrottle:
 
 @dataclass(slots=True)
 class HedgeBudget:
-    """Hedges ≤ ``max_extra_fraction`` × primaries, as a token bucket that starts with one token."""
+    """Hedges ≤ ``max_extra_fraction`` × primaries over the last ``window_s``, as a token bucket.
+
+    Each primary adds ``max_extra_fraction`` tokens and each hedge spends one. The
+    bucket holds at most ``max(1, max_extra_fraction × primaries in the window)``
+    tokens: hedges can cluster when slow requests do (an incident), while over any
+    window they stay within the fraction. It starts with one token, so a fresh router
+    can hedge at once.
+    """
 
     max_extra_fraction: float = 0.05
-    burst: float = 1.0
+    window_s: float = 60.0
     _tokens: float = 1.0
+    _per_second: deque[list[float]] = field(default_factory=deque)
+    _in_window: int = 0
     primaries: int = 0
     hedges: int = 0
 
-    def on_primary(self) -> None:
+    def _slide(self, now: float) -> None:
+        buckets = self._per_second
+        while buckets and buckets[0][0] <= now - self.window_s:
+            self._in_window -= int(buckets.popleft()[1])
+
+    def on_primary(self, now: float = 0.0) -> None:
         """A primary submission earns ``max_extra_fraction`` of a hedge."""
         self.primaries += 1
-        self._tokens = min(max(1.0, self.burst), self._tokens + self.max_extra_fraction)
+        self._slide(now)
+        second = float(int(now))
+        if self._per_second and self._per_second[-1][0] == second:
+            self._per_second[-1][1] += 1
+        else:
+            self._per_second.append([second, 1.0])
+        self._in_window += 1
+        cap = max(1.0, self.max_extra_fraction * self._in_window)
+        self._tokens = min(cap, self._tokens + self.max_extra_fraction)
 
     def try_spend(self) -> bool:
         """Take one token for a hedge; False (no hedge) when fewer than one is left."""
