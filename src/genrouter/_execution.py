@@ -155,7 +155,7 @@ class Execution:
         hedge = self.policy.hedge
         if not hedge.enabled or self._submit_only or lane.hedged:
             return None
-        delay = lane.candidate.estimated_p95 if hedge.delay == "p95" else hedge.delay
+        delay = lane.candidate.completed_p95 if hedge.delay == "p95" else hedge.delay
         if delay is None:
             return None
         return lane.started + float(delay)
@@ -239,8 +239,15 @@ class Execution:
             return outcome
         # Losers are listed before the winning attempt (which the winner appended last).
         winning = self.attempts.pop() if self.attempts else None
+        now = self.clock.now()
         for lane in others:
             lane.lost = True
+            # The loser would have taken at least this long. Only a lower bound above its
+            # usual p95 says something (it was slow); shorter ones would bias the window low.
+            elapsed = now - lane.attempt_started
+            usual = lane.candidate.completed_p95
+            if usual is not None and elapsed > usual:
+                self.store.health(lane.candidate.deployment.key).record_latency(elapsed, now)
             self._record(
                 lane.candidate.deployment,
                 lane.jobs,

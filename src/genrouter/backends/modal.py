@@ -1,24 +1,730 @@
-"""The modal backend (not available in this version).
+"""The Modal backend: genrouter's own GPU class (``deploy/modal``), routed to like a hosted API.
 
-Configuring a ``type: modal`` provider raises :class:`~genrouter.errors.ConfigError`
-until the backend lands; the registry entry exists so configs validate today.
+A deployment's ``endpoint`` is the model id the class serves (``sdxl``, ``flux-dev``).
+Each call goes to ``Cls.from_name(app, cls)(model_id=endpoint).generate`` as one input
+of its ``@modal.batched`` method; the ``FunctionCall`` id is the provider request id,
+so a :class:`~genrouter.types.JobHandle` resumes after a restart without resubmitting.
+
+The backend talks to Modal through a :class:`ModalTransport` (``spawn``, ``get``,
+``cancel``, ``warm_containers``, ``aclose``): :class:`SdkModalTransport` wraps the
+``modal`` SDK (imported on first use; never at import or router construction), and
+``genrouter.testing.InProcessModalTransport`` runs ``deploy/modal/service.py`` in
+this process. ``wait`` is ``FunctionCall.get(timeout)`` (a long poll, no polling loop);
+``poll`` is ``get(timeout=0)``.
+
+The payload is a dict of builtins under genrouter's own field names (``prompt``,
+``width``, ``loras: [{source, scale}]``, ``image`` as bytes...); a catalog ``params``
+entry mapped to ``null`` marks a field the model lacks (it is dropped with a
+warning). Outputs come back as bytes and become ``data:`` URLs.
+
+**Cost** = GPU-seconds the service measured × the deployment's ``per_gpu_second``
+price, plus ``cold_start_s`` × that price when Modal reported no warm container at
+submit time (``estimated=True``). Without a cold start the backend leaves the cost to
+the router, which computes the same GPU-second product from ``timings.running_s``.
+
+**Errors** (by Modal exception class; ``modal`` need not be importable to map them):
+
+==================================================  ==========================================
+builtin ``TimeoutError`` from ``FunctionCall.get``  still running (not an error)
+``ConnectionError``, ``ServiceError``,              :class:`ProviderUnavailableError`
+``InternalError``, ``InternalFailure``, ``RemoteError``  (retryable; counts against the circuit)
+``ResourceExhaustedError``                          :class:`RateLimitedError`
+``FunctionTimeoutError``                            :class:`JobFailedError`, not retryable
+``OutputExpiredError``                              :class:`JobFailedError`, retryable (resubmit)
+``NotFoundError``                                   at submit: :class:`ProviderError` 404, not
+                                                    retryable (deploy the app); for a call id:
+                                                    :class:`JobFailedError`
+``AuthError`` / ``PermissionDeniedError``           :class:`AuthenticationError` (401 / 403)
+``InvalidError``, ``RequestSizeError``,             :class:`InvalidRequestError`
+``SerializationError``, a remote ``ValueError``
+``ExecutionError``, ``DeserializationError``,       :class:`ConfigError` (client and deployed
+``VersionError``                                    class disagree: redeploy or upgrade)
+other remote exceptions (``RuntimeError``)          :class:`JobFailedError`, not retryable
+genrouter's own timeout around a call               spawn: :class:`SubmitOutcomeUnknownError`;
+                                                    others: :class:`ProviderUnavailableError`
+==================================================  ==========================================
+
+The router owns the one retry layer; deploy the class without Modal ``retries``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import base64
+import importlib
+import importlib.util
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from genrouter.errors import ConfigError
+from genrouter.backends._params import merge_provider_options
+from genrouter.backends.settings import ModalSettings
+from genrouter.catalog import Limits, PriceUnit
+from genrouter.errors import (
+    AuthenticationError,
+    ConfigError,
+    GenRouterError,
+    InvalidRequestError,
+    JobFailedError,
+    ProviderError,
+    ProviderUnavailableError,
+    RateLimitedError,
+    SubmitOutcomeUnknownError,
+)
+from genrouter.types import (
+    Artifact,
+    ArtifactKind,
+    Cost,
+    GenerationRequest,
+    GenerationResult,
+    JobState,
+    JobStatus,
+    MediaInput,
+    ProviderJob,
+    Timings,
+)
 
-__all__ = ["ModalBackend"]
+if TYPE_CHECKING:
+    from genrouter.catalog import Deployment
+
+__all__ = [
+    "MODAL_LIMITS",
+    "ModalBackend",
+    "ModalTransport",
+    "SdkModalTransport",
+    "map_modal_error",
+]
+
+INSTALL_HINT = "pip install 'genrouter[modal]'"
+MODAL_LIMITS = Limits(
+    max_outputs_per_call=4,
+    width=(64, 2048),
+    height=(64, 2048),
+    multiple_of=8,
+    default_size=(1024, 1024),
+    max_loras=4,
+)
+"""Limits of inline Modal ``models:`` entries that declare none."""
+
+_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+_KEPT_OUTCOMES = 32
+_KEPT_CANCELS = 4096
+_IMAGE_FORMATS = ("png", "jpeg", "webp")
+_VIDEO_FORMATS = ("webp", "gif", "mp4")
+_MICRO = Decimal("0.000001")
+
+
+@runtime_checkable
+class ModalTransport(Protocol):
+    """How :class:`ModalBackend` reaches a deployed class. Errors are raised as the SDK raises them."""
+
+    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
+        """Start one call of the class for ``model_id``; return its call id."""
+        ...
+
+    async def get(self, call_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The call's result, waiting at most ``timeout_s``; None while it is still running."""
+        ...
+
+    async def cancel(self, call_id: str) -> None:
+        """Cancel the call (harmless once it finished)."""
+        ...
+
+    async def warm_containers(self, model_id: str) -> int | None:
+        """Containers running for ``model_id`` now, or None if unknown."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+
+# -- error mapping ----------------------------------------------------------------------------
+
+_OUTCOME_ERRORS = frozenset(
+    {
+        "FunctionTimeoutError",
+        "OutputExpiredError",
+        "RemoteError",
+        "InternalFailure",
+        "ExecutionError",
+        "DeserializationError",
+        "InputCancellation",
+    }
+)
+"""Modal exceptions that describe a call's result (the job failed), not a failed request to Modal."""
+
+
+def _modal_names(exc: BaseException) -> list[str]:
+    """Names of ``exc``'s classes that come from the modal SDK, most specific first."""
+    return [c.__name__ for c in type(exc).__mro__ if c.__module__.split(".")[0] == "modal"]
+
+
+def is_call_outcome(exc: BaseException) -> bool:
+    """Whether ``exc`` from ``FunctionCall.get`` is the call's own failure (vs. a failed request)."""
+    names = _modal_names(exc)
+    return not names or names[0] in _OUTCOME_ERRORS
+
+
+def map_modal_error(
+    exc: BaseException,
+    *,
+    provider: str,
+    provider_request_id: str | None = None,
+    at_submit: bool = False,
+    where: str = "",
+) -> GenRouterError:
+    """The genrouter error for an exception from Modal or from the deployed class (see the module table)."""
+    if isinstance(exc, GenRouterError):
+        return exc
+    rid = provider_request_id
+    text = f"{provider}{f' ({where})' if where else ''}: {type(exc).__name__}: {exc}"
+    names = _modal_names(exc)
+    if not names:  # raised by the class's own code and pickled back
+        if isinstance(exc, ValueError | TypeError):
+            return InvalidRequestError(text, provider=provider, provider_request_id=rid, status_code=422)
+        return JobFailedError(text, provider=provider, provider_request_id=rid, retryable=False)
+    for name in names:
+        error = _by_name(name, text, provider, rid, at_submit)
+        if error is not None:
+            return error
+    return ProviderError(text, provider=provider, provider_request_id=rid, retryable=False)
+
+
+def _by_name(name: str, text: str, provider: str, rid: str | None, at_submit: bool) -> GenRouterError | None:
+    facts: dict[str, Any] = {"provider": provider, "provider_request_id": rid}
+    if name in ("ConnectionError", "ServiceError", "InternalError", "InternalFailure", "DataLossError"):
+        return ProviderUnavailableError(text, **facts)
+    if name == "TimeoutError":  # modal's own (not builtin): an RPC deadline
+        return ProviderUnavailableError(text, **facts)
+    if name == "RemoteError":
+        return ProviderUnavailableError(text + " (the container crashed or failed to start)", **facts)
+    if name == "ResourceExhaustedError":
+        return RateLimitedError(text, status_code=429, **facts)
+    if name == "FunctionTimeoutError":
+        return JobFailedError(text + " (the class's timeout; likely too large a request)", **facts)
+    if name == "OutputExpiredError":
+        return JobFailedError(text + " (the result expired; resubmit)", retryable=True, **facts)
+    if name == "InputCancellation":
+        return JobFailedError(text, state="cancelled", **facts)
+    if name == "NotFoundError":
+        if at_submit:
+            return ProviderError(text + " (is the app deployed?)", status_code=404, retryable=False, **facts)
+        return JobFailedError(text + " (no such call)", status_code=404, **facts)
+    if name == "AuthError":
+        return AuthenticationError(text, status_code=401, **facts)
+    if name == "PermissionDeniedError":
+        return AuthenticationError(text, status_code=403, **facts)
+    if name in ("InvalidError", "RequestSizeError", "SerializationError"):
+        return InvalidRequestError(text, status_code=422, **facts)
+    if name in ("ExecutionError", "DeserializationError", "VersionError"):
+        error = ConfigError(
+            text + " (the modal client and the deployed class disagree: redeploy deploy/modal/app.py "
+            "or align the modal versions)",
+            key_path=f"providers.{provider}",
+        )
+        error.provider, error.provider_request_id = provider, rid
+        return error
+    if name == "ClientClosed":
+        return ProviderError(text, retryable=False, **facts)
+    return None
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned task's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _item_error(error: Mapping[str, Any]) -> Exception:
+    """A per-item error dict from the batched method as the builtin exception it stands for."""
+    message = str(error.get("message", "unknown error"))
+    return ValueError(message) if error.get("type") in ("ValueError", "TypeError") else RuntimeError(message)
+
+
+# -- the SDK transport -------------------------------------------------------------------------
+
+
+class SdkModalTransport:
+    """:class:`ModalTransport` over the ``modal`` SDK (``.aio`` calls only).
+
+    ``modal`` is imported, the client created and ``Cls.from_name`` resolved on the
+    first call, never before. Every call runs under genrouter's own deadline
+    (``timeout_s``; ``get`` gets its wait on top), because the SDK retries connection
+    failures for about a minute on its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        app: str,
+        cls: str,
+        environment: str | None = None,
+        token_id: str | None = None,
+        token_secret: str | None = None,
+        timeout_s: float = 60.0,
+        stats_ttl_s: float = 10.0,
+    ) -> None:
+        self.app = app
+        self.cls = cls
+        self.environment = environment
+        self.timeout_s = timeout_s
+        self.stats_ttl_s = stats_ttl_s
+        self._token = (token_id, token_secret) if token_id and token_secret else None
+        self._modal: Any = None
+        self._client: Any = None
+        self._cls: Any = None
+        self._objects: dict[str, Any] = {}
+        self._stats: dict[str, tuple[float, int | None]] = {}
+        self._connecting = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SdkModalTransport(app={self.app!r}, cls={self.cls!r}, environment={self.environment!r})"
+
+    def _sdk(self) -> Any:
+        if self._modal is None:
+            try:
+                self._modal = importlib.import_module("modal")
+            except ModuleNotFoundError as exc:
+                raise ConfigError(
+                    f"the modal backend needs the 'modal' package: {INSTALL_HINT}", key_path="providers"
+                ) from exc
+        return self._modal
+
+    async def _bounded(self, awaitable: Any, seconds: float, what: str, *, submit: bool = False) -> Any:
+        try:
+            async with asyncio.timeout(seconds):
+                return await awaitable
+        except TimeoutError as exc:
+            if submit:
+                raise SubmitOutcomeUnknownError(
+                    f"modal: {what} did not answer within {seconds:g}s; the call may exist, "
+                    "so it is not resent to this provider"
+                ) from exc
+            raise ProviderUnavailableError(f"modal: {what} did not answer within {seconds:g}s") from exc
+
+    async def _ensure_client(self) -> Any:
+        modal = self._sdk()
+        if self._client is None and self._token is not None:
+            async with self._connecting:  # one client, however many first calls race
+                if self._client is None:
+                    token_id, token_secret = self._token
+                    self._client = await self._bounded(
+                        modal.Client.from_credentials.aio(token_id, token_secret),
+                        self.timeout_s,
+                        "connecting",
+                    )
+        return modal
+
+    async def _method(self, model_id: str) -> Any:
+        modal = await self._ensure_client()
+        if self._cls is None:
+            self._cls = modal.Cls.from_name(
+                self.app, self.cls, environment_name=self.environment, client=self._client
+            )
+        obj = self._objects.get(model_id)
+        if obj is None:
+            obj = self._objects[model_id] = self._cls(model_id=model_id)
+        return obj.generate
+
+    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
+        """``generate.spawn.aio(payload)`` on the class for ``model_id``; the FunctionCall id."""
+        method = await self._method(model_id)
+        call = await self._bounded(method.spawn.aio(payload), self.timeout_s, "spawn", submit=True)
+        return str(call.object_id)
+
+    async def get(self, call_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """``FunctionCall.get.aio(timeout)``; the builtin ``TimeoutError`` it raises means running."""
+        modal = await self._ensure_client()
+        call = modal.FunctionCall.from_id(call_id, client=self._client)
+        wait = max(0.0, timeout_s)
+        try:
+            async with asyncio.timeout(wait + self.timeout_s) as deadline:
+                result: dict[str, Any] = await call.get.aio(timeout=wait)
+                return result
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise ProviderUnavailableError(
+                    f"modal: get({call_id}) did not answer within {wait + self.timeout_s:g}s"
+                ) from exc
+            return None
+
+    async def cancel(self, call_id: str) -> None:
+        """``FunctionCall.cancel.aio()``."""
+        modal = await self._ensure_client()
+        call = modal.FunctionCall.from_id(call_id, client=self._client)
+        await self._bounded(call.cancel.aio(), self.timeout_s, f"cancel({call_id})")
+
+    async def warm_containers(self, model_id: str) -> int | None:
+        """Running containers for ``model_id`` (cached ``stats_ttl_s``); None if unknown."""
+        now = time.monotonic()
+        cached = self._stats.get(model_id)
+        if cached is not None and now - cached[0] < self.stats_ttl_s:
+            return cached[1]
+        try:
+            method = await self._method(model_id)
+            stats = await self._bounded(method.get_current_stats.aio(), 2.0, "stats")
+            count: int | None = int(stats.num_total_runners)
+        except Exception:  # a cost estimate must never fail a submit
+            count = None
+        self._stats[model_id] = (now, count)
+        return count
+
+    async def aclose(self) -> None:
+        """Close the client this transport created (an environment client is modal's own)."""
+        client, self._client = self._client, None
+        self._cls = None
+        self._objects.clear()
+        if client is not None:
+            await client.close.aio()
+
+
+# -- the backend --------------------------------------------------------------------------------
 
 
 class ModalBackend:
-    """Placeholder: constructing it explains that the modal backend is not available yet."""
+    """Routes to a deployed ``deploy/modal`` class (see the module docstring).
 
-    def __init__(self, *, name: str, settings: Any) -> None:
-        raise ConfigError(
-            f"providers.{name}: the modal backend is not implemented in this version of "
-            "genrouter; use a simulated provider (examples/offline.yaml) meanwhile",
-            key_path=f"providers.{name}.type",
+    ``transport`` defaults to an :class:`SdkModalTransport` built from ``settings`` on
+    first use. The backend closes only a transport it created.
+    """
+
+    default_limits = MODAL_LIMITS
+    """Limits of inline ``models:`` entries that declare none."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        settings: ModalSettings | Mapping[str, Any],
+        transport: ModalTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = (
+            settings
+            if isinstance(settings, ModalSettings)
+            else ModalSettings.model_validate({"type": "modal", **settings})
         )
+        self._transport = transport
+        self._owns_transport = transport is None
+        self._outcomes: OrderedDict[str, dict[str, Any] | BaseException] = OrderedDict()
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self.unavailable_reason: str | None = None if transport is not None else self._why_unavailable()
+        """Why this provider cannot serve now (no ``modal`` package, no credentials), else None."""
+
+    def __repr__(self) -> str:
+        return f"ModalBackend(name={self.name!r}, app={self.settings.app!r}, cls={self.settings.cls!r})"
+
+    def _why_unavailable(self) -> str | None:
+        if importlib.util.find_spec("modal") is None:
+            return f"the modal package is not installed: {INSTALL_HINT}"
+        s = self.settings
+        if s.token_id is not None and s.token_secret is not None:
+            return None
+        if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+            return None
+        config = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
+        if config.is_file():
+            return None
+        return (
+            "no Modal credentials: set token_id/token_secret, MODAL_TOKEN_ID and MODAL_TOKEN_SECRET, "
+            "or run `modal token new`"
+        )
+
+    @property
+    def transport(self) -> ModalTransport:
+        """The transport, created on first use."""
+        if self._transport is None:
+            s = self.settings
+            self._transport = SdkModalTransport(
+                app=s.app,
+                cls=s.cls,
+                environment=s.environment,
+                token_id=s.token_id.get_secret_value() if s.token_id else None,
+                token_secret=s.token_secret.get_secret_value() if s.token_secret else None,
+                timeout_s=s.timeout_s,
+            )
+        return self._transport
+
+    # -- optional hooks --------------------------------------------------------------
+
+    def latency_hint(self, deployment: Deployment) -> float | None:
+        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s`` (queueing, transfer)."""
+        per_output = deployment.gpu_seconds_per_output
+        return None if per_output is None else 1.2 * per_output + 1.0
+
+    # -- translation -----------------------------------------------------------------
+
+    async def _payload(
+        self, deployment: Deployment, request: GenerationRequest, seed: int
+    ) -> tuple[dict[str, Any], list[str]]:
+        params = deployment.params
+        where = f"{self.name} ({deployment.endpoint})"
+        warnings: list[str] = []
+
+        def supported(field: str) -> bool:
+            # The service takes genrouter's field names; params maps a field to null when absent.
+            return not (field in params and params[field] is None)
+
+        width, height = deployment.size_for(request) or (1024, 1024)
+        payload: dict[str, Any] = {
+            "model": deployment.endpoint,
+            "prompt": request.prompt,
+            "width": width,
+            "height": height,
+            "num_outputs": request.num_outputs,
+            "seed": seed,
+        }
+        optional: dict[str, Any] = {
+            "negative_prompt": request.negative_prompt,
+            "steps": request.steps,
+            "guidance": request.guidance,
+            "strength": request.strength,
+        }
+        if request.loras:
+            optional["loras"] = [{"source": lora.source, "scale": lora.scale} for lora in request.loras]
+        video = deployment.kind == "video"
+        if video:
+            optional.update(duration_s=request.duration_s, fps=request.fps)
+        elif request.duration_s is not None or request.fps is not None:
+            warnings.append(f"{where} makes images; duration_s and fps were ignored")
+        if request.image is not None:
+            if supported("image"):
+                optional["image"] = await self._image_bytes(request.image)
+            else:
+                warnings.append(f"{where} has no image-to-image; the image given was ignored")
+                optional.pop("strength")
+        for field, value in optional.items():
+            if value is None:
+                continue
+            if supported(field):
+                payload[field] = value
+            else:
+                warnings.append(f"{where} has no input for {field}; {field} was ignored")
+        if request.mask is not None:
+            warnings.append(f"{where} does no inpainting; the mask was ignored")
+        if request.safety_checker:
+            warnings.append(f"{where} runs no safety checker; safety_checker was ignored")
+        formats = _VIDEO_FORMATS if video else _IMAGE_FORMATS
+        if request.output_format in formats:
+            payload["output_format"] = request.output_format
+        elif request.output_format is not None:
+            warnings.append(f"{where} cannot make {request.output_format}; made {formats[0]} instead")
+        keys = ("modal", self.name) if self.name != "modal" else ("modal",)
+        return merge_provider_options(payload, request, *keys), warnings
+
+    async def _image_bytes(self, value: MediaInput) -> bytes:
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, str) and value.split(":", 1)[0].lower() in ("http", "https", "data"):
+            data = await Artifact(url=value).aread(
+                max_bytes=_MAX_IMAGE_BYTES, timeout_s=self.settings.timeout_s
+            )
+        else:
+            path = Path(value)
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except OSError as exc:
+                raise InvalidRequestError(
+                    f"image: cannot read {str(path)!r} ({exc.strerror or exc}); pass a URL, bytes or a file",
+                    field="image",
+                ) from exc
+        if len(data) > _MAX_IMAGE_BYTES:
+            raise InvalidRequestError(f"image is {len(data)} bytes, over {_MAX_IMAGE_BYTES}", field="image")
+        return data
+
+    # -- Backend protocol -------------------------------------------------------------
+
+    async def submit(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        *,
+        webhook_url: str | None = None,
+    ) -> ProviderJob:
+        """Spawn one call; the seed is fixed here so that a re-run input reproduces its output."""
+        seed = request.seed if request.seed is not None else random.randrange(2**32)
+        payload, warnings = await self._payload(deployment, request, seed)
+        if webhook_url is not None:
+            warnings.append(f"{self.name} sends no webhooks; the result is awaited instead")
+        transport = self.transport
+        warm = asyncio.ensure_future(transport.warm_containers(deployment.endpoint))
+        try:
+            call_id = await transport.spawn(deployment.endpoint, payload)
+        except BaseException as exc:
+            warm.cancel()
+            warm.add_done_callback(_consume)
+            if isinstance(exc, Exception):
+                raise map_modal_error(exc, provider=self.name, at_submit=True, where="spawn") from exc
+            raise
+        try:
+            containers = await warm
+        except Exception:
+            containers = None
+        pricing = deployment.pricing
+        per_gpu_second = pricing is not None and pricing.unit is PriceUnit.PER_GPU_SECOND
+        return ProviderJob(
+            provider=self.name,
+            endpoint=deployment.endpoint,
+            provider_request_id=call_id,
+            data={
+                "kind": deployment.kind,
+                "seed": seed,
+                "submitted_at": time.time(),
+                "cold_start": None if containers is None else containers == 0,
+                "price_per_gpu_second": str(pricing.amount)
+                if pricing is not None and per_gpu_second
+                else None,
+                "price_basis": pricing.describe() if pricing is not None and per_gpu_second else None,
+            },
+            warnings=warnings,
+        )
+
+    def _remember(self, call_id: str, outcome: dict[str, Any] | BaseException) -> None:
+        self._outcomes[call_id] = outcome
+        while len(self._outcomes) > _KEPT_OUTCOMES:
+            self._outcomes.popitem(last=False)
+
+    async def _observe(self, job: ProviderJob, timeout_s: float) -> dict[str, Any] | BaseException | None:
+        """The call's result or failure, or None while running. Errors reaching Modal are raised."""
+        rid = job.provider_request_id
+        known = self._outcomes.get(rid)
+        if known is not None:
+            return known
+        try:
+            value = await self.transport.get(rid, timeout_s)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if isinstance(exc, GenRouterError) or not is_call_outcome(exc):
+                raise map_modal_error(exc, provider=self.name, provider_request_id=rid, where="get") from exc
+            self._remember(rid, exc)
+            return exc
+        if value is None:
+            return None
+        outcome: dict[str, Any] | BaseException = value
+        if isinstance(value, dict) and isinstance(value.get("error"), Mapping):
+            outcome = _item_error(value["error"])
+        self._remember(rid, outcome)
+        return outcome
+
+    def _status(self, job: ProviderJob, outcome: dict[str, Any] | BaseException | None) -> JobStatus:
+        rid = job.provider_request_id
+        error = None
+        if isinstance(outcome, dict):
+            state = JobState.SUCCEEDED
+        elif outcome is None:
+            state = JobState.CANCELLED if rid in self._cancelled else JobState.RUNNING
+        elif rid in self._cancelled or "InputCancellation" in _modal_names(outcome):
+            state = JobState.CANCELLED
+        else:
+            state, error = JobState.FAILED, f"{type(outcome).__name__}: {outcome}"
+        return JobStatus(state=state, provider=self.name, provider_request_id=rid, error=error)
+
+    async def poll(self, job: ProviderJob) -> JobStatus:
+        """The call's state now (``get(timeout=0)``)."""
+        return self._status(job, await self._observe(job, 0.0))
+
+    async def wait(self, job: ProviderJob, timeout_s: float) -> JobStatus:
+        """Wait for the call with Modal's long poll, at most ``timeout_s``."""
+        return self._status(job, await self._observe(job, max(0.0, timeout_s)))
+
+    async def fetch_result(self, job: ProviderJob) -> GenerationResult:
+        """The outputs of a finished call, or its error (mapped per the module table)."""
+        rid = job.provider_request_id
+        outcome = await self._observe(job, 0.0)
+        status = self._status(job, outcome)
+        if status.state is JobState.CANCELLED:
+            raise JobFailedError(
+                f"{self.name}: call {rid} was cancelled",
+                provider=self.name,
+                provider_request_id=rid,
+                state="cancelled",
+            )
+        if outcome is None:
+            raise JobFailedError(
+                f"{self.name}: call {rid} has not finished",
+                provider=self.name,
+                provider_request_id=rid,
+                state=status.state.value,
+                retryable=True,
+            )
+        if isinstance(outcome, BaseException):
+            raise map_modal_error(outcome, provider=self.name, provider_request_id=rid, where="result")
+        return self._result(job, outcome)
+
+    def _result(self, job: ProviderJob, value: dict[str, Any]) -> GenerationResult:
+        rid = job.provider_request_id
+        content_type = str(value.get("content_type") or "image/png")
+        video = value.get("kind") == "video" or job.data.get("kind") == "video"
+        kind = ArtifactKind.VIDEO if video else ArtifactKind.IMAGE
+        duration = value.get("duration_s") if video else None
+        outputs = [
+            Artifact(
+                kind=kind,
+                url=f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}",
+                content_type=content_type,
+                width=value.get("width"),
+                height=value.get("height"),
+                duration_s=duration,
+            )
+            for data in value.get("outputs", [])
+        ]
+        gpu_s = float(value.get("gpu_seconds") or 0.0)
+        queued = None
+        finished, submitted = value.get("finished_at"), job.data.get("submitted_at")
+        if isinstance(finished, int | float) and isinstance(submitted, int | float):
+            queued = max(0.0, finished - submitted - gpu_s)
+        raw = {k: v for k, v in value.items() if k != "outputs"}
+        return GenerationResult(
+            id="",
+            model=job.endpoint,
+            provider=self.name,
+            endpoint=job.endpoint,
+            provider_request_id=rid,
+            outputs=outputs,
+            seed=value.get("seed", job.data.get("seed")),
+            cost=self._cost(job, gpu_s),
+            timings=Timings(queued_s=queued, running_s=gpu_s),
+            warnings=[f"{self.name}: {w}" for w in value.get("warnings", [])],
+            raw={"call_id": rid, **raw},
+        )
+
+    def _cost(self, job: ProviderJob, gpu_s: float) -> Cost:
+        """GPU-seconds plus the cold-start estimate, when a cold start is known; else the router's."""
+        price = job.data.get("price_per_gpu_second")
+        if price is None or job.data.get("cold_start") is not True:
+            return Cost()
+        cold_s = self.settings.cold_start_s
+        seconds = Decimal(repr(gpu_s)) + Decimal(repr(cold_s))
+        amount = (Decimal(price) * seconds).quantize(_MICRO, rounding=ROUND_HALF_EVEN).normalize()
+        basis = (
+            f"({gpu_s:.3f} GPU-s + {cold_s:g} s cold start: no warm container at submit) "
+            f"× {job.data.get('price_basis') or f'${price} per_gpu_second'}"
+        )
+        return Cost(amount_usd=amount, estimated=True, basis=basis)
+
+    async def cancel(self, job: ProviderJob) -> None:
+        """Cancel the call at Modal (nothing to do once it finished)."""
+        rid = job.provider_request_id
+        if isinstance(self._outcomes.get(rid), dict):
+            return
+        self._cancelled[rid] = None
+        while len(self._cancelled) > _KEPT_CANCELS:
+            self._cancelled.popitem(last=False)
+        try:
+            await self.transport.cancel(rid)
+        except Exception as exc:
+            raise map_modal_error(exc, provider=self.name, provider_request_id=rid, where="cancel") from exc
+
+    async def aclose(self) -> None:
+        """Close the transport if this backend created it. Idempotent."""
+        transport = self._transport
+        if transport is not None and self._owns_transport:
+            self._transport = None
+            await transport.aclose()

@@ -130,6 +130,18 @@ class DeploymentHealth:
             self._outcomes.add(now, False)
             self.expire(now)
 
+    def record_latency(self, latency_s: float, now: float | None = None) -> None:
+        """A latency seen without a success: a hedge loser stopped after ``latency_s``.
+
+        A lower bound of what that request would have taken; recording it keeps the
+        window from seeing only the requests fast enough to win (survivorship bias).
+        """
+        if len(self.latencies) == LATENCY_WINDOW:
+            self._drop_oldest()
+        self.latencies.append(latency_s)
+        self._stamps.append(now)
+        bisect.insort(self._sorted, latency_s)
+
     def record_failure(
         self,
         now: float,
@@ -217,6 +229,15 @@ class DeploymentHealth:
         while heap and heap[0][1] not in self._inflight:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
+
+    @property
+    def queues(self) -> bool:
+        """Whether recent jobs waited in a provider-side queue (a concurrency limit, cold starts).
+
+        True when more than a quarter of the last queue-time observations exceed 10 ms.
+        """
+        times = self.queue_times
+        return bool(times) and sum(t > 0.01 for t in times) * 4 > len(times)
 
     @property
     def inflight(self) -> int:

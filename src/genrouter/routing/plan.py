@@ -51,6 +51,8 @@ class PlannedCandidate:
     excluded: str | None = None
     over_budget: bool = False
     inflight: int = 0
+    completed_p95: float | None = None
+    """p95 of finished requests (and the hint), without the in-flight age: the hedge delay."""
 
     @property
     def p95(self) -> float | None:
@@ -218,7 +220,8 @@ def build_plan(
     for deployment in deployments:
         estimated_cost = deployment.estimate_cost(request) if estimate_costs else None
         health = store.health(deployment.key)
-        p95 = health.expected_p95(now, _blend_with_hint(health, latency_hints.get(deployment.key)))
+        completed_p95 = _blend_with_hint(health, latency_hints.get(deployment.key))
+        p95 = health.expected_p95(now, completed_p95)
         provider = deployment.provider
         candidate = PlannedCandidate(
             deployment,
@@ -228,7 +231,9 @@ def build_plan(
             cost=float(estimated_cost) if estimated_cost is not None else None,
             priority=provider_rank.get(provider, len(provider_rank)),
             weight=weights.get(provider, 1.0) if weights else 1.0,
-            inflight=health.inflight,
+            # Only a deployment seen queueing slows with load; others are not penalised for it.
+            inflight=health.inflight if health.queues else 0,
+            completed_p95=completed_p95,
         )
         reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)
         if reason is None and budget:

@@ -7,8 +7,9 @@ I/O, no clocks: policies are unit-testable on plain numbers.
 - ``priority``: score = rank in ``order`` (unlisted providers after, in config order).
 - ``cost``: score = estimated cost in USD; unknown cost ranks after every known one;
   ties broken by priority. Candidates over ``latency_slo_s`` rank after those within it.
-- ``latency``: score = estimated p95 seconds × (1 + in-flight requests / 8), so load
-  spreads before a provider-side queue builds (least-outstanding-requests weighted by
+- ``latency``: score = estimated p95 seconds × (1 + in-flight requests / 8) for a
+  deployment seen queueing (a provider-side concurrency limit), plain p95 otherwise, so
+  load spreads across saturated providers (least-outstanding-requests weighted by
   latency, as Finagle's P2C-EWMA does); an unobserved deployment is scored at the SLO
   if one is set, else at the median of observed p95s (0 when none are).
 - ``balanced``: score = ``0.5 · cost / cheapest + 0.5 · p95 / fastest`` (each term 1.0

@@ -1,0 +1,719 @@
+"""genrouter's diffusion service: plain Python, no ``modal`` import. ``app.py`` wraps it for Modal.
+
+One :class:`DiffusionService` per container serves the models of :data:`MODELS` (SDXL,
+FLUX.1 dev and schnell, Wan 2.1 text-to-video) from a weights folder (a Modal Volume
+or a Hugging Face cache), in bfloat16 with PyTorch's SDPA attention on a GPU, with
+optional ``torch.compile`` of the denoiser. Lifecycle: :meth:`~DiffusionService.load_cpu`
+(weights into CPU memory: the memory-snapshot phase), :meth:`~DiffusionService.to_device`
+(to the GPU, compile, warm up), :meth:`~DiffusionService.start` (the batching thread),
+:meth:`~DiffusionService.close`. :meth:`~DiffusionService.setup` does the first three.
+
+Request: a dict of builtin values.
+
+==================  =========================================================================
+``model``           model id, one of the models this service loaded (``sdxl``, ``flux-dev``...)
+``prompt``          what to generate (required)
+``negative_prompt`` str; models without one (FLUX) ignore it with a warning
+``width height``    ints, multiples of the model's size step (default: the model's size)
+``num_outputs``     1..``max_outputs`` (default 1); output ``i`` uses ``seed + i``
+``seed``            0..2**32-1; absent: derived from the request, so a re-run is identical
+``steps guidance``  the model's defaults when absent
+``image``           bytes: image-to-image input, resized to width x height
+``strength``        (0, 1], default 0.8 (with ``image``)
+``loras``           ``[{"source": name, "scale": 1.0}]``: files in the LoRA folder
+``output_format``   ``png`` (default), ``jpeg``, ``webp``; video: ``webp`` (animated,
+                    default), ``gif``, ``mp4`` (needs PyAV)
+``duration_s fps``  video length and frame rate (video models)
+==================  =========================================================================
+
+Result: a dict of builtins: ``outputs`` (list of bytes), ``content_type``, ``kind``,
+``width``, ``height``, ``seed``, ``seeds``, ``gpu_seconds`` (this request's share of its
+batches' GPU time), ``batch_size``, ``queue_s``, ``encode_s``, ``started_at`` and
+``finished_at`` (wall clock), ``device``, ``model``, ``warnings``, and for video
+``num_frames``, ``fps``, ``duration_s``. A bad request raises ``ValueError``; a failed
+generation ``RuntimeError``: only builtin exceptions, so a caller without torch or this
+file can unpickle them. :meth:`~DiffusionService.generate_many` (Modal's ``@batched``
+path) returns ``{"error": {"type": "ValueError", "message": ...}}`` for a failed item
+instead, so one bad request does not fail its neighbours.
+
+Same request and seed → same output: every output has its own ``torch.Generator``
+(on the CPU, so the noise does not depend on the GPU model), which makes a preempted
+and re-run input produce the same image (bit-identical in a batch of the same shape,
+else equal up to kernel rounding).
+
+Dynamic batching: requests are grouped by what one pipeline call must share (model,
+size, steps, guidance, image-to-image strength, LoRA set, whether there is a negative
+prompt, frame count) and a group runs when it holds ``max_batch_size`` images or its
+first request has waited ``wait_ms``. One thread owns the GPU; encoding (PNG/JPEG/WebP) runs in a thread pool.
+
+LoRAs: ``source`` names a file in the LoRA folder (``<lora_dir>/<model>/<name>.safetensors``,
+``<lora_dir>/<name>.safetensors``, or a folder ``<lora_dir>/<name>/``). Up to
+``max_loras`` adapters per model stay loaded (least recently used are deleted); a batch
+activates its set with its scales, and batches without LoRAs disable them, all without
+reloading the base model.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ENV_VARIABLES",
+    "MODELS",
+    "DiffusionService",
+    "DynamicBatcher",
+    "LoraCache",
+    "ModelSpec",
+    "ServiceConfig",
+    "builtin_error",
+    "register_model",
+]
+
+log = logging.getLogger("genrouter.service")
+
+
+def _sibling(name: str) -> Any:
+    """Import ``<name>.py`` from this file's folder (``deploy/`` is not a package), once."""
+    module_name = f"genrouter_modal.{name.lstrip('_')}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot find {name}.py beside {__file__}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_batching = _sibling("_batching")
+_loras = _sibling("_loras")
+_media = _sibling("_media")
+_requests = _sibling("_requests")
+
+DynamicBatcher = _batching.DynamicBatcher
+builtin_error = _batching.builtin_error
+LoraCache = _loras.LoraCache
+parse_request = _requests.parse_request
+MAX_SEED: int = _requests.MAX_SEED
+IMAGE_FORMATS: dict[str, str] = _requests.IMAGE_FORMATS
+VIDEO_FORMATS: dict[str, str] = _requests.VIDEO_FORMATS
+
+
+# -- configuration -------------------------------------------------------------------
+
+ENV_VARIABLES = (
+    "GENROUTER_MODELS",
+    "GENROUTER_EXTRA_MODELS",
+    "GENROUTER_WEIGHTS_DIR",
+    "GENROUTER_LORA_DIR",
+    "GENROUTER_DEVICE",
+    "GENROUTER_DTYPE",
+    "GENROUTER_COMPILE",
+    "GENROUTER_COMPILE_MODE",
+    "GENROUTER_MAX_BATCH_SIZE",
+    "GENROUTER_BATCH_WAIT_MS",
+    "GENROUTER_MAX_LORAS",
+    "GENROUTER_ENCODE_THREADS",
+    "GENROUTER_PNG_COMPRESS_LEVEL",
+    "GENROUTER_WARMUP",
+    "GENROUTER_RANDOM_WEIGHTS",
+    "GENROUTER_CPU_THREADS",
+)
+"""The variables the service reads, besides ``GENROUTER_SOURCE_<MODEL>``."""
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """How the service loads and runs models. :meth:`from_env` reads ``GENROUTER_*`` variables."""
+
+    models: tuple[str, ...] = ("sdxl",)
+    """Model ids to load (``GENROUTER_MODELS``, comma-separated)."""
+    weights_dir: str | None = None
+    """Folder with one diffusers folder per model id (``GENROUTER_WEIGHTS_DIR``); else the HF cache."""
+    lora_dir: str | None = None
+    """Folder of LoRA files (``GENROUTER_LORA_DIR``); None: LoRA requests are refused."""
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Per-model weight source overrides, a path or a hub repo id (``GENROUTER_SOURCE_<MODEL>``)."""
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cuda`` or ``cpu`` (``GENROUTER_DEVICE``)."""
+    dtype: str = "auto"
+    """``auto`` (bfloat16 on CUDA, float32 on CPU), ``bfloat16``, ``float16``, ``float32``."""
+    compile: bool = False
+    """``torch.compile`` the denoiser (``GENROUTER_COMPILE``)."""
+    compile_mode: str = "max-autotune-no-cudagraphs"
+    """``torch.compile`` mode (``GENROUTER_COMPILE_MODE``)."""
+    max_batch_size: int = 4
+    """Most images in one pipeline call (``GENROUTER_MAX_BATCH_SIZE``)."""
+    wait_ms: float = 20.0
+    """Longest a request waits for batch-mates (``GENROUTER_BATCH_WAIT_MS``)."""
+    max_loras: int = 8
+    """LoRA adapters kept loaded per model (``GENROUTER_MAX_LORAS``)."""
+    max_loras_per_request: int = 4
+    max_outputs: int = 8
+    max_pixels: int = 2048 * 2048
+    encode_threads: int = 4
+    """Threads that encode outputs (``GENROUTER_ENCODE_THREADS``)."""
+    png_compress_level: int = 1
+    """zlib level for PNG (1 is fast: ~30 ms for 1024², files ~25 % larger than level 6)."""
+    random_weights: str = ""
+    """``tiny`` or ``full``: random pipelines instead of weights (``GENROUTER_RANDOM_WEIGHTS``)."""
+    warmup: bool | None = None
+    """Run one small generation per model in ``to_device`` (default: on CUDA only)."""
+    cpu_threads: int | None = None
+    """``torch.set_num_threads`` on a CPU device (``GENROUTER_CPU_THREADS``): 1 keeps tiny models
+    fast on a busy machine, where OpenMP threads otherwise spin waiting for each other."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
+        """A config from ``GENROUTER_*`` environment variables; ``overrides`` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if env.get("GENROUTER_MODELS"):
+            values["models"] = tuple(m.strip() for m in env["GENROUTER_MODELS"].split(",") if m.strip())
+        for name, key in (
+            ("weights_dir", "GENROUTER_WEIGHTS_DIR"),
+            ("lora_dir", "GENROUTER_LORA_DIR"),
+            ("device", "GENROUTER_DEVICE"),
+            ("dtype", "GENROUTER_DTYPE"),
+            ("compile_mode", "GENROUTER_COMPILE_MODE"),
+            ("random_weights", "GENROUTER_RANDOM_WEIGHTS"),
+        ):
+            if env.get(key):
+                values[name] = env[key]
+        for name, key in (
+            ("max_batch_size", "GENROUTER_MAX_BATCH_SIZE"),
+            ("max_loras", "GENROUTER_MAX_LORAS"),
+            ("encode_threads", "GENROUTER_ENCODE_THREADS"),
+            ("png_compress_level", "GENROUTER_PNG_COMPRESS_LEVEL"),
+            ("cpu_threads", "GENROUTER_CPU_THREADS"),
+        ):
+            if env.get(key):
+                values[name] = int(env[key])
+        if env.get("GENROUTER_BATCH_WAIT_MS"):
+            values["wait_ms"] = float(env["GENROUTER_BATCH_WAIT_MS"])
+        if env.get("GENROUTER_COMPILE"):
+            values["compile"] = _flag(env["GENROUTER_COMPILE"])
+        if env.get("GENROUTER_WARMUP"):
+            values["warmup"] = _flag(env["GENROUTER_WARMUP"])
+        sources = {
+            key[len("GENROUTER_SOURCE_") :].lower().replace("_", "-"): value
+            for key, value in env.items()
+            if key.startswith("GENROUTER_SOURCE_") and value
+        }
+        if sources:
+            values["sources"] = sources
+        values.update(overrides)
+        return cls(**values)
+
+
+# -- the model registry ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A model the service can serve, and how to load and drive it."""
+
+    model_id: str
+    family: str
+    """``sdxl``, ``flux`` or ``wan``: which diffusers pipeline classes load it."""
+    source: str
+    """Hub repo id or path of the weights (a folder in ``weights_dir`` named like the id wins)."""
+    random_family: str
+    """The :mod:`random_models` family used with ``random_weights``."""
+    kind: str = "image"
+    default_steps: int = 30
+    default_guidance: float = 5.0
+    default_size: tuple[int, int] = (1024, 1024)
+    size_factor: int = 1
+    """Size step = VAE scale factor x this (FLUX and Wan pack 2x2 latent patches)."""
+    max_sequence_length: int | None = None
+    negative_prompt: bool = True
+    img2img: bool = True
+    lora: bool = True
+    variant: str | None = None
+    fps: int = 16
+    num_frames: int = 33
+
+
+MODELS: dict[str, ModelSpec] = {
+    "sdxl": ModelSpec(
+        "sdxl",
+        "sdxl",
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "sdxl",
+        default_steps=30,
+        default_guidance=5.0,
+        variant="fp16",
+    ),
+    "flux-dev": ModelSpec(
+        "flux-dev",
+        "flux",
+        "black-forest-labs/FLUX.1-dev",
+        "flux",
+        default_steps=28,
+        default_guidance=3.5,
+        size_factor=2,
+        max_sequence_length=512,
+        negative_prompt=False,
+    ),
+    "flux-schnell": ModelSpec(
+        "flux-schnell",
+        "flux",
+        "black-forest-labs/FLUX.1-schnell",
+        "flux-schnell",
+        default_steps=4,
+        default_guidance=0.0,
+        size_factor=2,
+        max_sequence_length=256,
+        negative_prompt=False,
+        img2img=False,
+        lora=False,
+    ),
+    "wan-t2v": ModelSpec(
+        "wan-t2v",
+        "wan",
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        "wan",
+        kind="video",
+        default_steps=30,
+        default_guidance=5.0,
+        default_size=(832, 480),
+        size_factor=2,
+        max_sequence_length=512,
+        img2img=False,
+        lora=False,
+    ),
+}
+"""Every model the service knows, by id. Add fine-tunes with :func:`register_model`."""
+
+
+def register_model(model_id: str, base: str, source: str) -> ModelSpec:
+    """Serve a fine-tune: ``model_id`` is ``base``'s architecture with weights from ``source``.
+
+    ``GENROUTER_EXTRA_MODELS="my-sdxl=sdxl:/weights/my-sdxl"`` does the same at deploy time.
+    """
+    if base not in MODELS:
+        raise ValueError(f"unknown base model {base!r}; expected one of {', '.join(sorted(MODELS))}")
+    spec = dataclasses.replace(MODELS[base], model_id=model_id, source=source, variant=None)
+    MODELS[model_id] = spec
+    return spec
+
+
+def _register_extra_models(value: str) -> None:
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        model_id, _, rest = item.partition("=")
+        base, _, source = rest.partition(":")
+        if not (model_id and base and source):
+            raise ValueError(f"GENROUTER_EXTRA_MODELS item {item!r} is not 'id=base:source'")
+        register_model(model_id.strip(), base.strip(), source.strip())
+
+
+if os.environ.get("GENROUTER_EXTRA_MODELS"):
+    _register_extra_models(os.environ["GENROUTER_EXTRA_MODELS"])
+
+
+# -- the service -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Loaded:
+    spec: ModelSpec
+    pipe: Any
+    img2img: Any | None
+    denoiser_attr: str
+    eager: Any
+    compiled: Any | None
+    size_step: int
+    default_size: tuple[int, int]
+    default_steps: int
+    loras: LoraCache
+
+
+_PIPELINES = {
+    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+    "flux": ("FluxPipeline", "FluxImg2ImgPipeline"),
+    "wan": ("WanPipeline", None),
+}
+
+
+class DiffusionService:
+    """Serves diffusion requests on one device (see the module docstring).
+
+    ``on_lora_miss`` runs before a LoRA is declared missing (``app.py`` reloads the
+    LoRA Volume there, so files uploaded after the container started are found).
+    """
+
+    def __init__(
+        self, config: ServiceConfig | None = None, *, on_lora_miss: Callable[[], None] | None = None
+    ):
+        self.config = config or ServiceConfig.from_env()
+        self.on_lora_miss = on_lora_miss
+        self.models: dict[str, _Loaded] = {}
+        self.device = "cpu"
+        self._dtype: Any = None
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._batcher = DynamicBatcher(
+            self._run_group, max_batch_size=self.config.max_batch_size, wait_ms=self.config.wait_ms
+        )
+        self._gpu_lock = threading.Lock()
+        self._on_device = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def setup(self) -> DiffusionService:
+        """``load_cpu``, ``to_device`` and ``start``; returns the service."""
+        self.load_cpu()
+        self.to_device()
+        self.start()
+        return self
+
+    def _resolve_device(self) -> tuple[str, Any]:
+        import torch
+
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype_name = self.config.dtype
+        if dtype_name == "auto":
+            dtype_name = "bfloat16" if device.startswith("cuda") else "float32"
+        return device, getattr(torch, dtype_name)
+
+    def load_cpu(self) -> None:
+        """Load every configured model into CPU memory (no GPU needed: the snapshot phase).
+
+        Random full-size weights (``random_weights="full"``) are created on the target
+        device directly: a float32 CPU copy would be 50 GB of noise.
+        """
+        self.device, self._dtype = self._resolve_device()
+        if self.device == "cpu" and self.config.cpu_threads:
+            import torch
+
+            torch.set_num_threads(self.config.cpu_threads)
+        unknown = [m for m in self.config.models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(MODELS))}")
+        for model_id in self.config.models:
+            if model_id not in self.models:
+                self.models[model_id] = self._load(MODELS[model_id])
+
+    def _load(self, spec: ModelSpec) -> _Loaded:
+        import diffusers
+
+        started = time.perf_counter()
+        random_scale = self.config.random_weights
+        if random_scale:
+            build_device = self.device if random_scale == "full" else "cpu"
+            pipe = _sibling("random_models").build_pipeline(
+                spec.random_family, random_scale, device=build_device, dtype=self._dtype
+            )
+        else:
+            pipe = self._from_pretrained(getattr(diffusers, _PIPELINES[spec.family][0]), spec)
+        pipe.set_progress_bar_config(disable=True)
+        if str(self._dtype) == "torch.bfloat16" and spec.family == "sdxl":
+            # The SDXL VAE upcasts to float32 by default (a float16 overflow); bfloat16 does not need it.
+            with contextlib.suppress(Exception):
+                pipe.vae.register_to_config(force_upcast=False)
+        img2img = None
+        img2img_name = _PIPELINES[spec.family][1]
+        if spec.img2img and img2img_name:
+            img2img = getattr(diffusers, img2img_name).from_pipe(pipe)
+            img2img.set_progress_bar_config(disable=True)
+        attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+        vae_scale = int(
+            getattr(pipe, "vae_scale_factor", None) or getattr(pipe, "vae_scale_factor_spatial", 8)
+        )
+        tiny = random_scale == "tiny"  # tiny random models: small and quick by default
+        log.info("loaded %s in %.1fs", spec.model_id, time.perf_counter() - started)
+        return _Loaded(
+            spec=spec,
+            pipe=pipe,
+            img2img=img2img,
+            denoiser_attr=attr,
+            eager=getattr(pipe, attr),
+            compiled=None,
+            size_step=vae_scale * spec.size_factor,
+            default_size=(32, 32) if tiny else spec.default_size,
+            default_steps=min(2, spec.default_steps) if tiny else spec.default_steps,
+            loras=LoraCache(self.config.lora_dir, spec.model_id, self.config.max_loras, self.on_lora_miss),
+        )
+
+    def _from_pretrained(self, pipeline_class: Any, spec: ModelSpec) -> Any:
+        source = self.config.sources.get(spec.model_id)
+        if source is None and self.config.weights_dir:
+            local = Path(self.config.weights_dir) / spec.model_id
+            if (local / "model_index.json").is_file():
+                source = str(local)
+        kwargs: dict[str, Any] = {"torch_dtype": self._dtype, "use_safetensors": True}
+        if source is None:
+            source = spec.source
+            if spec.variant:
+                kwargs["variant"] = spec.variant
+        return pipeline_class.from_pretrained(source, **kwargs)
+
+    def to_device(self) -> None:
+        """Move the models to the device, compile if configured, and warm up."""
+        import torch
+
+        if self._on_device:
+            return
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        for loaded in self.models.values():
+            loaded.pipe.to(self.device)
+            if cuda and loaded.denoiser_attr == "unet":
+                loaded.eager.to(memory_format=torch.channels_last)
+        self._on_device = True
+        if self.config.compile:
+            self.compile_models(warmup=False)
+        if self.config.warmup if self.config.warmup is not None else cuda:
+            self.warmup()
+
+    def compile_models(self, *, warmup: bool = True) -> None:
+        """``torch.compile`` each model's denoiser (``compile_mode``, full graph); warm up to compile now.
+
+        Batches with LoRAs keep running on the eager module (adapters change the graph).
+        """
+        import torch
+
+        with self._gpu_lock:
+            for loaded in self.models.values():
+                if loaded.compiled is None:
+                    loaded.compiled = torch.compile(
+                        loaded.eager, mode=self.config.compile_mode, fullgraph=True
+                    )
+                    self._use_denoiser(loaded, loaded.compiled)
+        if warmup:
+            self.warmup()
+
+    def set_batching(self, *, max_batch_size: int | None = None, wait_ms: float | None = None) -> None:
+        """Change the batching limits for groups formed from now on (benchmarks compare settings)."""
+        if max_batch_size is not None:
+            self._batcher.max_batch_size = max(1, max_batch_size)
+        if wait_ms is not None:
+            self._batcher.wait_s = max(0.0, wait_ms) / 1000
+
+    def warmup(self) -> None:
+        """One small generation per model (at batch 1 and the largest batch when compiled).
+
+        A denoiser that fails to compile is served eagerly instead (logged), rather than
+        failing the container's start.
+        """
+        compiled = any(m.compiled is not None for m in self.models.values())
+        sizes = sorted({1, min(self._batcher.max_batch_size, self.config.max_outputs)}) if compiled else [1]
+        for model_id, loaded in self.models.items():
+            for size in sizes:
+                started = time.perf_counter()
+                request = self.parse({"model": model_id, "prompt": "warm-up", "seed": 0, "num_outputs": size})
+                request.steps = 2
+                try:
+                    self._generate([request])
+                except Exception:
+                    if loaded.compiled is None:
+                        raise
+                    log.exception("torch.compile failed for %s; serving it eagerly", model_id)
+                    loaded.compiled = None
+                    self._use_denoiser(loaded, loaded.eager)
+                    self._generate([request])
+                log.info("warmed up %s at batch %d in %.1fs", model_id, size, time.perf_counter() - started)
+
+    def start(self) -> None:
+        """Start the batching (GPU) thread and the encoding pool."""
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(
+                self.config.encode_threads, thread_name_prefix="genrouter-encode"
+            )
+        self._batcher.start()
+
+    def close(self) -> None:
+        """Finish queued work and stop the threads. Idempotent."""
+        self._batcher.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Images per pipeline batch the batcher formed so far."""
+        return list(self._batcher.batches)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def parse(self, raw: Mapping[str, Any]) -> Any:
+        """Validate a request dict; ``ValueError`` names the problem."""
+        return parse_request(raw, self.models, self.config)
+
+    def submit(self, raw: Mapping[str, Any]) -> cf.Future[dict[str, Any]]:
+        """Queue a request for the batcher; the future gives the result dict or the error."""
+        try:
+            request = self.parse(raw)
+        except Exception as exc:
+            future: cf.Future[dict[str, Any]] = cf.Future()
+            future.set_exception(builtin_error(exc))
+            return future
+        return self._batcher.submit(request, request.key, request.num_outputs)
+
+    def generate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Generate one request (through the batcher); raises ValueError or RuntimeError."""
+        return self.submit(raw).result()
+
+    def generate_many(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Generate a list of requests (Modal's ``@batched`` call), grouped without waiting.
+
+        A failed item comes back as ``{"error": {"type", "message"}}`` in its place.
+        """
+        futures: list[cf.Future[dict[str, Any]]] = []
+        valid: list[Any] = []
+        for raw in requests:
+            future: cf.Future[dict[str, Any]] = cf.Future()
+            try:
+                request = self.parse(raw)
+            except Exception as exc:
+                future.set_exception(builtin_error(exc))
+            else:
+                valid.append(request)
+            futures.append(future)
+        queued = iter(self._batcher.submit_many([(r, r.key, r.num_outputs) for r in valid]))
+        futures = [f if f.done() else next(queued) for f in futures]
+        results: list[dict[str, Any]] = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except Exception as exc:
+                error = builtin_error(exc)
+                results.append({"error": {"type": type(error).__name__, "message": str(error)}})
+        return results
+
+    # -- running ------------------------------------------------------------------------
+
+    def _run_group(self, entries: list[Any]) -> None:
+        requests = [e.payload for e in entries]
+        started_wall = time.time()
+        outputs, shares, batch = self._generate(requests)
+        assert self._pool is not None, "start() the service before generating"
+        for entry, request, arrays, share in zip(entries, requests, outputs, shares, strict=True):
+            self._pool.submit(self._finish, entry, request, arrays, share, batch, started_wall)
+
+    def _finish(
+        self, entry: Any, request: Any, arrays: list[Any], gpu_s: float, batch: int, started: float
+    ) -> None:
+        try:
+            t0 = time.perf_counter()
+            video = request.num_frames is not None
+            if video:
+                encoded = [_media.encode_video(a, request.output_format, request.fps or 16) for a in arrays]
+                content_type = VIDEO_FORMATS[request.output_format]
+            else:
+                level = self.config.png_compress_level
+                encoded = [_media.encode_image(a, request.output_format, level) for a in arrays]
+                content_type = IMAGE_FORMATS[request.output_format]
+            result: dict[str, Any] = {
+                "model": request.model,
+                "kind": "video" if video else "image",
+                "outputs": encoded,
+                "content_type": content_type,
+                "width": request.width,
+                "height": request.height,
+                "seed": request.seed,
+                "seeds": [(request.seed + i) % (MAX_SEED + 1) for i in range(request.num_outputs)],
+                "gpu_seconds": gpu_s,
+                "batch_size": batch,
+                "queue_s": max(0.0, entry.started - entry.enqueued),
+                "encode_s": time.perf_counter() - t0,
+                "started_at": started,
+                "finished_at": time.time(),
+                "device": self.device,
+                "warnings": list(request.warnings),
+            }
+            if video:
+                result.update(num_frames=request.num_frames, fps=request.fps)
+                result["duration_s"] = (request.num_frames or 0) / (request.fps or 16)
+            entry.future.set_result(result)
+        except BaseException as exc:
+            entry.future.set_exception(builtin_error(exc))
+
+    def _use_denoiser(self, loaded: _Loaded, module: Any) -> None:
+        if getattr(loaded.pipe, loaded.denoiser_attr) is not module:
+            setattr(loaded.pipe, loaded.denoiser_attr, module)
+            if loaded.img2img is not None:
+                setattr(loaded.img2img, loaded.denoiser_attr, module)
+
+    def _generate(self, requests: list[Any]) -> tuple[list[list[Any]], list[float], int]:
+        """Run one compatible group; returns per-request arrays, GPU-second shares and the batch size."""
+        import torch
+
+        first = requests[0]
+        loaded = self.models[first.model]
+        slots = [
+            (i, (r.seed + k) % (MAX_SEED + 1)) for i, r in enumerate(requests) for k in range(r.num_outputs)
+        ]
+        outputs: list[list[Any]] = [[] for _ in requests]
+        shares = [0.0] * len(requests)
+        size = self._batcher.max_batch_size
+        cuda = self.device.startswith("cuda")
+        with self._gpu_lock:
+            if first.loras or loaded.loras.loaded:
+                self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
+                loaded.loras.activate(loaded.pipe, first.loras)
+            # LoRA layers change the module graph, so LoRA batches run eagerly.
+            compiled = loaded.compiled is not None and not first.loras
+            self._use_denoiser(loaded, loaded.compiled if compiled else loaded.eager)
+            pipe = loaded.img2img if first.image is not None else loaded.pipe
+            for start in range(0, len(slots), size):
+                chunk = slots[start : start + size]
+                kwargs = self._kwargs(loaded, requests, chunk)
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    result = pipe(**kwargs)
+                if cuda:
+                    torch.cuda.synchronize()
+                elapsed = time.perf_counter() - t0
+                arrays = result.frames if first.num_frames is not None else result.images
+                for (index, _), array in zip(chunk, arrays, strict=True):
+                    outputs[index].append(array)
+                    shares[index] += elapsed / len(chunk)
+        return outputs, shares, min(len(slots), size)
+
+    def _kwargs(self, loaded: _Loaded, requests: list[Any], chunk: list[tuple[int, int]]) -> dict[str, Any]:
+        import torch
+
+        first = requests[0]
+        spec = loaded.spec
+        kwargs: dict[str, Any] = {
+            "prompt": [requests[i].prompt for i, _ in chunk],
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "width": first.width,
+            "height": first.height,
+            "generator": [torch.Generator().manual_seed(seed) for _, seed in chunk],
+            "output_type": "np",
+        }
+        if first.negative_prompt:  # the batch key keeps requests without one apart
+            kwargs["negative_prompt"] = [requests[i].negative_prompt for i, _ in chunk]
+        if spec.max_sequence_length:
+            tiny = self.config.random_weights == "tiny"
+            kwargs["max_sequence_length"] = 32 if tiny else spec.max_sequence_length
+        if first.image is not None:
+            kwargs["image"] = [requests[i].image for i, _ in chunk]
+            kwargs["strength"] = first.strength
+            if spec.family == "sdxl":  # SDXL img2img takes its size from the image
+                del kwargs["width"], kwargs["height"]
+        if first.num_frames is not None:
+            kwargs["num_frames"] = first.num_frames
+        return kwargs

@@ -1,0 +1,144 @@
+"""deploy/modal/app.py imports offline with modal 1.6 names only, and .local() runs the service."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import io
+import itertools
+import re
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+modal = pytest.importorskip("modal")
+
+from PIL import Image  # noqa: E402
+
+APP_PATH = Path(__file__).resolve().parents[1] / "deploy" / "modal" / "app.py"
+
+DEPRECATED_CLS_PARAMETERS = {
+    "keep_warm",  # → min_containers
+    "concurrency_limit",  # → max_containers
+    "container_idle_timeout",  # → scaledown_window
+    "allow_concurrent_inputs",  # → @modal.concurrent
+    "max_inputs",  # → single_use_containers
+}
+"""Parameters modal 1.6 rejects or deprecates (shared/reference/modal.md, "Renames")."""
+
+DEPRECATED_API = (
+    *DEPRECATED_CLS_PARAMETERS,
+    "web_endpoint",  # → fastapi_endpoint
+    "modal.Stub",
+    "modal.Mount",
+    "modal.gpu.",
+    "modal.build",
+    ".lookup(",
+)
+
+_imports = itertools.count()
+
+
+def import_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> ModuleType:
+    """A fresh import of app.py under ``env``, with every warning an error and no credentials."""
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    name = f"genrouter_modal_app_{next(_imports)}"
+    spec = importlib.util.spec_from_file_location(name, APP_PATH)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec.loader.exec_module(module)
+    return module
+
+
+def test_app_imports_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Importing app.py needs no token, no network and no torch, and defines the Diffusion class."""
+    app = import_app(monkeypatch, tmp_path)
+    assert app.app.name == "genrouter-diffusion"
+    assert app.Diffusion is not None
+
+
+def test_cls_options_are_modal_1_6_parameters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every @app.cls argument is a parameter of modal 1.6's App.cls, and none is a deprecated name."""
+    app = import_app(monkeypatch, tmp_path)
+    accepted = set(inspect.signature(modal.App.cls).parameters)
+    assert set(app.CLS_OPTIONS) <= accepted
+    assert not set(app.CLS_OPTIONS) & DEPRECATED_CLS_PARAMETERS
+    assert set(app.BATCH_OPTIONS) <= set(inspect.signature(modal.batched).parameters)
+
+
+def test_every_optional_feature_imports_with_current_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Web endpoint, GPU snapshots, retries, region and no memory snapshot all import cleanly."""
+    app = import_app(
+        monkeypatch,
+        tmp_path,
+        GENROUTER_MODAL_WEB="1",
+        GENROUTER_MODAL_GPU_SNAPSHOT="1",
+        GENROUTER_MODAL_RETRIES="2",
+        GENROUTER_MODAL_REGION="us-east",
+        GENROUTER_MODAL_GPU="H100!",
+    )
+    assert app.CLS_OPTIONS["experimental_options"] == {"enable_gpu_snapshot": True}
+    assert isinstance(app.CLS_OPTIONS["retries"], modal.Retries)
+    assert app.CLS_OPTIONS["gpu"] == "H100!"
+    assert app.web is not None
+    without_snapshot = import_app(monkeypatch, tmp_path, GENROUTER_MODAL_MEMORY_SNAPSHOT="0")
+    assert without_snapshot.CLS_OPTIONS["enable_memory_snapshot"] is False
+
+
+def test_gpu_setting_is_an_ordered_fallback_list(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """GENROUTER_MODAL_GPU with several types becomes modal's GPU fallback list, in order."""
+    app = import_app(monkeypatch, tmp_path, GENROUTER_MODAL_GPU="H200, H100, A100-80GB")
+    assert app.CLS_OPTIONS["gpu"] == ["H200", "H100", "A100-80GB"]
+
+
+def test_app_source_names_no_deprecated_modal_api() -> None:
+    """app.py's source never mentions a renamed or removed modal API."""
+    source = APP_PATH.read_text()
+    found = [name for name in DEPRECATED_API if re.search(re.escape(name), source)]
+    assert found == []
+
+
+def test_service_settings_are_copied_into_the_image_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """GENROUTER_* service variables present at deploy time reach the container's environment."""
+    app = import_app(
+        monkeypatch, tmp_path, GENROUTER_COMPILE="1", GENROUTER_MODELS="flux-dev", GENROUTER_MODAL_CPU="8"
+    )
+    assert app.SETTINGS.service_env["GENROUTER_COMPILE"] == "1"
+    assert app.SETTINGS.service_env["GENROUTER_MODELS"] == "flux-dev"
+    assert "GENROUTER_MODAL_CPU" not in app.SETTINGS.service_env
+
+
+@pytest.mark.filterwarnings("ignore:The Diffusion.generate function is executing locally:UserWarning")
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+def test_local_generate_runs_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Diffusion(model_id=...).generate.local([...]) runs both enter hooks and returns images."""
+    pytest.importorskip("diffusers")
+    app = import_app(monkeypatch, tmp_path)
+    for key, value in {
+        "GENROUTER_RANDOM_WEIGHTS": "tiny",
+        "GENROUTER_DEVICE": "cpu",
+        "GENROUTER_CPU_THREADS": "1",
+        "GENROUTER_LORA_DIR": str(tmp_path),
+    }.items():
+        monkeypatch.setenv(key, value)
+    results: list[dict[str, Any]] = app.Diffusion(model_id="flux-dev").generate.local(
+        [{"model": "flux-dev", "prompt": "a fox", "width": 32, "height": 32, "seed": 1}, {"prompt": ""}]
+    )
+    assert Image.open(io.BytesIO(results[0]["outputs"][0])).size == (32, 32)
+    assert results[1]["error"]["type"] == "ValueError"
