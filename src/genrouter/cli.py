@@ -1,4 +1,4 @@
-"""The ``genrouter`` command line: generate, models, route --explain, config check/schema.
+"""The ``genrouter`` command line: generate, models, route --explain, batch, config check/schema.
 
 Every command takes ``-c/--config`` (else ``GENROUTER_CONFIG``, ``./genrouter.yaml``,
 or credentials in the environment). An error prints exactly one line on stderr
@@ -13,8 +13,9 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,6 +25,9 @@ from genrouter.config import RouterConfig, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
 from genrouter.types import GenerationResult
+
+if TYPE_CHECKING:
+    from genrouter.batch import BatchReport
 
 __all__ = ["app", "main"]
 
@@ -219,6 +223,133 @@ def route(
         console.print(table)
         for note in plan.notes:
             console.print(f"note: {note}", markup=False)
+
+
+def _parse_budget(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        budget = Decimal(value.strip().lstrip("$"))
+    except InvalidOperation:
+        budget = None
+    if budget is None or not budget.is_finite() or budget < 0:
+        raise InvalidRequestError(
+            f"--budget-usd {value!r} is not an amount of dollars, e.g. 25.00", field="budget"
+        )
+    return budget
+
+
+def _money(amount: Decimal) -> str:
+    return f"${amount:f}"
+
+
+def _print_batch_summary(report: BatchReport) -> None:
+    console = _out()
+    counts = report.counts
+    table = Table(title="batch summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("items", str(len(report.items))),
+        ("succeeded", str(counts["succeeded"])),
+        ("failed", str(counts["failed"])),
+        ("in flight (re-attach next run)", str(counts["submitted"] + counts["submitting"])),
+        ("not submitted", str(counts["pending"])),
+        ("invalid lines", str(counts["invalid"])),
+        ("already done before this run", str(report.skipped)),
+        ("re-attached to earlier jobs", str(report.reattached)),
+        ("submitted this run", str(report.submissions)),
+        ("spend this run", _money(report.run_spend_usd)),
+        ("spend, all runs", _money(report.spend_usd)),
+        ("wall time", f"{report.wall_s:.1f}s"),
+    ]
+    if report.stopped:
+        rows.append(("stopped early", report.stopped))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    by_provider: dict[str, list[Any]] = {}
+    for item in report.items:
+        if item.status == "succeeded" and item.provider:
+            by_provider.setdefault(item.provider, []).append(item)
+    if by_provider:
+        providers = Table("provider", "items", "spend", "mean latency")
+        for name, done in sorted(by_provider.items()):
+            spend = sum((i.cost_usd for i in done if i.cost_usd is not None), Decimal(0))
+            latencies = [i.latency_s for i in done if i.latency_s is not None]
+            mean = f"{sum(latencies) / len(latencies):.2f}s" if latencies else "-"
+            providers.add_row(name, str(len(done)), _money(spend), mean)
+        console.print(providers)
+    shown = [i for i in report.items if i.status not in ("succeeded", "pending")]
+    for item in shown[:10]:
+        console.print(
+            f"{item.status} {item.id} (line {item.line}): {item.error or ''}".rstrip(": "), markup=False
+        )
+    if len(shown) > 10:
+        console.print(f"... and {len(shown) - 10} more; see {report.results_path}", markup=False)
+    console.print(f"results: {report.results_path}", markup=False)
+
+
+@app.command()
+def batch(
+    input: Annotated[Path, typer.Argument(help="JSONL file: one request per line.")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Directory for outputs, manifest.sqlite and results.jsonl.")
+    ],
+    model: Annotated[str | None, typer.Option("-m", "--model", help="Model for lines without one.")] = None,
+    config: ConfigOption = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Items in flight at once.")] = 4,
+    budget_usd: Annotated[
+        str | None, typer.Option("--budget-usd", help="Stop submitting once spend (all runs) reaches this.")
+    ] = None,
+    max_attempts: Annotated[
+        int, typer.Option("--max-attempts", min=1, help="Submissions per item per run when jobs fail.")
+    ] = 3,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds to wait for one job (default: deadline_s).")
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Generate every line of a JSONL file into a directory; re-run the same command to resume."""
+    from genrouter.batch import BatchRunner, read_items
+
+    with _errors(verbose):
+        budget = _parse_budget(budget_usd)
+        cfg = _config(config)
+        items, errors = read_items(input, model=model)
+        if not items and not errors:
+            raise ConfigError(f"{input} has no items (expected one JSON object per line)")
+        for error in errors:
+            sys.stderr.write(f"genrouter: warning: {error}\n")
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+        async def run() -> BatchReport:
+            async with AsyncRouter.from_config(cfg) as router:
+                runner = BatchRunner(
+                    router,
+                    items,
+                    out,
+                    errors=errors,
+                    concurrency=concurrency,
+                    budget_usd=budget,
+                    max_attempts=max_attempts,
+                    timeout_s=timeout,
+                    progress=progress,
+                    console=console,
+                    handle_signals=True,
+                )
+                return await runner.run()
+
+        report: BatchReport = _run(run)
+        for warning in report.warnings:
+            sys.stderr.write(f"genrouter: warning: {warning}\n")
+        _print_batch_summary(report)
+    if report.ok:
+        return
+    raise typer.Exit(130 if report.stopped == "interrupted" else FAILURE_EXIT)
 
 
 @config_app.command("check")

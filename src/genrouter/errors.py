@@ -16,6 +16,8 @@
     │   └── JobFailedError            the job ran and failed; .retryable says if worth retrying
     ├── DeadlineExceededError         the one request deadline passed (also a builtin TimeoutError)
     ├── BudgetExceededError           a spend cap leaves nothing to route to
+    ├── WebhookVerificationError      a webhook's signature, timestamp or headers are wrong
+    │                                 (defined in genrouter.webhooks; never touches job state)
     └── AllProvidersFailedError       every route failed; .errors and .attempts hold each, in order
 
 Every error carries the same facts: ``retryable``, ``retry_after`` (float seconds or

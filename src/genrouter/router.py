@@ -32,6 +32,7 @@ from genrouter._attempts import (
 )
 from genrouter._clock import Clock, MonotonicClock
 from genrouter._execution import Execution
+from genrouter._webhook_hub import WebhookEvent, WebhookHub
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
 from genrouter.catalog import Catalog, CatalogEntry, Deployment, build_deployment
@@ -56,6 +57,7 @@ from genrouter.types import (
     GenerationResult,
     JobHandle,
     JobStatus,
+    ProviderJob,
     RoutePlan,
 )
 
@@ -102,6 +104,8 @@ class AsyncRouter:
         # A shared store syncs in the background once the router runs in an event loop.
         self._state_start = getattr(self.state, "start", None)
         self._closed = False
+        self.webhooks = WebhookHub()
+        """Verified webhook outcomes by job (see :meth:`handle_webhook`)."""
         given = dict(backends or {})
         unknown = set(given) - set(config.providers)
         if unknown:
@@ -440,7 +444,7 @@ class AsyncRouter:
         until = started + wait_s
         waiter = JobWaiter(self.clock)
         for job in handle.jobs:
-            if await waiter.wait(backend, job, until) is None:
+            if await self._wait_for_job(waiter, backend, job, until) is None:
                 raise DeadlineExceededError(
                     f"job {handle.provider_request_id} at {handle.provider} still running "
                     f"after {wait_s:g}s; it was not cancelled",
@@ -485,6 +489,49 @@ class AsyncRouter:
         )
         self.budget.record(handle.provider, result.cost.amount_usd)
         return result
+
+    async def _wait_for_job(
+        self, waiter: JobWaiter, backend: Backend, job: ProviderJob, until: float
+    ) -> JobStatus | None:
+        """Poll (the backstop) until the job ends, or until a verified webhook says it did.
+
+        On a webhook the job is polled at once, so the provider confirms the state
+        before its result is fetched.
+        """
+        woken = self.webhooks.subscribe(job.provider, job.provider_request_id)
+        try:
+            if not woken.is_set():
+                polling = asyncio.ensure_future(waiter.wait(backend, job, until))
+                wake = asyncio.ensure_future(woken.wait())
+                try:
+                    await asyncio.wait((polling, wake), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
+                    if not polling.done():
+                        polling.cancel()
+                        await asyncio.gather(polling, return_exceptions=True)
+                if not polling.cancelled():
+                    return polling.result()
+            return await waiter.wait(backend, job, until)
+        finally:
+            self.webhooks.unsubscribe(job.provider, job.provider_request_id, woken)
+
+    async def handle_webhook(self, provider: str, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Verify a webhook delivery from ``provider`` (a config key) and record what it says.
+
+        The provider's type picks the scheme and its config section the secret
+        (``webhook_secret``) or keys (``webhook_public_keys``, else the JWKS at
+        ``webhook_jwks_url``). A bad signature raises
+        :class:`~genrouter.webhooks.WebhookVerificationError` and changes nothing. A
+        terminal event wakes every :meth:`result` waiting on that job; repeated and
+        out-of-order deliveries come back with ``duplicate=True`` and change nothing.
+        """
+        from genrouter.webhooks import verify_provider_webhook
+
+        event = await verify_provider_webhook(self, provider, headers, body)
+        if not self.webhooks.record(event):
+            return event.model_copy(update={"duplicate": True})
+        return event
 
     async def cancel(self, handle: JobHandle) -> None:
         """Ask the provider to stop the job. Harmless if it already finished."""

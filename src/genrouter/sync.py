@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from genrouter._clock import Clock
+from genrouter._webhook_hub import WebhookEvent
 from genrouter.backends.base import Backend
 from genrouter.router import AsyncRouter, ConfigSource
 from genrouter.types import GenerationRequest, GenerationResult, JobHandle, JobStatus, RoutePlan
@@ -118,6 +119,10 @@ class Router:
     def cancel(self, handle: JobHandle) -> None:
         """Blocking :meth:`AsyncRouter.cancel`."""
         self._portal.call(self._router.cancel(handle))
+
+    def handle_webhook(self, provider: str, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Blocking :meth:`AsyncRouter.handle_webhook`."""
+        return self._portal.call(self._router.handle_webhook(provider, headers, body))
 
     def close(self) -> None:
         """Close provider connections and stop the portal thread. Idempotent."""

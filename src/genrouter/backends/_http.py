@@ -9,10 +9,12 @@ router never retries on that provider, so a job is never created twice by us.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import re
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +41,11 @@ __all__ = [
     "send",
 ]
 
+MAX_CONCURRENT_REQUESTS = 64
+"""Requests one backend client sends at once; more wait their turn here, not inside httpcore."""
+
+_LIMITERS: weakref.WeakKeyDictionary[httpx.AsyncClient, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
 MAX_ERROR_BODY = 2_000
 """Characters of a provider's error body kept in an error message."""
 
@@ -51,14 +58,14 @@ def make_client(
     timeout_s: float,
     headers: Mapping[str, str],
     transport: httpx.AsyncBaseTransport | None = None,
-    max_connections: int = 1000,
+    max_connections: int = MAX_CONCURRENT_REQUESTS,
 ) -> httpx.AsyncClient:
     """The backend's one client: no redirects to other hosts, bounded pool, no retries."""
     return httpx.AsyncClient(
         base_url=base_url,
         headers=dict(headers),
         timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=100),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         transport=transport,
         follow_redirects=False,
     )
@@ -176,8 +183,14 @@ async def send(
     kwargs: dict[str, Any] = {}
     if timeout_s is not None:
         kwargs["timeout"] = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+    limiter = _LIMITERS.get(client)
+    if limiter is None:
+        limiter = _LIMITERS[client] = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
     try:
-        return await client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
+        # httpcore's pool scans every waiting request on each assignment; thousands of
+        # jobs polling at once would make that quadratic and stall the event loop.
+        async with limiter:
+            return await client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise ProviderUnavailableError(
             f"{provider}: could not connect ({type(exc).__name__}: {exc})", provider=provider
