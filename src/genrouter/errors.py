@@ -233,6 +233,16 @@ class JobFailedError(ProviderError):
             retryable=retryable,
         )
 
+    @classmethod
+    def cancelled(cls, provider: str, provider_request_id: str) -> JobFailedError:
+        """The error for fetching the result of a job that was cancelled."""
+        return cls(
+            f"{provider}: job {provider_request_id} was cancelled",
+            provider=provider,
+            provider_request_id=provider_request_id,
+            state="cancelled",
+        )
+
 
 class DeadlineExceededError(GenRouterError, TimeoutError):
     """The request's one deadline passed. Outstanding provider jobs were cancelled first."""

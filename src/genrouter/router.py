@@ -337,7 +337,11 @@ class AsyncRouter:
         deployment can serve it, :class:`DeadlineExceededError` when the one deadline
         passes, and :class:`AllProvidersFailedError` when every route failed.
         """
-        req = self._request(request, kwargs)
+        execution, _ = self._execution(self._request(request, kwargs))
+        return await execution.generate()
+
+    def _execution(self, req: GenerationRequest, webhook_url: str | None = None) -> tuple[Execution, Plan]:
+        """Plan ``req`` and set up its execution (hedging only when waiting for the result)."""
         if self._state_start is not None:
             self._state_start()
         plan, policy = self._routable(req)
@@ -349,12 +353,13 @@ class AsyncRouter:
             store=self.state,
             clock=self.clock,
             deadline_s=req.deadline_s or policy.timeouts.deadline_s,
+            webhook_url=webhook_url,
             throttle=self.throttle,
             hedge_budget=self._hedge_budget(plan.model, policy),
             budget=self._budget,
             background=self._background,
         )
-        return await execution.generate()
+        return execution, plan
 
     # -- jobs API -----------------------------------------------------------------------
 
@@ -371,20 +376,7 @@ class AsyncRouter:
         Submission retries and falls back like :meth:`generate`; waiting does not.
         """
         req = self._request(request, kwargs)
-        if self._state_start is not None:
-            self._state_start()
-        plan, policy = self._routable(req)
-        execution = Execution(
-            request=req,
-            candidates=plan.viable,
-            policy=policy,
-            backends=self._backends,
-            store=self.state,
-            clock=self.clock,
-            deadline_s=req.deadline_s or policy.timeouts.deadline_s,
-            webhook_url=webhook_url,
-            throttle=self.throttle,
-        )
+        execution, _ = self._execution(req, webhook_url)
         submitted = await execution.submit()
         first = submitted.jobs[0]
         return JobHandle(

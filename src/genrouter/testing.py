@@ -195,12 +195,7 @@ class FunctionBackend:
         task = self._task(job)
         rid = job.provider_request_id
         if task.cancelled():
-            raise JobFailedError(
-                f"{self.name}: job {rid} was cancelled",
-                provider=self.name,
-                provider_request_id=rid,
-                state="cancelled",
-            )
+            raise JobFailedError.cancelled(self.name, rid)
         if not task.done():
             raise JobFailedError(f"{self.name}: job {rid} has not finished", provider=self.name)
         error = task.exception()
@@ -345,9 +340,7 @@ class FakeBackend:
         fake = self._job(job)
         rid = job.provider_request_id
         if fake.cancelled:
-            raise JobFailedError(
-                f"{self.name}: job {rid} was cancelled", provider=self.name, state="cancelled"
-            )
+            raise JobFailedError.cancelled(self.name, rid)
         if isinstance(fake.step, FailJob):
             raise fake.step.error
         count = fake.request.num_outputs

@@ -382,12 +382,7 @@ class FalBackend:
                 )
         status = terminal.status
         if status.state is JobState.CANCELLED:
-            raise JobFailedError(
-                f"{self.name}: job {rid} was cancelled",
-                provider=self.name,
-                provider_request_id=rid,
-                state="cancelled",
-            )
+            raise JobFailedError.cancelled(self.name, rid)
         if status.state is JobState.FAILED:
             retryable = terminal.retryable
             if retryable is None:

@@ -260,12 +260,7 @@ class SimulatedBackend:
         status = self._status(job, time.time())
         rid = job.provider_request_id
         if status.state is JobState.CANCELLED:
-            raise JobFailedError(
-                f"{self.name}: job {rid} was cancelled",
-                provider=self.name,
-                provider_request_id=rid,
-                state="cancelled",
-            )
+            raise JobFailedError.cancelled(self.name, rid)
         if status.state is JobState.FAILED:
             raise ProviderUnavailableError(
                 f"{self.name}: simulated provider failure",
