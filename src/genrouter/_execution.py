@@ -167,6 +167,7 @@ class Execution:
             self.hedge_budget.on_primary(self.started)
         running: list[_Lane] = []
         hedge_at: float | None = None
+        second_chance = False  # the pending hedge_at is the late, reserve-funded one
         if queue and self.clock.now() < self.deadline_at:
             # Fast path: a first lane that finished while starting eagerly.
             first = self._start(queue.pop(0), hedged=False)
@@ -178,6 +179,7 @@ class Execution:
             else:
                 running.append(first)
                 hedge_at = self._hedge_due(first) if queue else None
+                second_chance = False
             if future.done() and not isinstance(future.exception(), GenRouterError):
                 raise future.exception()  # type: ignore[misc]
         while True:
@@ -191,6 +193,7 @@ class Execution:
                 lane = self._start(queue.pop(0), hedged=False)
                 running.append(lane)
                 hedge_at = self._hedge_due(lane) if queue else None
+                second_chance = False
             finished = [lane for lane in running if lane.future is not None and lane.future.done()]
             if not finished:
                 now = self.clock.now()
@@ -206,9 +209,17 @@ class Execution:
                 if not done:
                     if self.clock.now() >= self.deadline_at:
                         return await self._deadline(running)
+                    primary = running[0]
                     hedge_at = None
-                    if queue and self._may_hedge(queue[0]):
+                    if queue and self._may_hedge(queue[0], keep_reserve=not second_chance):
                         running.append(self._start(queue.pop(0), hedged=True))
+                    elif queue and not second_chance:
+                        # Tokens are short: keep the reserve for requests 1.5× as late as
+                        # usual (an incident), rather than spend it all on the routine tail.
+                        due = self._hedge_due(primary)
+                        if due is not None:
+                            hedge_at = primary.started + 1.5 * (due - primary.started)
+                            second_chance = True
                     continue
                 finished = [lane for lane in running if lane.future is not None and lane.future.done()]
             for lane in finished:
@@ -225,12 +236,15 @@ class Execution:
             if not running:
                 hedge_at = None
 
-    def _may_hedge(self, candidate: PlannedCandidate) -> bool:
-        """A hedge needs a budget token and the hedge provider's retry budget."""
+    def _may_hedge(self, candidate: PlannedCandidate, *, keep_reserve: bool) -> bool:
+        """A hedge needs a budget token (beyond the reserve, at the first chance) and the
+        hedge provider's retry budget."""
         provider = candidate.deployment.provider
         if self.throttle is not None and not self.throttle.allows_retry(provider):
             return False
-        return self.hedge_budget is None or self.hedge_budget.try_spend()
+        if self.hedge_budget is None:
+            return True
+        return self.hedge_budget.try_spend(reserve=self.hedge_budget.reserve if keep_reserve else 0.0)
 
     def _won(self, winner: _Lane, others: list[_Lane]) -> GenerationResult | Submitted:
         assert winner.future is not None
