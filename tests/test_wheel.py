@@ -59,3 +59,11 @@ def test_wheel_catalogs_validate(wheel: Path, tmp_path: Path) -> None:
     for catalog in CATALOGS:
         parsed = load_catalog_file(tmp_path / "genrouter" / "_catalogs" / catalog)
         assert parsed.provider == Path(catalog).stem
+
+
+def test_wheel_ships_the_modal_service(wheel: Path) -> None:
+    """deploy/modal ships inside the wheel so InProcessModalTransport works from an install."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "genrouter/_deploy_modal/service.py" in names
+    assert "genrouter/_deploy_modal/app.py" in names

@@ -29,8 +29,15 @@ from typing import Any, Literal, Protocol, Self
 
 __all__ = ["SERVICE_PATH", "InProcessModalTransport", "load_service_module", "modal_error"]
 
-SERVICE_PATH = Path(__file__).resolve().parents[2] / "deploy" / "modal" / "service.py"
-"""``deploy/modal/service.py`` in a source checkout (the wheel does not ship ``deploy/``)."""
+def _service_path() -> Path:
+    packaged = Path(__file__).with_name("_deploy_modal") / "service.py"
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "deploy" / "modal" / "service.py"
+
+
+SERVICE_PATH = _service_path()
+"""``deploy/modal/service.py``: shipped in the wheel as ``genrouter/_deploy_modal``, else the checkout's."""
 
 Operation = Literal["spawn", "get", "cancel", "warm"]
 _POLL_S = 0.005
