@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol, Self
 
 __all__ = ["SERVICE_PATH", "InProcessModalTransport", "load_service_module", "modal_error"]
 
+
 def _service_path() -> Path:
     packaged = Path(__file__).with_name("_deploy_modal") / "service.py"
     if packaged.is_file():
