@@ -13,6 +13,7 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from tenacity import RetryCallState
@@ -179,7 +180,20 @@ def merge_results(results: Sequence[GenerationResult]) -> GenerationResult:
             ),
             "warnings": [w for r in results for w in r.warnings],
             "raw": {"parts": [r.raw for r in results]},
+            "cost": _summed_cost(results),
         }
+    )
+
+
+def _summed_cost(results: Sequence[GenerationResult]) -> Cost:
+    """The parts' backend-reported costs added up, or unknown (the router prices it) if any is."""
+    amounts = [r.cost.amount_usd for r in results]
+    if any(a is None for a in amounts):
+        return Cost()
+    return Cost(
+        amount_usd=sum((a for a in amounts if a is not None), Decimal(0)),
+        estimated=any(r.cost.estimated for r in results),
+        basis=f"sum of {len(results)} calls",
     )
 
 

@@ -41,6 +41,7 @@ __all__ = [  # noqa: F822 - BackendContract is served lazily by __getattr__ (it 
     "FakeClock",
     "FunctionBackend",
     "Hang",
+    "InProcessModalTransport",
     "Succeed",
     "set_testing",
 ]
