@@ -22,6 +22,7 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -40,6 +41,7 @@ from genrouter._attempts import (
     Submitted,
     finalise_result,
     merge_results,
+    new_result_id,
     observe_failure,
     quiet_cancel,
     retry_same_provider,
@@ -54,6 +56,7 @@ from genrouter.errors import (
     RateLimitedError,
     describe_error,
 )
+from genrouter.observability import attempt_ended, logger
 from genrouter.types import Attempt, AttemptOutcome, GenerationRequest, GenerationResult, ProviderJob
 
 if TYPE_CHECKING:
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
     from genrouter.backends.base import Backend
     from genrouter.catalog import Deployment
     from genrouter.config import RoutePolicy
+    from genrouter.observability import MetricsHook
     from genrouter.routing.budgets import BudgetGuard
     from genrouter.routing.health import DeploymentHealth
     from genrouter.routing.plan import PlannedCandidate
@@ -103,6 +107,7 @@ class Execution:
         hedge_budget: HedgeBudget | None = None,
         budget: BudgetGuard | None = None,
         background: set[asyncio.Task[Any]] | None = None,
+        hooks: Sequence[MetricsHook] = (),
     ) -> None:
         self.request = request
         self.candidates = candidates
@@ -125,6 +130,15 @@ class Execution:
         self._submit_only = False
         self._deadline_fired = False
         self._cancelling: set[asyncio.Task[None]] = set()
+        self.hooks = hooks
+        self._request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """An id for this request in logs (made on first use)."""
+        if self._request_id is None:
+            self._request_id = new_result_id()
+        return self._request_id
 
     # -- public entry points -------------------------------------------------------
 
@@ -526,17 +540,18 @@ class Execution:
         *,
         hedged: bool = False,
     ) -> None:
-        self.attempts.append(
-            Attempt(
-                provider=deployment.provider,
-                endpoint=deployment.endpoint,
-                outcome=outcome,
-                error=error,
-                duration_s=(self.clock.now() if now is None else now) - started,
-                hedged=hedged,
-                provider_request_id=jobs[0].provider_request_id if jobs else None,
-            )
+        attempt = Attempt(
+            provider=deployment.provider,
+            endpoint=deployment.endpoint,
+            outcome=outcome,
+            error=error,
+            duration_s=(self.clock.now() if now is None else now) - started,
+            hedged=hedged,
+            provider_request_id=jobs[0].provider_request_id if jobs else None,
         )
+        self.attempts.append(attempt)
+        if self.hooks or logger.isEnabledFor(logging.DEBUG):
+            attempt_ended(self.hooks, attempt, self.request, self.request_id, len(self.attempts))
 
     def _fail(
         self,

@@ -847,11 +847,15 @@ def parse_config(
     # Top-level ``x-...`` keys hold YAML anchors (``x-base: &base {...}``); they are not config.
     raw = {k: v for k, v in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}
     raw = interpolate(raw, env)
+    invalid: list[str] | None = None
     try:
         config = RouterConfig.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
-        problems = _format_errors(exc.errors(include_url=False), root=RouterConfig, raw=raw)
-        raise ConfigError("; ".join(problems), key_path=_first_path(problems), problems=problems) from exc
+        invalid = _format_errors(exc.errors(include_url=False), root=RouterConfig, raw=raw)
+    if invalid is not None:
+        # Raised outside the except: the ValidationError quotes input values, secrets too,
+        # and must not ride along as the ConfigError's context.
+        raise ConfigError("; ".join(invalid), key_path=_first_path(invalid), problems=invalid)
     problems = list(dict.fromkeys(_semantic_problems(config)))
     if problems:
         raise ConfigError("; ".join(problems), key_path=_first_path(problems), problems=problems)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -45,6 +46,7 @@ from genrouter.errors import (
     InvalidRequestError,
     NoRouteError,
 )
+from genrouter.observability import MetricsHook, logger, request_ended
 from genrouter.routing.budgets import BudgetGuard
 from genrouter.routing.plan import ExploreRule, Plan, build_plan
 from genrouter.routing.policies import SmoothWeightedRoundRobin
@@ -81,8 +83,11 @@ class AsyncRouter:
         clock: Clock | None = None,
         catalog: Catalog | None = None,
         state: StateStore | None = None,
+        hooks: Sequence[MetricsHook] = (),
     ) -> None:
         self.config = config
+        self.hooks: list[MetricsHook] = list(hooks)
+        """Metrics hooks told of every :meth:`generate` attempt and result."""
         self.clock: Clock = clock or MonotonicClock()
         self.catalog = catalog or Catalog.load(config.catalog_paths())
         self.state: StateStore = state or _state_store(config)
@@ -129,13 +134,15 @@ class AsyncRouter:
         *,
         backends: Mapping[str, Backend] | None = None,
         clock: Clock | None = None,
+        hooks: Sequence[MetricsHook] = (),
     ) -> Self:
         """A router from a YAML path, a dict, a :class:`RouterConfig`, or discovery (None).
 
         ``backends`` supplies instances for ``type: custom`` providers (or replaces
-        any provider's backend, e.g. with a test double).
+        any provider's backend, e.g. with a test double). ``hooks`` are
+        :class:`~genrouter.observability.MetricsHook` s.
         """
-        return cls(load_config(source), backends=backends, clock=clock)
+        return cls(load_config(source), backends=backends, clock=clock, hooks=hooks)
 
     # -- construction helpers ------------------------------------------------------
 
@@ -337,10 +344,24 @@ class AsyncRouter:
         deployment can serve it, :class:`DeadlineExceededError` when the one deadline
         passes, and :class:`AllProvidersFailedError` when every route failed.
         """
-        execution, _ = self._execution(self._request(request, kwargs))
-        return await execution.generate()
+        req = self._request(request, kwargs)
+        hooks = self.hooks
+        if not hooks and not logger.isEnabledFor(logging.INFO):
+            execution, _ = self._execution(req)
+            return await execution.generate()
+        started = self.clock.now()
+        try:
+            execution, _ = self._execution(req, hooks=hooks)
+            result = await execution.generate()
+        except Exception as exc:
+            request_ended(hooks, req, None, exc, self.clock.now() - started)
+            raise
+        request_ended(hooks, req, result, None, self.clock.now() - started)
+        return result
 
-    def _execution(self, req: GenerationRequest, webhook_url: str | None = None) -> tuple[Execution, Plan]:
+    def _execution(
+        self, req: GenerationRequest, webhook_url: str | None = None, hooks: Sequence[MetricsHook] = ()
+    ) -> tuple[Execution, Plan]:
         """Plan ``req`` and set up its execution (hedging only when waiting for the result)."""
         if self._state_start is not None:
             self._state_start()
@@ -358,6 +379,7 @@ class AsyncRouter:
             hedge_budget=self._hedge_budget(plan.model, policy),
             budget=self._budget,
             background=self._background,
+            hooks=hooks,
         )
         return execution, plan
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -17,6 +17,7 @@ from typing import Any, Self, TypeVar
 from genrouter._clock import Clock
 from genrouter._webhook_hub import WebhookEvent
 from genrouter.backends.base import Backend
+from genrouter.observability import MetricsHook
 from genrouter.router import AsyncRouter, ConfigSource
 from genrouter.types import GenerationRequest, GenerationResult, JobHandle, JobStatus, RoutePlan
 
@@ -70,13 +71,14 @@ class Router:
         *,
         backends: Mapping[str, Backend] | None = None,
         clock: Clock | None = None,
+        hooks: Sequence[MetricsHook] = (),
     ) -> Self:
         """A router from a YAML path, a dict, a config, or discovery (None)."""
         portal = _Portal()
         try:
 
             async def build() -> AsyncRouter:
-                return AsyncRouter.from_config(source, backends=backends, clock=clock)
+                return AsyncRouter.from_config(source, backends=backends, clock=clock, hooks=hooks)
 
             router = portal.call(build())
         except BaseException:
