@@ -7,7 +7,6 @@ their own, so the router's jobs API uses them too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import random
@@ -120,6 +119,7 @@ class JobWaiter:
             remaining = until - clock.now()
             if remaining <= 0:
                 return None
+            retry_after = 0.0
             try:
                 if waiter is not None:
                     status: JobStatus = await waiter(job, remaining)
@@ -128,13 +128,14 @@ class JobWaiter:
             except GenRouterError as exc:
                 if not _transient(exc):
                     raise
+                retry_after = exc.retry_after or 0.0  # a throttled poll waits as told
                 status = None  # type: ignore[assignment]
             if status is not None and status.state.is_terminal:
                 return status
             if waiter is None or status is None:
                 # Polling cadence is not backoff: set_testing() leaves it alone, so a fake
                 # clock advances and a hung job still reaches its time limit.
-                pause = min(interval, until - clock.now())
+                pause = min(max(interval, retry_after), until - clock.now())
                 await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
                 interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
@@ -151,9 +152,10 @@ class JobWaiter:
             try:
                 return await backend.fetch_result(job)
             except GenRouterError as exc:
-                if not _transient(exc) or not tries_left or clock.now() + interval >= until:
+                pause = max(interval, exc.retry_after or 0.0)  # a throttled read waits as told
+                if not _transient(exc) or not tries_left or clock.now() + pause >= until:
                     raise
-            await clock.sleep(interval)
+            await clock.sleep(pause)
             interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -308,11 +310,28 @@ class NoWait(wait_base):
         return 0.0
 
 
+CANCEL_TRIES = 3
+
+
 async def quiet_cancel(backend: Backend, job: ProviderJob) -> None:
-    """Cancel a job at its provider, best effort."""
-    # A failed best-effort cancel must not mask the request's real outcome.
-    with contextlib.suppress(Exception):
-        await backend.cancel(job)
+    """Cancel a job at its provider: retried on transient errors, never raising.
+
+    A cancel lost to a 503 leaves a job running and billing, so it is worth a couple
+    more tries (the caller bounds the whole thing by its grace period). A failed cancel
+    must not mask the request's real outcome, so nothing is raised.
+    """
+    for attempt in range(CANCEL_TRIES):
+        try:
+            await backend.cancel(job)
+            return
+        except GenRouterError as exc:
+            if not exc.retryable or attempt == CANCEL_TRIES - 1:
+                return
+            # A provider's Retry-After holds for cancels too.
+            pause = max(0.05 * (attempt + 1), exc.retry_after or 0.0)
+        except Exception:
+            return
+        await asyncio.sleep(pause)
 
 
 def observe_failure(

@@ -299,6 +299,7 @@ class Execution:
         futures = [lane.future for lane in lanes if lane.future is not None]
         if futures:
             await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+            _retrieve(futures)
         jobs = [(b, j) for b, j, lane in list(self._live.values()) if lane in lanes]
         await self._cancel_jobs(jobs)
 
@@ -333,6 +334,7 @@ class Execution:
         futures = [lane.future for lane in lanes if lane.future is not None and not lane.future.done()]
         if futures:
             await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+            _retrieve(futures)
         jobs = [(b, j) for b, j, _ in self._live.values()]
         await self._cancel_jobs(jobs, grace_until)
         if self._cancelling:  # cancels a lane started (e.g. its attempt timed out) must land too
@@ -593,3 +595,10 @@ class Execution:
         for _, job in jobs:
             self._live.pop(id(job), None)
         await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))
+
+
+def _retrieve(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Read the outcome of stopped lanes, so asyncio does not report it as never retrieved."""
+    for future in futures:
+        if future.done() and not future.cancelled():
+            future.exception()

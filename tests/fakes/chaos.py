@@ -1,0 +1,395 @@
+"""Fault injection for the loopback fakes (fal, Replicate): the chaos suite's weather.
+
+:class:`Chaos` wraps a fake's handler (``FakeFal`` or ``FakeReplicate``) and, per
+request and with a seeded RNG, answers instead of (or after) the fake:
+
+- ``503`` (``error_rate``), ``429`` with ``Retry-After`` (``throttle_rate``),
+- a connection reset (``reset_rate``: ``Response(drop=True)``),
+- a hung request (``hang_rate``: answered after ``hang_s``, longer than the client's
+  ``timeout_s``),
+- a full outage: every request in ``[outage[0], outage[1])`` seconds after
+  :meth:`Chaos.start` answers 503.
+
+Faults hit every kind of request (submit, status, result, cancel). A reset or a hang is
+injected *before* the fake sees the request (nothing happens there) or *after* it (the
+fake acted, the answer is lost), half and half: a submit lost after the job was accepted
+makes an **orphan** (the client cannot know its id; it is counted, not billed twice).
+
+It keeps the books the chaos assertions need: submissions, the jobs accepted for each
+prompt (prompts are unique per generation), which of them were cancelled at the fake,
+orphans, and Retry-After violations: after a 429 promising ``Retry-After: r`` to one
+generation (a prompt) at one provider, any later request of that generation to that
+provider before ``t + r`` is a violation. Early requests from *other* generations to a
+provider that has throttled are counted too (``early_other``), for information: the router
+blocks new attempts on a throttled provider, but jobs already running keep being polled.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fal import FakeFal
+from .replicate import FakeReplicate
+from .server import Request, Response
+
+__all__ = ["Chaos", "ChaosRates", "JobRecord"]
+
+
+@dataclass(frozen=True)
+class ChaosRates:
+    """Per-request fault probabilities (checked in this order on one uniform draw)."""
+
+    error_rate: float = 0.20
+    throttle_rate: float = 0.05
+    reset_rate: float = 0.02
+    hang_rate: float = 0.01
+    retry_after_s: float = 0.2
+    hang_s: float = 3.0
+    outage: tuple[float, float] | None = None
+
+
+@dataclass
+class JobRecord:
+    """One job the fake accepted."""
+
+    provider: str
+    job_id: str
+    prompt: str
+    orphan: bool = False
+
+
+@dataclass
+class _Kind:
+    kind: str  # submit, status, result, cancel, file, other
+    prompt: str | None
+    job_id: str | None = None
+
+
+@dataclass
+class Chaos:
+    """A fault-injecting handler around ``inner`` (a FakeFal or a FakeReplicate)."""
+
+    inner: FakeFal | FakeReplicate
+    provider: str
+    rates: ChaosRates = field(default_factory=ChaosRates)
+    seed: int = 0
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(f"{self.provider}:{self.seed}")
+        self._lock = threading.Lock()
+        self.t0 = self.clock()
+        self.faults: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.submissions = 0
+        self.jobs: list[JobRecord] = []
+        self.violations: list[tuple[str, str, float]] = []  # (prompt, kind, seconds early)
+        self.early_other = 0
+        self._promised: dict[str, float] = {}  # prompt -> not before (monotonic)
+        self._provider_promised = 0.0
+
+    def start(self) -> Chaos:
+        """Reset the outage clock."""
+        self.t0 = self.clock()
+        return self
+
+    # -- the handler ------------------------------------------------------------------------
+
+    def __call__(self, request: Request) -> Response:
+        kind = self._classify(request)
+        if kind.kind == "file":
+            return self.inner(request)
+        now = self.clock()
+        with self._lock:
+            self.requests[kind.kind] += 1
+            if kind.kind == "submit":
+                self.submissions += 1
+            if kind.prompt is not None and now < self._promised.get(kind.prompt, 0.0):
+                self.violations.append((kind.prompt, kind.kind, self._promised[kind.prompt] - now))
+            elif now < self._provider_promised:
+                self.early_other += 1
+            fault = self._draw(now)
+            after = self._rng.random() < 0.5
+            if fault:
+                self.faults[
+                    f"{kind.kind}:{fault}{':after' if after and fault in ('reset', 'hang') else ''}"
+                ] += 1
+            if fault == "throttle":
+                until = now + self.rates.retry_after_s
+                if kind.prompt is not None:
+                    self._promised[kind.prompt] = max(self._promised.get(kind.prompt, 0.0), until)
+                self._provider_promised = max(self._provider_promised, until)
+        if fault in ("outage", "error"):
+            return Response.json({"detail": "Service temporarily unavailable"}, status=503)
+        if fault == "throttle":
+            headers = {"retry-after": f"{self.rates.retry_after_s:g}"}
+            return Response.json({"detail": "Too many requests"}, status=429, headers=headers)
+        if fault and not after:
+            return Response(drop=True) if fault == "reset" else self._hung()
+        before = self._job_ids() if kind.kind == "submit" else None
+        response = self.inner(request)
+        if before is not None:
+            self._note_new_jobs(before, kind.prompt, orphan=fault in ("reset", "hang"))
+        if fault == "reset":
+            return Response(drop=True)
+        if fault == "hang":
+            response.delay_s = max(response.delay_s, self.rates.hang_s)
+        return response
+
+    def _draw(self, now: float) -> str | None:
+        rates = self.rates
+        if rates.outage is not None and rates.outage[0] <= now - self.t0 < rates.outage[1]:
+            return "outage"
+        draw = self._rng.random()
+        for name, rate in (
+            ("error", rates.error_rate),
+            ("throttle", rates.throttle_rate),
+            ("reset", rates.reset_rate),
+            ("hang", rates.hang_rate),
+        ):
+            if draw < rate:
+                return name
+            draw -= rate
+        return None
+
+    def _hung(self) -> Response:
+        return Response.json({"detail": "too late"}, status=504, delay_s=self.rates.hang_s)
+
+    # -- the fakes' shapes ---------------------------------------------------------------------
+
+    def _classify(self, request: Request) -> _Kind:
+        path = request.path
+        if path.startswith("/files/"):
+            return _Kind("file", None)
+        if isinstance(self.inner, FakeFal):
+            _head, sep, tail = path.strip("/").partition("/requests/")
+            if not sep:
+                body = _json(request)
+                return _Kind("submit", _text(body.get("prompt")))
+            job_id, _, action = tail.partition("/")
+            job = self.inner.jobs.get(job_id)
+            prompt = _text(job.input.get("prompt")) if job is not None else None
+            kind = {"status": "status", "cancel": "cancel", "": "result"}.get(action, "other")
+            return _Kind(kind, prompt, job_id)
+        parts = path.strip("/").split("/")
+        if request.method == "POST" and parts[-1] == "predictions":
+            inputs = _json(request).get("input")
+            return _Kind("submit", _text(inputs.get("prompt")) if isinstance(inputs, dict) else None)
+        if len(parts) >= 3 and parts[1] == "predictions":
+            prediction = self.inner.predictions.get(parts[2])
+            prompt = _text(prediction.input.get("prompt")) if prediction is not None else None
+            kind = "cancel" if parts[-1] == "cancel" else "status"
+            return _Kind(kind, prompt, parts[2])
+        return _Kind("other", None)
+
+    def _job_ids(self) -> set[str]:
+        store = self.inner.jobs if isinstance(self.inner, FakeFal) else self.inner.predictions
+        return set(store)
+
+    def _note_new_jobs(self, before: set[str], prompt: str | None, *, orphan: bool) -> None:
+        # A submit creates at most one job; jobs created meanwhile by other threads'
+        # submits carry other prompts (prompts are unique per generation).
+        new = [job_id for job_id in self._job_ids() - before if self._prompt_of(job_id) == prompt]
+        with self._lock:
+            for job_id in new:
+                self.jobs.append(JobRecord(self.provider, job_id, prompt or "", orphan=orphan))
+
+    def _prompt_of(self, job_id: str) -> str:
+        if isinstance(self.inner, FakeFal):
+            return _text(self.inner.jobs[job_id].input.get("prompt")) or ""
+        return _text(self.inner.predictions[job_id].input.get("prompt")) or ""
+
+    def cancelled(self, job_id: str) -> bool:
+        """Whether the fake holds ``job_id`` as cancelled (so it is not billed)."""
+        if isinstance(self.inner, FakeFal):
+            return self.inner.jobs[job_id].cancelled
+        return self.inner.predictions[job_id].status == "canceled"
+
+
+def _json(request: Request) -> dict[str, Any]:
+    try:
+        body = request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# -- the chaos run -------------------------------------------------------------------------------
+
+
+@dataclass
+class ChaosReport:
+    """What one chaos run measured (see :func:`run_chaos`)."""
+
+    requests: int
+    succeeded: int
+    typed_errors: Counter[str]
+    lost: int
+    double_billed: int
+    orphans: int
+    retry_after_violations: int
+    early_other: int
+    submissions: int
+    latencies: list[float]
+    wall_s: float
+    faults: Counter[str]
+    billed_extra_jobs: int
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "succeeded": self.succeeded,
+            "success_rate": round(self.succeeded / self.requests, 5) if self.requests else 0.0,
+            "p50_s": round(self.percentile(0.50), 4),
+            "p95_s": round(self.percentile(0.95), 4),
+            "p99_s": round(self.percentile(0.99), 4),
+            "lost": self.lost,
+            "double_billed": self.double_billed,
+            "orphans": self.orphans,
+            "retry_after_violations": self.retry_after_violations,
+            "early_requests_other_generations": self.early_other,
+            "submissions": self.submissions,
+            "extra_submissions_ratio": round(self.submissions / self.requests - 1, 4)
+            if self.requests
+            else 0.0,
+            "typed_errors": dict(self.typed_errors),
+            "faults_injected": sum(self.faults.values()),
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
+def chaos_config(fal_url: str, replicate_url: str, *, hedge: bool = True) -> dict[str, Any]:
+    """fal then Replicate, each on its fake; small timeouts so hung requests end quickly."""
+    from .fal import DEFAULT_KEY
+    from .replicate import TOKEN
+
+    return {
+        "version": 1,
+        "providers": {
+            "fal": {"api_key": DEFAULT_KEY, "base_url": fal_url, "timeout_s": 1.0},
+            "replicate": {"api_token": TOKEN, "base_url": replicate_url, "timeout_s": 1.0},
+        },
+        "routing": {
+            "default": {
+                "strategy": "priority",
+                "order": ["fal", "replicate"],
+                "timeouts": {"attempt_s": 5, "deadline_s": 20},
+                "retry": {"max_attempts": 3, "initial_backoff_s": 0.05, "max_backoff_s": 0.5},
+                "fallback": {"enabled": True},
+                # Every call fails ~28 % of the time here, which is past what the retry
+                # budget (gRPC A6) is built to allow: it would (rightly) stop retrying.
+                "retry_budget": {"enabled": False},
+                "hedge": {"enabled": hedge, "delay": 1.0, "max_extra_fraction": 0.2},
+            }
+        },
+    }
+
+
+async def run_chaos(
+    requests: int = 5000,
+    concurrency: int = 64,
+    seed: int = 0,
+    *,
+    outage: tuple[float, float] = (1.0, 3.0),
+    rates: ChaosRates | None = None,
+) -> ChaosReport:
+    """Drive ``requests`` generations through AsyncRouter against chaotic fakes of fal and Replicate.
+
+    fal suffers a full outage in ``outage`` (seconds after the start). Every generation has
+    a unique prompt, which maps the fakes' jobs back to it.
+    """
+    import asyncio
+
+    from genrouter import AsyncRouter, GenRouterError
+
+    from .fal import Behaviour, start_server
+    from .replicate import Plan
+    from .server import LoopbackServer
+
+    base = rates or ChaosRates()
+    fal_fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=1))
+    replicate_fake = FakeReplicate(plan=Plan(statuses=("processing", "succeeded")))
+    fal = Chaos(fal_fake, "fal", ChaosRates(**{**base.__dict__, "outage": outage}), seed)
+    replicate = Chaos(replicate_fake, "replicate", ChaosRates(**{**base.__dict__, "outage": None}), seed)
+    fal_server = start_server(fal)  # type: ignore[arg-type]
+    replicate_server = LoopbackServer(replicate).start()
+    fal_server._server.request_queue_size = 512
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    outcome: dict[str, str] = {}
+    lost = 0
+    started = time.monotonic()
+    try:
+        config = chaos_config(fal_server.url, replicate_server.url)
+        async with AsyncRouter.from_config(config) as router:
+            gate = asyncio.Semaphore(concurrency)
+            fal.start()
+            replicate.start()
+
+            async def one(i: int) -> None:
+                nonlocal lost
+                prompt = f"chaos {seed} #{i}"
+                async with gate:
+                    began = time.monotonic()
+                    try:
+                        await asyncio.wait_for(router.generate(prompt, model="flux-dev"), 30)
+                    except GenRouterError as exc:
+                        errors[type(exc).__name__] += 1
+                        outcome[prompt] = "error"
+                        return
+                    except BaseException as exc:
+                        lost += 1
+                        errors[f"LOST {type(exc).__name__}"] += 1
+                        outcome[prompt] = "lost"
+                        return
+                    latencies.append(time.monotonic() - began)
+                    outcome[prompt] = "ok"
+
+            await asyncio.gather(*(one(i) for i in range(requests)))
+            await asyncio.sleep(0.5)  # let best-effort cancels land
+    finally:
+        fal_server.stop()
+        replicate_server.stop()
+    wall = time.monotonic() - started
+    lost += sum(1 for i in range(requests) if f"chaos {seed} #{i}" not in outcome)
+    billed: Counter[str] = Counter()
+    orphans = 0
+    for chaos in (fal, replicate):
+        for record in chaos.jobs:
+            if record.orphan:
+                orphans += 1
+            elif not chaos.cancelled(record.job_id):
+                billed[record.prompt] += 1
+    double = sum(1 for count in billed.values() if count > 1)
+    faults = fal.faults + replicate.faults
+    return ChaosReport(
+        requests=requests,
+        succeeded=len(latencies),
+        typed_errors=errors,
+        lost=lost,
+        double_billed=double,
+        orphans=orphans,
+        retry_after_violations=len(fal.violations) + len(replicate.violations),
+        early_other=fal.early_other + replicate.early_other,
+        submissions=fal.submissions + replicate.submissions,
+        latencies=latencies,
+        wall_s=wall,
+        faults=faults,
+        billed_extra_jobs=sum(count - 1 for count in billed.values() if count > 1),
+    )
