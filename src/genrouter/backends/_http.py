@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import re
 import time
 import weakref
@@ -80,11 +81,18 @@ def parse_retry_after(headers: Mapping[str, str], text: str | None = None) -> fl
     if value:
         value = value.strip()
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            # Neither seconds nor an HTTP date (e.g. "abc"): treated as absent.
+            try:
+                parsed = email.utils.parsedate_to_datetime(value) if value else None
+            except (TypeError, ValueError, OverflowError):
+                parsed = None
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - time.time())
+        else:
+            if math.isfinite(seconds):
+                return max(0.0, seconds)
     if text:
         match = _SECONDS_IN_TEXT.search(text)
         if match:
