@@ -104,8 +104,14 @@ class Submitted:
 class JobWaiter:
     """Waits for accepted jobs to end: the backend's ``wait`` if it has one, else polling."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, store: StateStore | None = None) -> None:
         self._clock = clock
+        self._store = store
+
+    def _throttled(self, job: ProviderJob, retry_after: float | None) -> None:
+        # A provider's Retry-After holds for every call to it, cancels included.
+        if retry_after and self._store is not None:
+            self._store.block(job.provider, self._clock.now() + retry_after)
 
     async def wait(self, backend: Backend, job: ProviderJob, until: float) -> JobStatus | None:
         """The job's terminal status, or None if ``until`` came first.
@@ -129,6 +135,7 @@ class JobWaiter:
                 if not _transient(exc):
                     raise
                 retry_after = exc.retry_after or 0.0  # a throttled poll waits as told
+                self._throttled(job, exc.retry_after)
                 status = None  # type: ignore[assignment]
             if status is not None and status.state.is_terminal:
                 return status
@@ -153,6 +160,7 @@ class JobWaiter:
                 return await backend.fetch_result(job)
             except GenRouterError as exc:
                 pause = max(interval, exc.retry_after or 0.0)  # a throttled read waits as told
+                self._throttled(job, exc.retry_after)
                 if not _transient(exc) or not tries_left or clock.now() + pause >= until:
                     raise
             await clock.sleep(pause)
@@ -313,13 +321,15 @@ class NoWait(wait_base):
 CANCEL_TRIES = 3
 
 
-async def quiet_cancel(backend: Backend, job: ProviderJob) -> None:
+async def quiet_cancel(backend: Backend, job: ProviderJob, delay_s: float = 0.0) -> None:
     """Cancel a job at its provider: retried on transient errors, never raising.
 
     A cancel lost to a 503 leaves a job running and billing, so it is worth a couple
     more tries (the caller bounds the whole thing by its grace period). A failed cancel
     must not mask the request's real outcome, so nothing is raised.
     """
+    if delay_s > 0:
+        await asyncio.sleep(delay_s)  # the provider's Retry-After has not passed yet
     for attempt in range(CANCEL_TRIES):
         try:
             await backend.cancel(job)

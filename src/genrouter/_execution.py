@@ -126,7 +126,7 @@ class Execution:
         self.attempts: list[Attempt] = []
         self.errors: list[BaseException] = []
         self._live: dict[int, tuple[Backend, ProviderJob, _Lane]] = {}
-        self._waiter = JobWaiter(clock)
+        self._waiter = JobWaiter(clock, store)
         self._submit_only = False
         self._deadline_fired = False
         self._cancelling: set[asyncio.Task[None]] = set()
@@ -588,7 +588,13 @@ class Execution:
         if grace_until is None:
             grace_until = self.clock.now() + CANCEL_GRACE_S
         loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(quiet_cancel(backend, job)) for backend, job in jobs]
+        now = self.clock.now()
+        tasks = [
+            loop.create_task(
+                quiet_cancel(backend, job, max(0.0, self.store.blocked_until(job.provider) - now))
+            )
+            for backend, job in jobs
+        ]
         for task in tasks:
             self._cancelling.add(task)
             task.add_done_callback(self._cancelling.discard)

@@ -456,7 +456,7 @@ class AsyncRouter:
         wait_s = timeout if timeout is not None else policy.timeouts.deadline_s
         started = self.clock.now()
         until = started + wait_s
-        waiter = JobWaiter(self.clock)
+        waiter = JobWaiter(self.clock, self.state)
         for job in handle.jobs:
             if await self._wait_for_job(waiter, backend, job, until) is None:
                 raise DeadlineExceededError(
