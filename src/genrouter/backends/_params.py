@@ -9,13 +9,26 @@ handles its own vocabulary (sizes, media, LoRAs, formats) and finally merges
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import mimetypes
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from genrouter._media import sniff_content_type
 from genrouter.catalog import Deployment
-from genrouter.types import GenerationRequest
+from genrouter.errors import InvalidRequestError
+from genrouter.types import GenerationRequest, MediaInput
 
-__all__ = ["DIRECT_FIELDS", "merge_provider_options", "requested_fields", "translate_fields"]
+__all__ = [
+    "DIRECT_FIELDS",
+    "media_data_url",
+    "merge_provider_options",
+    "requested_fields",
+    "translate_fields",
+]
 
 DIRECT_FIELDS = (
     "prompt",
@@ -77,3 +90,46 @@ def merge_provider_options(payload: dict[str, Any], request: GenerationRequest, 
         if options:
             merged.update(options)
     return merged
+
+
+async def media_data_url(
+    value: MediaInput, field: str, *, provider: str, max_bytes: int | None = None
+) -> str:
+    """An image input as a URL a provider can read.
+
+    http(s) and ``data:`` URLs pass through; bytes and a ``pathlib.Path`` are sent inline
+    as a ``data:`` URL (content type sniffed, else guessed from the file name). Any other
+    string is refused, so a user-supplied string never makes genrouter read a local file.
+    """
+    guessed: str | None = None
+    if isinstance(value, str):
+        if urlsplit(value).scheme.lower() in ("http", "https", "data"):
+            return value
+        raise InvalidRequestError(
+            f"{field}: {value[:80]!r} is not an http(s) or data: URL; pass bytes or a pathlib.Path "
+            "for a local file",
+            field=field,
+            provider=provider,
+        )
+    if isinstance(value, Path):
+        try:
+            data = await asyncio.to_thread(value.read_bytes)
+        except OSError as exc:
+            raise InvalidRequestError(
+                f"{field}: cannot read {str(value)!r} ({exc.strerror or exc}); "
+                "pass a URL, bytes or a readable file",
+                field=field,
+                provider=provider,
+            ) from exc
+        guessed = mimetypes.guess_type(value.name)[0]
+    else:
+        data = value
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InvalidRequestError(
+            f"{field}: {len(data)} bytes is over the {max_bytes}-byte limit for inline "
+            "inputs; pass an https URL",
+            field=field,
+            provider=provider,
+        )
+    content_type = sniff_content_type(data) or guessed or "application/octet-stream"
+    return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"

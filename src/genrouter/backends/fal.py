@@ -71,7 +71,6 @@ polls ``succeeded``: its output exists and was billed.
 from __future__ import annotations
 
 import asyncio
-import base64
 import math
 import mimetypes
 import os
@@ -80,17 +79,16 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from genrouter import __version__
-from genrouter._media import sniff_content_type
 from genrouter._secrets import register_secret, scrub
 from genrouter.backends._http import error_for_status, make_client, read_json, send
 from genrouter.backends._params import (
     DIRECT_FIELDS,
+    media_data_url,
     merge_provider_options,
     requested_fields,
     translate_fields,
@@ -214,27 +212,6 @@ def _nearest_preset(aspect_ratio: str, area: int) -> tuple[str, bool]:
 def _duration_value(seconds: float) -> str:
     """fal's enumerated durations are strings: ``5`` → ``"5"``, ``7.5`` → ``"7.5"``."""
     return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
-
-
-async def _media_value(value: MediaInput, field_name: str) -> str:
-    """A URL passes through; bytes and files become a ``data:`` URI."""
-    if isinstance(value, str) and re.match(r"^(https?|data):", value, re.IGNORECASE):
-        return value
-    if isinstance(value, bytes):
-        data, guessed = value, None
-    else:
-        path = Path(value)
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise InvalidRequestError(
-                f"{field_name}: cannot read {str(path)!r} ({exc.strerror or exc}); "
-                "pass a URL, bytes or a readable file",
-                field=field_name,
-            ) from exc
-        guessed = mimetypes.guess_type(path.name)[0]
-    content_type = sniff_content_type(data) or guessed or "application/octet-stream"
-    return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -684,7 +661,7 @@ class FalBackend:
             if value is None:
                 continue
             if params.get(name):
-                self._put(out, params, name, await _media_value(value, name), where)
+                self._put(out, params, name, await media_data_url(value, name, provider=self.name), where)
             else:
                 out.warnings.append(f"{where} has no input for {name}; the {name} given was ignored")
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)

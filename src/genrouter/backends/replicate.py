@@ -74,29 +74,25 @@ billing charges).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import functools
 import json
 import math
-import mimetypes
 import os
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import ValidationError
 
-from genrouter._media import sniff_content_type
 from genrouter._secrets import register_secret, scrub
 from genrouter.backends._http import error_for_status, make_client, read_json, send
-from genrouter.backends._params import merge_provider_options, translate_fields
+from genrouter.backends._params import media_data_url, merge_provider_options, translate_fields
 from genrouter.backends.settings import ReplicateSettings
 from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
 from genrouter.errors import (
@@ -527,7 +523,9 @@ class ReplicateBackend:
                 continue
             target = params.get(field)
             if target:
-                payload[target] = await _media_input(value, field, self.name)
+                payload[target] = await media_data_url(
+                    value, field, provider=self.name, max_bytes=MAX_INLINE_BYTES
+                )
             else:
                 warnings.append(f"{prefix} has no {field} input; {field} was ignored")
         warnings += _translate_loras(request, params, payload, prefix)
@@ -907,34 +905,3 @@ def _translate_loras(
     if len(request.loras) > 1:
         return [f"{prefix} takes one LoRA; only {first.source!r} was sent"]
     return []
-
-
-async def _media_input(value: MediaInput, field: str, provider: str) -> str:
-    """A URL Replicate can read: http(s) and ``data:`` URLs as given, bytes and paths inline."""
-    guessed: str | None = None
-    if isinstance(value, str):
-        if urlsplit(value).scheme.lower() in ("http", "https", "data"):
-            return value
-        raise InvalidRequestError(
-            f"{field}: {value[:80]!r} is not an http(s) or data: URL; pass bytes or a pathlib.Path "
-            "for a local file",
-            field=field,
-            provider=provider,
-        )
-    if isinstance(value, Path):
-        try:
-            data = await asyncio.to_thread(value.read_bytes)
-        except OSError as exc:
-            raise InvalidRequestError(f"{field}: cannot read {value}: {exc}", field=field) from exc
-        guessed = mimetypes.guess_type(value.name)[0]
-    else:
-        data = value
-    if len(data) > MAX_INLINE_BYTES:
-        raise InvalidRequestError(
-            f"{field}: {len(data)} bytes is over the {MAX_INLINE_BYTES}-byte limit for inline "
-            "inputs; pass an https URL",
-            field=field,
-            provider=provider,
-        )
-    content_type = sniff_content_type(data) or guessed or "application/octet-stream"
-    return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
