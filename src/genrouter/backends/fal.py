@@ -409,7 +409,7 @@ class FalBackend:
         if terminal is not None:
             return
         self._check_usable()
-        response = await self._send("PUT", self._url(job, "cancel_url"))
+        response = await self._send("PUT", self._url(job, "cancel_url"), urgent=True)
         status = response.status_code
         if status < 300:
             self._remember(self._cancel_sent, rid, None)
@@ -437,9 +437,13 @@ class FalBackend:
         if self.unavailable_reason:
             raise AuthenticationError(f"{self.name}: {self.unavailable_reason}", provider=self.name)
 
-    async def _send(self, method: str, url: str, params: Mapping[str, str] | None = None) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, params: Mapping[str, str] | None = None, *, urgent: bool = False
+    ) -> httpx.Response:
         self._check_usable()
-        return await send(self._client, method, url, provider=self.name, idempotent=True, params=params)
+        return await send(
+            self._client, method, url, provider=self.name, idempotent=True, params=params, urgent=urgent
+        )
 
     def _queue_url(self, returned: object, path: str) -> str:
         """fal's returned URL when it is on the configured host, else its path on that host."""
