@@ -307,7 +307,15 @@ async def test_server_errors_on_create_are_retryable(
     assert not isinstance(caught.value, SubmitOutcomeUnknownError)
 
 
+@pytest.fixture
+def unlistable(api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> respx.Route:
+    """Listing predictions fails (503), so a lost create cannot be reconciled."""
+    monkeypatch.setattr("genrouter.backends.replicate.RECONCILE_PAUSE_S", 0.0)
+    return api.get("/v1/predictions").mock(return_value=problem(503, "unavailable"))
+
+
 @pytest.mark.parametrize("status", [502, 504])
+@pytest.mark.usefixtures("unlistable")
 async def test_gateway_errors_on_create_leave_the_outcome_unknown(
     api: respx.MockRouter, backend: ReplicateBackend, status: int
 ) -> None:
@@ -318,6 +326,7 @@ async def test_gateway_errors_on_create_leave_the_outcome_unknown(
     assert not caught.value.retryable
 
 
+@pytest.mark.usefixtures("unlistable")
 async def test_create_read_timeout_leaves_the_outcome_unknown(
     api: respx.MockRouter, backend: ReplicateBackend
 ) -> None:
@@ -325,6 +334,50 @@ async def test_create_read_timeout_leaves_the_outcome_unknown(
     api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
     with pytest.raises(SubmitOutcomeUnknownError):
         await backend.submit(deployment(), request())
+
+
+async def test_a_lost_create_is_looked_up_in_the_listing_since_just_before_it(
+    api: respx.MockRouter, backend: ReplicateBackend, unlistable: respx.Route
+) -> None:
+    """Reconciliation asks for predictions created after the send time (minus clock slack)."""
+    api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
+    with pytest.raises(SubmitOutcomeUnknownError):
+        await backend.submit(deployment(), request())
+    assert unlistable.call_count == 4
+    assert "created_after" in unlistable.calls[0].request.url.params
+
+
+async def test_a_lost_create_found_in_the_listing_becomes_the_job(
+    api: respx.MockRouter, backend: ReplicateBackend
+) -> None:
+    """The listed prediction with exactly the sent input is the job; nothing is re-POSTed."""
+    create = api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
+
+    def listing(req: httpx.Request) -> httpx.Response:
+        body = json.loads(create.calls[0].request.content)
+        other = {"id": "other", "input": {**body["input"], "seed": 1}, "status": "processing"}
+        ours = {"id": PID, "input": body["input"], "status": "starting", "source": "api"}
+        return httpx.Response(200, json={"next": None, "previous": None, "results": [other, ours]})
+
+    api.get("/v1/predictions").mock(side_effect=listing)
+    job = await backend.submit(deployment(), request())
+    assert job.provider_request_id == PID
+    assert create.call_count == 1
+    assert any("found its prediction by listing" in w for w in job.warnings)
+
+
+async def test_a_lost_create_missing_from_two_listings_is_retryable(
+    api: respx.MockRouter, backend: ReplicateBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two clean listings without it: nothing was created, so sending again is safe."""
+    monkeypatch.setattr("genrouter.backends.replicate.RECONCILE_PAUSE_S", 0.0)
+    api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
+    empty = api.get("/v1/predictions").mock(return_value=httpx.Response(200, json={"results": []}))
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await backend.submit(deployment(), request())
+    assert caught.value.retryable
+    assert not isinstance(caught.value, SubmitOutcomeUnknownError)
+    assert empty.call_count == 2
 
 
 async def test_create_connect_error_is_retryable(api: respx.MockRouter, backend: ReplicateBackend) -> None:
@@ -336,6 +389,7 @@ async def test_create_connect_error_is_retryable(api: respx.MockRouter, backend:
     assert not isinstance(caught.value, SubmitOutcomeUnknownError)
 
 
+@pytest.mark.usefixtures("unlistable")
 async def test_unreadable_create_answer_leaves_the_outcome_unknown(
     api: respx.MockRouter, backend: ReplicateBackend
 ) -> None:

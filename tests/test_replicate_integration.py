@@ -240,11 +240,34 @@ async def test_interrupted_prediction_is_retried_on_replicate(fake: FakeReplicat
     assert fake.creations["a fox"] == 2
 
 
-async def test_dropped_create_fails_over_without_reposting(
+async def test_a_create_that_lost_its_answer_is_found_by_listing(fake: FakeReplicate, make: Build) -> None:
+    """A create whose answer was lost is found in the prediction list and kept: not re-POSTed."""
+    fake.create_faults = ["drop_after_create"]
+    result = await make(retry={"max_attempts": 3}).generate("a fox", model="flux-dev")
+    assert outcomes(result) == [("replicate", "succeeded")]
+    assert fake.create_count == 1
+    assert len(fake.predictions) == 1
+    assert result.provider_request_id == next(iter(fake.predictions))
+    assert any("found its prediction by listing" in w for w in result.warnings)
+
+
+async def test_a_create_that_made_nothing_is_sent_again(fake: FakeReplicate, make: Build) -> None:
+    """A create lost before it made a prediction (two clean listings) is safe to send again."""
+    fake.create_faults = ["drop"]
+    result = await make(retry={"max_attempts": 3}).generate("a fox", model="flux-dev")
+    assert outcomes(result) == [("replicate", "failed"), ("replicate", "succeeded")]
+    assert "safe to send again" in str(result.attempts[0].error)
+    assert fake.create_count == 2
+    assert len(fake.predictions) == 1
+    assert fake.lists == 2
+
+
+async def test_when_listing_fails_too_the_create_is_not_sent_again(
     fake: FakeReplicate, make: Build, backup: FakeBackend
 ) -> None:
-    """A create whose answer was lost is SubmitOutcomeUnknownError: never re-POSTed to Replicate."""
+    """Lost answer and failing listings: the outcome stays unknown, so it fails over instead."""
     fake.create_faults = ["drop_after_create"]
+    fake.list_faults = [503] * 4
     result = await make(retry={"max_attempts": 3}).generate("a fox", model="flux-dev")
     assert outcomes(result) == [("replicate", "failed"), ("backup", "succeeded")]
     assert str(result.attempts[0].error).startswith("SubmitOutcomeUnknownError")

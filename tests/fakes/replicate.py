@@ -11,6 +11,8 @@ the real ``replicate`` client to parse it:
 - ``GET /v1/predictions/{id}`` walks a :class:`Plan`: by default ``starting`` →
   ``processing`` → ``succeeded`` over successive GETs;
 - ``POST /v1/predictions/{id}/cancel`` cancels an unfinished prediction (and records it);
+- ``GET /v1/predictions`` lists predictions newest first, honouring ``created_after``
+  (``lists`` counts calls; ``list_faults`` makes the next ones answer those statuses);
 - ``GET /v1/models/{o}/{n}/versions/{id}`` (which ``replicate.run`` calls for version refs);
 - RFC 7807 errors: 401 for a wrong token, 422 with ``invalid_fields`` for bad inputs, and
   whatever :attr:`FakeReplicate.create_faults` scripts (429s, 5xx, dropped connections);
@@ -209,6 +211,8 @@ class FakeReplicate:
         self.version_gets: list[str] = []
         self.files_served: list[str] = []
         self.leaked_auth: list[str] = []
+        self.lists = 0
+        self.list_faults: list[int] = []
         self._lock = threading.Lock()
         self._rng = random.Random(0)
 
@@ -231,6 +235,8 @@ class FakeReplicate:
             return self._create(request, model=f"{parts[2]}/{parts[3]}", version="d" * 64)
         if method == "POST" and parts == ["v1", "predictions"]:
             return self._create_versioned(request)
+        if method == "GET" and parts == ["v1", "predictions"]:
+            return self._list(request)
         if len(parts) == 3 and parts[1] == "predictions" and method == "GET":
             return self._get(parts[2])
         if len(parts) == 4 and parts[1] == "predictions" and parts[3] == "cancel" and method == "POST":
@@ -290,6 +296,19 @@ class FakeReplicate:
             if prediction.plan.wait == "terminal":
                 prediction.finish(prediction.plan.statuses[-1])
         return Response(status=201, body=prediction.to_json(), headers=headers, delay_s=delay)
+
+    def _list(self, request: Request) -> Response:
+        """``GET /v1/predictions``: newest first, 100 a page, ``created_after`` honoured."""
+        self.lists += 1
+        if self.list_faults:
+            return problem(self.list_faults.pop(0), "Service temporarily unavailable")
+        after = request.query.get("created_after", [None])[0]
+        since = None
+        if after is not None:
+            since = datetime.fromisoformat(after.replace("Z", "+00:00")).timestamp()
+        found = [p for p in self.predictions.values() if since is None or p.created > since]
+        found.sort(key=lambda p: p.created, reverse=True)
+        return Response.json({"next": None, "previous": None, "results": [p.to_json() for p in found[:100]]})
 
     def _get(self, prediction_id: str) -> Response:
         prediction = self.predictions.get(prediction_id)

@@ -81,6 +81,7 @@ import json
 import math
 import os
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
@@ -93,6 +94,13 @@ from pydantic import ValidationError
 from genrouter._secrets import register_secret, scrub
 from genrouter.backends._http import error_for_status, make_client, read_json, send
 from genrouter.backends._params import media_data_url, merge_provider_options, translate_fields
+from genrouter.backends._replicate_reconcile import (
+    RECONCILE_LISTS,
+    RECONCILE_PAUSE_S,
+    ClaimedPredictions,
+    created_after,
+    matching_prediction,
+)
 from genrouter.backends.settings import ReplicateSettings
 from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
 from genrouter.errors import (
@@ -104,6 +112,7 @@ from genrouter.errors import (
     ProviderError,
     ProviderUnavailableError,
     SubmitOutcomeUnknownError,
+    describe_error,
 )
 from genrouter.types import (
     Artifact,
@@ -220,6 +229,7 @@ class ReplicateBackend:
         self._closed = False
         self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cancelling: set[asyncio.Task[Any]] = set()
+        self._claimed = ClaimedPredictions()
 
     def __repr__(self) -> str:
         parts = urlsplit(self.base_url)
@@ -257,12 +267,21 @@ class ReplicateBackend:
                 field="provider_options",
                 provider=self.name,
             ) from exc
-        response = await self._send(
-            "POST", path, idempotent=False, json_body=body, headers=self._create_headers(request)
-        )
-        if response.is_error:
-            raise self._create_error(response, deployment)
-        prediction = self._accepted(response)
+        sent_at = time.time()
+        try:
+            response = await self._send(
+                "POST", path, idempotent=False, json_body=body, headers=self._create_headers(request)
+            )
+            if response.is_error:
+                raise self._create_error(response, deployment)
+            prediction = self._accepted(response)
+        except SubmitOutcomeUnknownError as lost:
+            prediction = await self._reconcile(payload, version, sent_at, lost)
+            warnings = [
+                *warnings,
+                f"{self.name}: the create's answer was lost; found its prediction by listing",
+            ]
+        self._claimed.add(prediction["id"])
         data: dict[str, Any] = {"urls": _urls(prediction), "kind": deployment.kind, **meta}
         if _STATES.get(prediction["status"], JobState.QUEUED).is_terminal:
             data["prediction"] = _compact(prediction)
@@ -274,6 +293,46 @@ class ReplicateBackend:
             data=data,
             warnings=warnings,
         )
+
+    async def _reconcile(
+        self, payload: dict[str, Any], version: str | None, sent_at: float, lost: SubmitOutcomeUnknownError
+    ) -> dict[str, Any]:
+        """The prediction a lost create made, or a retryable error when it made none.
+
+        See :mod:`genrouter.backends._replicate_reconcile`. Raises ``lost`` when the
+        listings themselves fail (the outcome stays unknown).
+        """
+        params = {"created_after": created_after(sent_at)}
+        clean_looks = 0
+        pause = 0.0
+        for _ in range(RECONCILE_LISTS + 1):
+            if pause:
+                await asyncio.sleep(pause)
+            pause = RECONCILE_PAUSE_S
+            try:
+                response = await send(
+                    self._client, "GET", "/v1/predictions", provider=self.name, idempotent=True, params=params
+                )
+                if response.is_error:
+                    raise self._error(response, None)
+                listing = read_json(response, provider=self.name)
+            except GenRouterError as exc:
+                if not exc.retryable:
+                    raise lost from exc
+                pause = max(pause, exc.retry_after or 0.0)
+                continue
+            results = listing.get("results") if isinstance(listing, dict) else None
+            found = matching_prediction(results or [], payload, version, self._claimed)
+            if found is not None:
+                return found
+            clean_looks += 1
+            if clean_looks == 2:  # a second look covers a create still being written
+                raise ProviderUnavailableError(
+                    f"{self.name}: a create lost its answer ({describe_error(lost)}), and no "
+                    "prediction with its input exists, so it is safe to send again",
+                    provider=self.name,
+                ) from lost
+        raise lost
 
     async def poll(self, job: ProviderJob) -> JobStatus:
         """The prediction's state: one GET, or none once it is known to be finished."""
@@ -327,7 +386,9 @@ class ReplicateBackend:
         if task is not None:
             self._cancelling.add(task)
         try:
-            response = await self._send("POST", self._prediction_url(job, "cancel"), idempotent=True)
+            response = await self._send(
+                "POST", self._prediction_url(job, "cancel"), idempotent=True, urgent=True
+            )
         finally:
             if task is not None:
                 self._cancelling.discard(task)
@@ -370,6 +431,7 @@ class ReplicateBackend:
         idempotent: bool,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
+        urgent: bool = False,
     ) -> httpx.Response:
         return await send(
             self._client,
@@ -379,6 +441,7 @@ class ReplicateBackend:
             idempotent=idempotent,
             json_body=json_body,
             headers=headers,
+            urgent=urgent,
         )
 
     def _route(self, endpoint: str) -> tuple[str, str | None]:
@@ -445,7 +508,7 @@ class ReplicateBackend:
             message = f"{title or 'Input validation failed'}: {named}"
         return error_for_status(response, provider=self.name, message=message, fields=fields or None)
 
-    def _error(self, response: httpx.Response, rid: str) -> GenRouterError:
+    def _error(self, response: httpx.Response, rid: str | None) -> GenRouterError:
         title, detail, _ = _problem(response)
         message = ": ".join(p for p in (title, detail) if p) or None
         return error_for_status(response, provider=self.name, message=message, provider_request_id=rid)
