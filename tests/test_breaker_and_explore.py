@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from genrouter.routing.health import LATENCY_HORIZON_S, LATENCY_KEEP, CircuitState, DeploymentHealth
-from genrouter.testing import FakeBackend, Succeed
+from hypothesis import given
+from hypothesis import strategies as st
+
+from genrouter import ProviderUnavailableError
+from genrouter.routing.health import (
+    LATENCY_HORIZON_S,
+    LATENCY_KEEP,
+    CircuitState,
+    DeploymentHealth,
+    streak_needed,
+)
+from genrouter.testing import FailSubmit, FakeBackend, Succeed
 from routing_helpers import router_over
 
 
@@ -94,3 +104,62 @@ async def test_exploration_can_be_disabled() -> None:
     router = router_over(a, b, strategy="latency", explore={"enabled": False})
     providers = {(await router.generate("a fox", model="flux-dev")).provider for _ in range(6)}
     assert providers == {"a"}
+
+
+def _usual_failure_rate(health: DeploymentHealth, failures: int, outcomes: int) -> float:
+    """Feed ``outcomes`` outcomes with ``failures`` spread out (never two in a row); the end time."""
+    for i in range(outcomes):
+        t = i * 0.01
+        if (i * failures) // outcomes != ((i + 1) * failures) // outcomes:
+            health.record_failure(t, 5, 30, failure_rate_threshold=0.5, minimum_requests=20, window_s=60)
+        else:
+            health.record_success(0.1, t)
+    health.record_success(0.1, outcomes * 0.01)  # the test's streak starts from zero
+    return outcomes * 0.01 + 1.0
+
+
+def test_a_flaky_deployment_needs_a_longer_streak_to_open() -> None:
+    """At a usual ~28 % failure rate, five failures in a row are routine; eight open it."""
+    health = DeploymentHealth()
+    start = _usual_failure_rate(health, failures=28, outcomes=100)
+    rate = health.failure_rate(start)
+    assert rate is not None
+    assert 0.2 < rate < 0.35
+    needed = streak_needed(5, rate)
+    assert needed == 8
+    for i in range(needed - 1):
+        health.record_failure(start + i, 5, 30, failure_rate_threshold=0.9, minimum_requests=20, window_s=60)
+    assert health.state(start + needed) is CircuitState.CLOSED
+    health.record_failure(start + needed, 5, 30, failure_rate_threshold=0.9, minimum_requests=20, window_s=60)
+    assert health.state(start + needed) is CircuitState.OPEN
+
+
+def test_a_reliable_deployment_opens_at_the_configured_streak() -> None:
+    """With no failures before the streak, failure_threshold consecutive failures open it."""
+    health = DeploymentHealth()
+    start = _usual_failure_rate(health, failures=0, outcomes=40)
+    for i in range(5):
+        health.record_failure(start + i, 5, 30, failure_rate_threshold=0.9, minimum_requests=20, window_s=60)
+    assert health.state(start + 5) is CircuitState.OPEN
+
+
+@given(st.integers(min_value=1, max_value=50), st.floats(min_value=0.0, max_value=1.0))
+def test_the_streak_needed_stays_between_the_threshold_and_four_times_it(threshold: int, rate: float) -> None:
+    assert threshold <= streak_needed(threshold, rate) <= 4 * threshold
+
+
+@given(st.integers(min_value=1, max_value=20), st.floats(min_value=0.01, max_value=0.98))
+def test_a_higher_usual_failure_rate_never_needs_a_shorter_streak(threshold: int, rate: float) -> None:
+    assert streak_needed(threshold, rate) <= streak_needed(threshold, min(1.0, rate + 0.01))
+
+
+async def test_an_open_circuit_is_the_last_resort_when_everything_else_fails() -> None:
+    """A deployment benched by its breaker still gets the request once every other one failed."""
+    a = FakeBackend(name="a")
+    b = FakeBackend(name="b", script=[FailSubmit(ProviderUnavailableError("b is down", provider="b"))])
+    async with router_over(a, b, retry={"max_attempts": 1}) as router:
+        router.state.health(router.deployments("flux-dev")[0].key).record_failure(router.clock.now(), 1, 30)
+        plan = router.explain("a fox", model="flux-dev")
+        assert [c.provider for c in plan.candidates if c.excluded is None] == ["b"]
+        result = await router.generate("a fox", model="flux-dev")
+    assert [(x.provider, x.outcome.value) for x in result.attempts] == [("b", "failed"), ("a", "succeeded")]

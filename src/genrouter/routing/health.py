@@ -11,7 +11,14 @@ starts show up as queue time).
 
 - **closed**: requests flow. It opens after ``failure_threshold`` consecutive
   failures, or when failures reach ``failure_rate_threshold`` of at least
-  ``minimum_requests`` outcomes in the last ``window_s``.
+  ``minimum_requests`` outcomes in the last ``window_s``. A deployment that fails a
+  fraction ``p`` of the time anyway (measured over ``minimum_requests`` or more
+  outcomes before the streak) needs a streak unlikely under ``p``:
+  ``max(failure_threshold, ceil(log(1e-4) / log(p)))`` failures, at most
+  ``4 × failure_threshold`` (5 at p = 5 %, 8 at p = 28 %, 11 at p = 40 %). At volume a
+  run of five failures from a flaky provider is routine, not an outage, and benching
+  it for ``cooldown_s`` would cost more than it saves; a real outage makes such a
+  streak within moments.
 - **open**: excluded from plans for ``cooldown_s``.
 - **half-open**: after the cooldown, ``half_open_probes`` requests at a time are
   admitted; a success closes the circuit, a failure re-opens it for ``cooldown_s``.
@@ -25,11 +32,37 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-__all__ = ["LATENCY_HORIZON_S", "LATENCY_WINDOW", "CircuitState", "DeploymentHealth"]
+__all__ = [
+    "LATENCY_HORIZON_S",
+    "LATENCY_WINDOW",
+    "STREAK_FALSE_ALARM",
+    "CircuitState",
+    "DeploymentHealth",
+    "streak_needed",
+]
+
+STREAK_FALSE_ALARM = 1e-4
+"""Chance, under a deployment's usual failure rate, of a streak long enough to open it."""
+
+
+def streak_needed(threshold: int, usual_failure_rate: float | None) -> int:
+    """Consecutive failures that open a circuit, given the usual failure rate (if known).
+
+    ``max(threshold, ceil(log(STREAK_FALSE_ALARM) / log(p)))``, capped at ``4 × threshold``.
+    """
+    p = usual_failure_rate
+    if p is None or p <= 0.0:
+        return threshold
+    if p >= 1.0:
+        return 4 * threshold
+    unlikely = math.ceil(math.log(STREAK_FALSE_ALARM) / math.log(p) - 1e-9)
+    return min(4 * threshold, max(threshold, unlikely))
+
 
 LATENCY_WINDOW = 256
 """Most latency observations kept per deployment."""
@@ -166,7 +199,10 @@ class DeploymentHealth:
             and outcomes.total >= minimum_requests
             and outcomes.failures / outcomes.total >= failure_rate_threshold
         )
-        if was_probe or self.consecutive_failures >= failure_threshold or rate_tripped:
+        streak = self.consecutive_failures
+        before = outcomes.total - streak
+        usual = (outcomes.failures - streak) / before if before >= minimum_requests else None
+        if was_probe or streak >= streak_needed(failure_threshold, usual) or rate_tripped:
             self.opened_at = now
             self.open_until = now + cooldown_s
 

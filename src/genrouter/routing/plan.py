@@ -11,6 +11,9 @@ Filters, in order, each recording why a deployment was excluded:
 
 When every deployment that passed 1-5 has an open circuit, the one whose cooldown
 ends first is tried anyway ("panic mode", as Envoy does) and the plan says so.
+Otherwise deployments with open circuits are the plan's ``last_resort``: tried (soonest
+cooldown end first) only once every viable candidate has failed and time is left, so
+that a circuit tripped by a burst of bad luck never costs a request that it could save.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class Plan:
     excluded: list[PlannedCandidate]
     notes: list[str] = field(default_factory=list)
     exploring: PlannedCandidate | None = None
+    last_resort: list[PlannedCandidate] = field(default_factory=list)
+    """Excluded only for an open circuit: tried after every viable candidate failed."""
 
     @property
     def over_budget(self) -> bool:
@@ -249,8 +254,10 @@ def build_plan(
         (excluded if reason else passed).append(candidate)
 
     notes: list[str] = []
-    if not passed and open_circuits:
-        _, soonest = min(open_circuits, key=lambda pair: pair[0])
+    open_circuits.sort(key=lambda pair: pair[0])
+    last_resort = [candidate for _, candidate in open_circuits]
+    if not passed and last_resort:
+        soonest = last_resort.pop(0)
         notes.append(
             f"every circuit is open; trying {soonest.deployment.provider} "
             "(its cooldown ends first) in panic mode"
@@ -278,6 +285,7 @@ def build_plan(
         excluded=excluded,
         notes=notes,
         exploring=exploring,
+        last_resort=last_resort,
     )
 
 
