@@ -158,3 +158,34 @@ async def test_hedge_losers_are_reaped_even_when_the_loser_is_mid_submit() -> No
         result = await router.generate("a fox", model="flux-dev")
     assert result.provider == "a"
     assert b.cancelled == ["b-1"]
+
+
+async def test_a_primary_holding_no_job_is_replaced_not_raced() -> None:
+    """At the hedge delay, a primary waiting out a Retry-After has no job to race: the next
+    deployment takes over as a fallback and the primary never submits again."""
+    from genrouter import RateLimitedError
+
+    a = FakeBackend(name="a", script=[RateLimitedError("429", retry_after=0.5), Succeed()])
+    b = FakeBackend(name="b")
+    async with router_over(a, b, hedge=HEDGE, retry={"max_attempts": 3}) as router:
+        result = await router.generate("a fox", model="flux-dev")
+        await asyncio.sleep(0.6)  # past the Retry-After: a stopped lane would submit now
+    assert result.provider == "b"
+    assert [(x.provider, x.outcome, x.hedged) for x in result.attempts] == [
+        ("a", AttemptOutcome.FAILED, False),
+        ("b", AttemptOutcome.SUCCEEDED, False),
+    ]
+    assert a.submit_count == 1
+
+
+async def test_a_hedge_whose_job_finishes_stops_the_primary_as_it_finishes() -> None:
+    """The first job to finish at its provider wins: the other lane is stopped then, not
+    after the winner's result has been read, and its job is cancelled."""
+    a = FakeBackend(name="a", script=[Hang()])
+    b = FakeBackend(name="b", script=[Succeed(latency_s=0.1)])
+    async with router_over(a, b, hedge=HEDGE) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert a.cancelled == ["a-1"]
+    assert result.provider == "b"
+    assert result.attempts[0].outcome is AttemptOutcome.HEDGE_LOST
+    assert result.attempts[0].error == "another provider's job finished first; cancelled"

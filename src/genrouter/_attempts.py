@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -78,8 +78,11 @@ def new_result_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
-FETCH_ATTEMPTS = 5
-"""Reads of a finished job's result before a transient error is given up on."""
+FETCH_ATTEMPTS = 10
+"""Reads of a finished job's result before a transient error is given up on.
+
+A finished job is already billed: giving up on reading it means paying again for a
+new one, so reads go on (within the request's deadline) well past what a poll would."""
 
 FIRST_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 1.0
@@ -102,16 +105,32 @@ class Submitted:
 
 
 class JobWaiter:
-    """Waits for accepted jobs to end: the backend's ``wait`` if it has one, else polling."""
+    """Waits for accepted jobs to end: the backend's ``wait`` if it has one, else polling.
 
-    def __init__(self, clock: Clock, store: StateStore | None = None) -> None:
+    One waiter serves one request. A ``Retry-After`` on any of its polls or result reads
+    holds for every later call of this request to that provider (``not_before``), its
+    cancels included. It does not block other requests: providers meter job reads apart
+    from job creation (Replicate: 3000/min against 600/min), and a submit's 429 blocks
+    new submits router-wide through the state store instead.
+    """
+
+    def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._store = store
+        self.not_before: dict[str, float] = {}
+        """Provider → the clock time before which this request must not call it again."""
 
     def _throttled(self, job: ProviderJob, retry_after: float | None) -> None:
-        # A provider's Retry-After holds for every call to it, cancels included.
-        if retry_after and self._store is not None:
-            self._store.block(job.provider, self._clock.now() + retry_after)
+        self.note_retry_after(job.provider, retry_after)
+
+    def note_retry_after(self, provider: str, retry_after: float | None) -> None:
+        """Hold this request's later calls to ``provider`` for ``retry_after`` seconds."""
+        if retry_after:
+            until = self._clock.now() + retry_after
+            self.not_before[provider] = max(self.not_before.get(provider, 0.0), until)
+
+    def wait_before_calling(self, provider: str) -> float:
+        """Seconds this request must still wait before it calls ``provider`` again."""
+        return max(0.0, self.not_before.get(provider, 0.0) - self._clock.now())
 
     async def wait(self, backend: Backend, job: ProviderJob, until: float) -> JobStatus | None:
         """The job's terminal status, or None if ``until`` came first.
@@ -125,7 +144,10 @@ class JobWaiter:
             remaining = until - clock.now()
             if remaining <= 0:
                 return None
-            retry_after = 0.0
+            hold = self.wait_before_calling(job.provider)
+            if hold > 0:
+                await clock.sleep(min(hold, remaining))
+                continue
             try:
                 if waiter is not None:
                     status: JobStatus = await waiter(job, remaining)
@@ -134,15 +156,14 @@ class JobWaiter:
             except GenRouterError as exc:
                 if not _transient(exc):
                     raise
-                retry_after = exc.retry_after or 0.0  # a throttled poll waits as told
-                self._throttled(job, exc.retry_after)
+                self._throttled(job, exc.retry_after)  # a throttled poll waits as told
                 status = None  # type: ignore[assignment]
             if status is not None and status.state.is_terminal:
                 return status
             if waiter is None or status is None:
                 # Polling cadence is not backoff: set_testing() leaves it alone, so a fake
                 # clock advances and a hung job still reaches its time limit.
-                pause = min(max(interval, retry_after), until - clock.now())
+                pause = min(max(interval, self.wait_before_calling(job.provider)), until - clock.now())
                 await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
                 interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
@@ -155,12 +176,15 @@ class JobWaiter:
         """
         clock = self._clock
         interval = FIRST_POLL_INTERVAL_S
+        hold = self.wait_before_calling(job.provider)
+        if hold > 0 and clock.now() + hold < until:
+            await clock.sleep(hold)
         for tries_left in range(FETCH_ATTEMPTS - 1, -1, -1):
             try:
                 return await backend.fetch_result(job)
             except GenRouterError as exc:
-                pause = max(interval, exc.retry_after or 0.0)  # a throttled read waits as told
-                self._throttled(job, exc.retry_after)
+                self._throttled(job, exc.retry_after)  # a throttled read waits as told
+                pause = max(interval, self.wait_before_calling(job.provider))
                 if not _transient(exc) or not tries_left or clock.now() + pause >= until:
                     raise
             await clock.sleep(pause)
@@ -318,18 +342,30 @@ class NoWait(wait_base):
         return 0.0
 
 
-CANCEL_TRIES = 3
+CANCEL_TRIES = 8
+"""Sends of one cancel before it is given up (transient errors only)."""
+
+CANCEL_MAX_PAUSE_S = 2.0
 
 
-async def quiet_cancel(backend: Backend, job: ProviderJob, delay_s: float = 0.0) -> None:
+async def quiet_cancel(
+    backend: Backend,
+    job: ProviderJob,
+    delay_s: float = 0.0,
+    *,
+    on_retry_after: Callable[[str, float | None], None] | None = None,
+) -> None:
     """Cancel a job at its provider: retried on transient errors, never raising.
 
-    A cancel lost to a 503 leaves a job running and billing, so it is worth a couple
-    more tries (the caller bounds the whole thing by its grace period). A failed cancel
-    must not mask the request's real outcome, so nothing is raised.
+    A cancel lost to a 503 leaves a job running and billing, so it is sent again with
+    backoff (0.1 s doubling, capped at 2 s, or the provider's Retry-After) up to
+    ``CANCEL_TRIES`` times; the caller waits only its grace period and leaves the rest
+    to run in the background. A failed cancel must not mask the request's real outcome,
+    so nothing is raised.
     """
     if delay_s > 0:
         await asyncio.sleep(delay_s)  # the provider's Retry-After has not passed yet
+    pause = 0.1
     for attempt in range(CANCEL_TRIES):
         try:
             await backend.cancel(job)
@@ -337,11 +373,15 @@ async def quiet_cancel(backend: Backend, job: ProviderJob, delay_s: float = 0.0)
         except GenRouterError as exc:
             if not exc.retryable or attempt == CANCEL_TRIES - 1:
                 return
-            # A provider's Retry-After holds for cancels too.
-            pause = max(0.05 * (attempt + 1), exc.retry_after or 0.0)
+            # A provider's Retry-After holds for cancels too (and for the request's
+            # later calls, which ``on_retry_after`` tells).
+            wait_s = max(pause, exc.retry_after or 0.0)
+            if on_retry_after is not None:
+                on_retry_after(job.provider, exc.retry_after)
         except Exception:
             return
-        await asyncio.sleep(pause)
+        await asyncio.sleep(wait_s)
+        pause = min(pause * 2, CANCEL_MAX_PAUSE_S)
 
 
 def observe_failure(

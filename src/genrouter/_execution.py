@@ -6,11 +6,16 @@ Lanes start eagerly: one whose job finishes without waiting completes before a t
 is even needed; otherwise it goes on as its own task.
 
 - **Fallback**: when a lane fails and no other lane is running, the next candidate's
-  lane starts (up to ``fallback.max_providers`` candidates).
+  lane starts (up to ``fallback.max_providers`` candidates); when all have failed,
+  the plan's last resort (deployments benched by an open circuit) gets its turn.
 - **Hedging**: when the primary lane has run ``hedge.delay`` (its deployment's
   estimated p95, or seconds) and the hedge budget has a token, the next candidate's
-  lane starts beside it. The first success wins; the loser is stopped, its attempt
-  recorded ``hedge_lost`` and its job cancelled at the provider in the background.
+  lane starts beside it. A primary holding no job at that moment (backing off, or
+  waiting out a Retry-After) is replaced instead of raced. The first lane whose job
+  *finishes at the provider* wins: the others are stopped at once (each more second
+  they run could make a second billed job), their attempts recorded ``hedge_lost``
+  and their jobs cancelled in the background, with retries, while the winner reads
+  its result.
 - **Deadline**: when it passes, every lane is stopped, accepted jobs are cancelled
   within a grace of at most 1 s, and :class:`DeadlineExceededError` is raised.
 
@@ -57,7 +62,14 @@ from genrouter.errors import (
     describe_error,
 )
 from genrouter.observability import attempt_ended, logger
-from genrouter.types import Attempt, AttemptOutcome, GenerationRequest, GenerationResult, ProviderJob
+from genrouter.types import (
+    Attempt,
+    AttemptOutcome,
+    GenerationRequest,
+    GenerationResult,
+    JobState,
+    ProviderJob,
+)
 
 if TYPE_CHECKING:
     from genrouter._clock import Clock
@@ -87,6 +99,9 @@ class _Lane:
     lost: bool = False
     jobs: list[ProviderJob] = field(default_factory=list)
     attempt_started: float = 0.0
+    completed: bool = False
+    """Its jobs reached a successful end at the provider (billed): the others are waste."""
+    result_attempt: Attempt | None = None
 
 
 class Execution:
@@ -98,6 +113,7 @@ class Execution:
         request: GenerationRequest,
         candidates: Sequence[PlannedCandidate],
         policy: RoutePolicy,
+        last_resort: Sequence[PlannedCandidate] = (),
         backends: dict[str, Backend],
         store: StateStore,
         clock: Clock,
@@ -111,6 +127,7 @@ class Execution:
     ) -> None:
         self.request = request
         self.candidates = candidates
+        self.last_resort = list(last_resort) if policy.fallback.enabled else []
         self.policy = policy
         self.backends = backends
         self.store = store
@@ -126,12 +143,13 @@ class Execution:
         self.attempts: list[Attempt] = []
         self.errors: list[BaseException] = []
         self._live: dict[int, tuple[Backend, ProviderJob, _Lane]] = {}
-        self._waiter = JobWaiter(clock, store)
+        self._waiter = JobWaiter(clock)
         self._submit_only = False
         self._deadline_fired = False
         self._cancelling: set[asyncio.Task[None]] = set()
         self.hooks = hooks
         self._request_id: str | None = None
+        self._running: list[_Lane] = []
 
     @property
     def request_id(self) -> str:
@@ -179,7 +197,7 @@ class Execution:
         queue = list(self.candidates[: fallback.max_providers if fallback.enabled else 1])
         if self.hedge_budget is not None and self.policy.hedge.enabled and not self._submit_only:
             self.hedge_budget.on_primary(self.started)
-        running: list[_Lane] = []
+        running: list[_Lane] = self._running
         hedge_at: float | None = None
         second_chance = False  # the pending hedge_at is the late, reserve-funded one
         if queue and self.clock.now() < self.deadline_at:
@@ -198,6 +216,9 @@ class Execution:
                 raise future.exception()  # type: ignore[misc]
         while True:
             if not running:
+                if not queue and self.last_resort and self.clock.now() < self.deadline_at:
+                    # Every viable candidate failed: try those benched by an open circuit.
+                    queue, self.last_resort = self.last_resort, []
                 if not queue:
                     raise AllProvidersFailedError(
                         self._failure_summary(), errors=self.errors, attempts=self.attempts
@@ -225,7 +246,20 @@ class Execution:
                         return await self._deadline(running)
                     primary = running[0]
                     hedge_at = None
-                    if queue and self._may_hedge(queue[0], keep_reserve=not second_chance):
+                    if not queue or any(lane.completed for lane in running):
+                        continue  # a finished job is being read: nothing to race it with
+                    if not self._has_live_job(primary):
+                        # The primary holds no job (it is backing off or waiting out a
+                        # Retry-After): move on to the next candidate instead of racing.
+                        self._stop(primary)
+                        primary.lost = True
+                        running.remove(primary)
+                        lane = self._start(queue.pop(0), hedged=False)
+                        running.append(lane)
+                        hedge_at = self._hedge_due(lane) if queue else None
+                        second_chance = False
+                        continue
+                    if self._may_hedge(queue[0], keep_reserve=not second_chance):
                         running.append(self._start(queue.pop(0), hedged=True))
                     elif queue and not second_chance:
                         # Tokens are short: keep the reserve for requests 1.5× as late as
@@ -260,39 +294,90 @@ class Execution:
             return True
         return self.hedge_budget.try_spend(reserve=self.hedge_budget.reserve if keep_reserve else 0.0)
 
+    def _has_live_job(self, lane: _Lane) -> bool:
+        """Whether ``lane`` has a job accepted (or a submit in flight) at its provider."""
+        return bool(lane.submitting) or any(owner is lane for _, _, owner in self._live.values())
+
     def _won(self, winner: _Lane, others: list[_Lane]) -> GenerationResult | Submitted:
         assert winner.future is not None
         outcome: GenerationResult | Submitted = winner.future.result()
         if not others:
             return outcome
-        # Losers are listed before the winning attempt (which the winner appended last).
-        winning = self.attempts.pop() if self.attempts else None
         now = self.clock.now()
+        stopped = []
         for lane in others:
-            lane.lost = True
-            # The loser would have taken at least this long. Only a lower bound above its
-            # usual p95 says something (it was slow); shorter ones would bias the window low.
-            elapsed = now - lane.attempt_started
-            usual = lane.candidate.completed_p95
-            if usual is not None and elapsed > usual:
-                self.store.health(lane.candidate.deployment.key).record_latency(elapsed, now)
-            self._record(
-                lane.candidate.deployment,
-                lane.jobs,
-                AttemptOutcome.HEDGE_LOST,
-                "lost the hedge race; cancelled",
-                lane.attempt_started,
-                hedged=lane.hedged,
-            )
-            self._stop(lane)
-        if winning is not None:
-            self.attempts.append(winning)
-        task = asyncio.get_running_loop().create_task(self._reap(others))
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+            if lane.lost:
+                continue  # already stopped when the winner's job finished
+            future = lane.future
+            if future is not None and future.done() and not future.cancelled() and not future.exception():
+                # It finished in the same instant: its job is done (and billed) too.
+                self._relabel(lane, "finished as well; its result was not used")
+            else:
+                self._lose(lane, now, "lost the hedge race; cancelled")
+                stopped.append(lane)
+        # The winning attempt is listed last.
+        if winner.result_attempt is not None and winner.result_attempt in self.attempts:
+            self.attempts.remove(winner.result_attempt)
+            self.attempts.append(winner.result_attempt)
+        self._reap_later(stopped)
         if isinstance(outcome, GenerationResult):
             outcome = outcome.model_copy(update={"attempts": list(self.attempts)})
         return outcome
+
+    def _on_completed(self, winner: _Lane) -> None:
+        """``winner``'s jobs finished: stop and cancel the other lanes now.
+
+        Their jobs can only add to the bill from here on; waiting for ``winner`` to read
+        its result first would give them time to finish (and be billed) too.
+        """
+        now = self.clock.now()
+        others = [
+            lane
+            for lane in self._running
+            if lane is not winner
+            and not lane.completed
+            and not lane.lost
+            and lane.future is not None
+            and not lane.future.done()
+        ]
+        for lane in others:
+            self._lose(lane, now, "another provider's job finished first; cancelled")
+        self._reap_later(others)
+
+    def _lose(self, lane: _Lane, now: float, note: str) -> None:
+        """Record ``lane`` as a lost hedge and stop it (its jobs are cancelled by a reap)."""
+        lane.lost = True
+        # The loser would have taken at least this long. Only a lower bound above its
+        # usual p95 says something (it was slow); shorter ones would bias the window low.
+        elapsed = now - lane.attempt_started
+        usual = lane.candidate.completed_p95
+        if usual is not None and elapsed > usual:
+            self.store.health(lane.candidate.deployment.key).record_latency(elapsed, now)
+        self._record(
+            lane.candidate.deployment,
+            lane.jobs,
+            AttemptOutcome.HEDGE_LOST,
+            note,
+            lane.attempt_started,
+            hedged=lane.hedged,
+        )
+        self._stop(lane)
+
+    def _relabel(self, lane: _Lane, note: str) -> None:
+        """Turn ``lane``'s succeeded attempt into a lost hedge (its result is dropped)."""
+        attempt = lane.result_attempt
+        if attempt is None or attempt not in self.attempts:
+            return
+        index = self.attempts.index(attempt)
+        relabelled = attempt.model_copy(update={"outcome": AttemptOutcome.HEDGE_LOST, "error": note})
+        self.attempts[index] = relabelled
+
+    def _reap_later(self, lanes: list[_Lane]) -> None:
+        if not lanes:
+            return
+        task = asyncio.get_running_loop().create_task(self._reap(lanes))
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _reap(self, lanes: list[_Lane]) -> None:
         """Let stopped lanes wind down, then cancel their accepted jobs at the provider."""
@@ -390,7 +475,7 @@ class Execution:
         deployment = lane.candidate.deployment
         backend = self.backends[deployment.provider]
         started = self.clock.now()
-        if self.store.blocked_until(deployment.provider) > started:
+        if self._blocked_until(deployment.provider) > started:
             try:
                 await self._respect_retry_after(deployment)
             except RateLimitedError as exc:
@@ -425,13 +510,19 @@ class Execution:
                 health.release_probe()
                 return Submitted(deployment, jobs, started)
             until = min(started + self.policy.timeouts.attempt_s, self.deadline_at)
+            succeeded = True
             for job in jobs:
                 status = await self._waiter.wait(backend, job, until)
                 if status is None:
                     raise await self._attempt_timed_out(backend, deployment, jobs)
+                succeeded = succeeded and status.state is JobState.SUCCEEDED
+            if succeeded:
+                lane.completed = True
+                self._on_completed(lane)
             results = []
             for job in jobs:
-                results.append(await self._waiter.fetch(backend, job, until))
+                # A finished job is billed: reading its result may take until the deadline.
+                results.append(await self._waiter.fetch(backend, job, self.deadline_at))
                 self._live.pop(id(job), None)
         except asyncio.CancelledError:
             # Stopped by the deadline, a won hedge or the caller: says nothing about the
@@ -468,7 +559,9 @@ class Execution:
         )
         if self.throttle is not None:
             self.throttle.on_success(deployment.provider)
-        self._record(deployment, jobs, AttemptOutcome.SUCCEEDED, None, started, now, hedged=lane.hedged)
+        lane.result_attempt = self._record(
+            deployment, jobs, AttemptOutcome.SUCCEEDED, None, started, now, hedged=lane.hedged
+        )
         result = finalise_result(
             merged,
             request=self.request,
@@ -502,8 +595,13 @@ class Execution:
         if parts > 1 and jobs:
             await self._cancel_jobs([(backend, job) for job in jobs])
 
+    def _blocked_until(self, provider: str) -> float:
+        """When ``provider`` may next be sent a submit: the router-wide block after a
+        submit's 429, or this request's own Retry-After from any call to it."""
+        return max(self.store.blocked_until(provider), self._waiter.not_before.get(provider, 0.0))
+
     async def _respect_retry_after(self, deployment: Deployment) -> None:
-        blocked_until = self.store.blocked_until(deployment.provider)
+        blocked_until = self._blocked_until(deployment.provider)
         now = self.clock.now()
         if blocked_until <= now:
             return
@@ -541,7 +639,7 @@ class Execution:
         now: float | None = None,
         *,
         hedged: bool = False,
-    ) -> None:
+    ) -> Attempt:
         attempt = Attempt(
             provider=deployment.provider,
             endpoint=deployment.endpoint,
@@ -554,6 +652,7 @@ class Execution:
         self.attempts.append(attempt)
         if self.hooks or logger.isEnabledFor(logging.DEBUG):
             attempt_ended(self.hooks, attempt, self.request, self.request_id, len(self.attempts))
+        return attempt
 
     def _fail(
         self,
@@ -567,10 +666,12 @@ class Execution:
             error.provider = deployment.provider
         if error.provider_request_id is None and jobs:
             error.provider_request_id = jobs[0].provider_request_id
+        self._waiter.note_retry_after(deployment.provider, error.retry_after)
         outcome = (
             AttemptOutcome.CANCELLED if isinstance(error, AttemptTimedOutError) else AttemptOutcome.FAILED
         )
         self._record(deployment, jobs, outcome, describe_error(error), started, hedged=lane.hedged)
+        lane.jobs = []  # a later lost-hedge record must not name this attempt's jobs
         self.errors.append(error)
         for job in jobs:
             self._live.pop(id(job), None)
@@ -588,16 +689,25 @@ class Execution:
         if grace_until is None:
             grace_until = self.clock.now() + CANCEL_GRACE_S
         loop = asyncio.get_running_loop()
-        now = self.clock.now()
+        waiter = self._waiter
         tasks = [
             loop.create_task(
-                quiet_cancel(backend, job, max(0.0, self.store.blocked_until(job.provider) - now))
+                quiet_cancel(
+                    backend,
+                    job,
+                    waiter.wait_before_calling(job.provider),
+                    on_retry_after=waiter.note_retry_after,
+                )
             )
             for backend, job in jobs
         ]
         for task in tasks:
+            # Retries of a cancel outlive this request's grace period: the router's
+            # background set keeps them alive (and aclose() waits for them).
             self._cancelling.add(task)
             task.add_done_callback(self._cancelling.discard)
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
         for _, job in jobs:
             self._live.pop(id(job), None)
         await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))

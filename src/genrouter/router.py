@@ -369,6 +369,7 @@ class AsyncRouter:
         execution = Execution(
             request=req,
             candidates=plan.viable,
+            last_resort=plan.last_resort,
             policy=policy,
             backends=self._backends,
             store=self.state,
@@ -456,7 +457,7 @@ class AsyncRouter:
         wait_s = timeout if timeout is not None else policy.timeouts.deadline_s
         started = self.clock.now()
         until = started + wait_s
-        waiter = JobWaiter(self.clock, self.state)
+        waiter = JobWaiter(self.clock)
         for job in handle.jobs:
             if await self._wait_for_job(waiter, backend, job, until) is None:
                 raise DeadlineExceededError(

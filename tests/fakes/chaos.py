@@ -13,7 +13,9 @@ request and with a seeded RNG, answers instead of (or after) the fake:
 Faults hit every kind of request (submit, status, result, cancel). A reset or a hang is
 injected *before* the fake sees the request (nothing happens there) or *after* it (the
 fake acted, the answer is lost), half and half: a submit lost after the job was accepted
-makes an **orphan** (the client cannot know its id; it is counted, not billed twice).
+makes an **orphan** (the client cannot know its id; it is counted, not billed twice),
+unless the client later asks about that job by id (Replicate's backend finds a lost
+create by listing predictions): then it is ``found`` and billed like any other.
 
 It keeps the books the chaos assertions need: submissions, the jobs accepted for each
 prompt (prompts are unique per generation), which of them were cancelled at the fake,
@@ -62,6 +64,8 @@ class JobRecord:
     job_id: str
     prompt: str
     orphan: bool = False
+    found: bool = False
+    """Its submit's answer was lost, but the client later asked about it by id."""
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Chaos:
         self.early_other = 0
         self._promised: dict[str, float] = {}  # prompt -> not before (monotonic)
         self._provider_promised = 0.0
+        self._records: dict[str, JobRecord] = {}
 
     def start(self) -> Chaos:
         """Reset the outage clock."""
@@ -108,6 +113,10 @@ class Chaos:
         now = self.clock()
         with self._lock:
             self.requests[kind.kind] += 1
+            record = self._records.get(kind.job_id or "")
+            if record is not None and record.orphan:
+                record.orphan = False  # the client found it after all (e.g. by listing)
+                record.found = True
             if kind.kind == "submit":
                 self.submissions += 1
             if kind.prompt is not None and now < self._promised.get(kind.prompt, 0.0):
@@ -198,7 +207,9 @@ class Chaos:
         new = [job_id for job_id in self._job_ids() - before if self._prompt_of(job_id) == prompt]
         with self._lock:
             for job_id in new:
-                self.jobs.append(JobRecord(self.provider, job_id, prompt or "", orphan=orphan))
+                record = JobRecord(self.provider, job_id, prompt or "", orphan=orphan)
+                self.jobs.append(record)
+                self._records[job_id] = record
 
     def _prompt_of(self, job_id: str) -> str:
         if isinstance(self.inner, FakeFal):
@@ -244,6 +255,7 @@ class ChaosReport:
     wall_s: float
     faults: Counter[str]
     billed_extra_jobs: int
+    books: FakeBooks | None = None
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -262,6 +274,7 @@ class ChaosReport:
             "lost": self.lost,
             "double_billed": self.double_billed,
             "orphans": self.orphans,
+            "lost_submits_found": self.books.found if self.books is not None else 0,
             "retry_after_violations": self.retry_after_violations,
             "early_requests_other_generations": self.early_other,
             "submissions": self.submissions,
@@ -295,10 +308,90 @@ def chaos_config(fal_url: str, replicate_url: str, *, hedge: bool = True) -> dic
                 # Every call fails ~28 % of the time here, which is past what the retry
                 # budget (gRPC A6) is built to allow: it would (rightly) stop retrying.
                 "retry_budget": {"enabled": False},
-                "hedge": {"enabled": hedge, "delay": 1.0, "max_extra_fraction": 0.2},
+                "hedge": {"enabled": hedge, "delay": "p95"},
             }
         },
     }
+
+
+@dataclass
+class FakeBooks:
+    """What the fakes saw, sent back from their process at the end of a run."""
+
+    jobs: list[tuple[str, str, str, bool, bool, str]]
+    """(provider, job id, prompt, orphan, cancelled, the fake's state of it)."""
+    violations: list[tuple[str, str, float]]
+    early_other: int
+    submissions: int
+    faults: Counter[str]
+    requests: Counter[str] = field(default_factory=Counter)
+    """Requests the fakes answered, by kind (submit, status, result, cancel, ...)."""
+    found: int = 0
+    """Jobs whose submit lost its answer but which the client found and used."""
+
+
+def _job_state(chaos: Chaos, job_id: str) -> str:
+    if isinstance(chaos.inner, FakeFal):
+        job = chaos.inner.jobs[job_id]
+        return f"completed={job.completed} polls={job.polls} cancel_sent={job_id in chaos.inner.cancels}"
+    prediction = chaos.inner.predictions[job_id]
+    return f"status={prediction.status} gets={prediction.gets} cancel_sent={job_id in chaos.inner.cancels}"
+
+
+def serve_chaos_fakes(conn: Any, seed: int, base: ChaosRates, outage: tuple[float, float]) -> None:
+    """The fakes' process: serve chaotic fal and Replicate fakes until told to stop.
+
+    Protocol over ``conn`` (a multiprocessing pipe end): send ``(fal_url, replicate_url)``;
+    receive ``"start"`` (the outage clock starts); receive ``"stop"``; send :class:`FakeBooks`.
+    The fakes run in their own process, as a provider would: in the router's process their
+    threads would compete with its event loop for the GIL and measure that instead.
+    """
+    from .fal import Behaviour, start_server
+    from .replicate import Plan
+    from .server import LoopbackServer
+
+    fal_fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=1))
+    replicate_fake = FakeReplicate(plan=Plan(statuses=("processing", "succeeded")))
+    fal = Chaos(fal_fake, "fal", ChaosRates(**{**base.__dict__, "outage": outage}), seed)
+    replicate = Chaos(replicate_fake, "replicate", ChaosRates(**{**base.__dict__, "outage": None}), seed)
+    fal_server = start_server(fal)  # type: ignore[arg-type]
+    replicate_server = LoopbackServer(replicate).start()
+    for server in (fal_server, replicate_server):
+        server._server.request_queue_size = 512
+    try:
+        conn.send((fal_server.url, replicate_server.url))
+        conn.recv()
+        fal.start()
+        replicate.start()
+        conn.recv()
+        jobs = [
+            (
+                chaos.provider,
+                r.job_id,
+                r.prompt,
+                r.orphan,
+                chaos.cancelled(r.job_id),
+                _job_state(chaos, r.job_id),
+            )
+            for chaos in (fal, replicate)
+            for r in chaos.jobs
+        ]
+        conn.send(
+            FakeBooks(
+                jobs=jobs,
+                violations=fal.violations + replicate.violations,
+                early_other=fal.early_other + replicate.early_other,
+                submissions=fal.submissions + replicate.submissions,
+                faults=fal.faults + replicate.faults,
+                found=sum(r.found for c in (fal, replicate) for r in c.jobs),
+                requests=Counter(
+                    {f"{c.provider}:{k}": n for c in (fal, replicate) for k, n in c.requests.items()}
+                ),
+            )
+        )
+    finally:
+        fal_server.stop()
+        replicate_server.stop()
 
 
 async def run_chaos(
@@ -308,39 +401,37 @@ async def run_chaos(
     *,
     outage: tuple[float, float] = (1.0, 3.0),
     rates: ChaosRates | None = None,
+    trace: dict[str, Any] | None = None,
 ) -> ChaosReport:
     """Drive ``requests`` generations through AsyncRouter against chaotic fakes of fal and Replicate.
 
-    fal suffers a full outage in ``outage`` (seconds after the start). Every generation has
-    a unique prompt, which maps the fakes' jobs back to it.
+    The fakes serve from a child process (:func:`serve_chaos_fakes`). fal suffers a full
+    outage in ``outage`` (seconds after the start). Every generation has a unique prompt,
+    which maps the fakes' jobs back to it. ``trace`` (when given) receives each prompt's
+    result or error.
     """
     import asyncio
+    import multiprocessing
 
     from genrouter import AsyncRouter, GenRouterError
 
-    from .fal import Behaviour, start_server
-    from .replicate import Plan
-    from .server import LoopbackServer
-
-    base = rates or ChaosRates()
-    fal_fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=1))
-    replicate_fake = FakeReplicate(plan=Plan(statuses=("processing", "succeeded")))
-    fal = Chaos(fal_fake, "fal", ChaosRates(**{**base.__dict__, "outage": outage}), seed)
-    replicate = Chaos(replicate_fake, "replicate", ChaosRates(**{**base.__dict__, "outage": None}), seed)
-    fal_server = start_server(fal)  # type: ignore[arg-type]
-    replicate_server = LoopbackServer(replicate).start()
-    fal_server._server.request_queue_size = 512
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=serve_chaos_fakes, args=(theirs, seed, rates or ChaosRates(), outage), daemon=True
+    )
+    process.start()
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     outcome: dict[str, str] = {}
     lost = 0
-    started = time.monotonic()
     try:
-        config = chaos_config(fal_server.url, replicate_server.url)
+        fal_url, replicate_url = await asyncio.to_thread(ours.recv)
+        config = chaos_config(fal_url, replicate_url)
         async with AsyncRouter.from_config(config) as router:
             gate = asyncio.Semaphore(concurrency)
-            fal.start()
-            replicate.start()
+            ours.send("start")
+            started = time.monotonic()
 
             async def one(i: int) -> None:
                 nonlocal lost
@@ -348,8 +439,10 @@ async def run_chaos(
                 async with gate:
                     began = time.monotonic()
                     try:
-                        await asyncio.wait_for(router.generate(prompt, model="flux-dev"), 30)
+                        result = await asyncio.wait_for(router.generate(prompt, model="flux-dev"), 30)
                     except GenRouterError as exc:
+                        if trace is not None:
+                            trace[prompt] = exc
                         errors[type(exc).__name__] += 1
                         outcome[prompt] = "error"
                         return
@@ -359,25 +452,28 @@ async def run_chaos(
                         outcome[prompt] = "lost"
                         return
                     latencies.append(time.monotonic() - began)
+                    if trace is not None:
+                        trace[prompt] = result
                     outcome[prompt] = "ok"
 
             await asyncio.gather(*(one(i) for i in range(requests)))
-            await asyncio.sleep(0.5)  # let best-effort cancels land
+            wall = time.monotonic() - started
+        # Leaving the router waited for its background cancels; now read the books.
+        ours.send("stop")
+        books: FakeBooks = await asyncio.to_thread(ours.recv)
     finally:
-        fal_server.stop()
-        replicate_server.stop()
-    wall = time.monotonic() - started
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
     lost += sum(1 for i in range(requests) if f"chaos {seed} #{i}" not in outcome)
     billed: Counter[str] = Counter()
     orphans = 0
-    for chaos in (fal, replicate):
-        for record in chaos.jobs:
-            if record.orphan:
-                orphans += 1
-            elif not chaos.cancelled(record.job_id):
-                billed[record.prompt] += 1
+    for _provider, _job_id, prompt, orphan, cancelled, _state in books.jobs:
+        if orphan:
+            orphans += 1
+        elif not cancelled:
+            billed[prompt] += 1
     double = sum(1 for count in billed.values() if count > 1)
-    faults = fal.faults + replicate.faults
     return ChaosReport(
         requests=requests,
         succeeded=len(latencies),
@@ -385,11 +481,12 @@ async def run_chaos(
         lost=lost,
         double_billed=double,
         orphans=orphans,
-        retry_after_violations=len(fal.violations) + len(replicate.violations),
-        early_other=fal.early_other + replicate.early_other,
-        submissions=fal.submissions + replicate.submissions,
+        retry_after_violations=len(books.violations),
+        early_other=books.early_other,
+        submissions=books.submissions,
         latencies=latencies,
         wall_s=wall,
-        faults=faults,
+        faults=books.faults,
         billed_extra_jobs=sum(count - 1 for count in billed.values() if count > 1),
+        books=books,
     )
