@@ -30,6 +30,7 @@ from genrouter import (
     RateLimitedError,
 )
 from genrouter.testing import FailJob, FailSubmit, FakeBackend, FakeClock, Hang, Succeed, set_testing
+from routing_helpers import router_over
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -993,3 +994,25 @@ def test_custom_provider_without_a_backend_is_a_config_error() -> None:
     """A type: custom provider needs a backend instance, and the error says how to pass one."""
     with pytest.raises(ConfigError, match="backends="):
         AsyncRouter.from_config(config("a"))
+
+
+async def test_a_timed_out_job_that_finished_before_its_cancel_is_used() -> None:
+    """Its status answers were lost until the attempt timed out; the cancel came too late
+    (the job had finished, and is billed): its result is used, nothing is sent elsewhere."""
+    from genrouter import ProviderUnavailableError
+    from genrouter.types import JobStatus, ProviderJob
+
+    @dataclass
+    class LosesStatusAnswers(FakeBackend):
+        async def poll(self, job: ProviderJob) -> JobStatus:
+            if not self.cancelled:
+                raise ProviderUnavailableError("status answer lost", provider=self.name)
+            return await super().poll(job)
+
+    a = LosesStatusAnswers(name="a", script=[Succeed(latency_s=0.05)])
+    b = FakeBackend(name="b")
+    async with router_over(a, b, timeouts={"attempt_s": 0.3, "deadline_s": 5}) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "a"
+    assert a.cancelled == ["a-1"]
+    assert b.submit_count == 0

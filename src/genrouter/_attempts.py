@@ -78,12 +78,6 @@ def new_result_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
 
-FETCH_ATTEMPTS = 10
-"""Reads of a finished job's result before a transient error is given up on.
-
-A finished job is already billed: giving up on reading it means paying again for a
-new one, so reads go on (within the request's deadline) well past what a poll would."""
-
 FIRST_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 1.0
 POLL_GROWTH = 1.5
@@ -170,26 +164,26 @@ class JobWaiter:
     async def fetch(self, backend: Backend, job: ProviderJob, until: float) -> GenerationResult:
         """The job's result; transient fetch errors are retried until ``until``.
 
-        A finished job is pinned like a running one: failing to *read* its result never
-        makes the router submit it again. The job's own failure (JobFailedError) is
-        raised at once.
+        A finished job is pinned like a running one, and it is already billed: giving up
+        on *reading* it would mean paying for another, so reads go on (backing off to one
+        a second, or as a Retry-After says) for as long as ``until`` allows, with no
+        count of tries. The job's own failure (JobFailedError) is raised at once.
         """
         clock = self._clock
         interval = FIRST_POLL_INTERVAL_S
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
             await clock.sleep(hold)
-        for tries_left in range(FETCH_ATTEMPTS - 1, -1, -1):
+        while True:
             try:
                 return await backend.fetch_result(job)
             except GenRouterError as exc:
                 self._throttled(job, exc.retry_after)  # a throttled read waits as told
                 pause = max(interval, self.wait_before_calling(job.provider))
-                if not _transient(exc) or not tries_left or clock.now() + pause >= until:
+                if not _transient(exc) or clock.now() + pause >= until:
                     raise
             await clock.sleep(pause)
             interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _transient(error: GenRouterError) -> bool:

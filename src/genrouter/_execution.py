@@ -514,7 +514,10 @@ class Execution:
             for job in jobs:
                 status = await self._waiter.wait(backend, job, until)
                 if status is None:
-                    raise await self._attempt_timed_out(backend, deployment, jobs)
+                    timed_out = await self._attempt_timed_out(backend, deployment, jobs)
+                    if not await self._finished_anyway(backend, jobs):
+                        raise timed_out
+                    break  # the cancel came too late: the jobs are done (and billed), use them
                 succeeded = succeeded and status.state is JobState.SUCCEEDED
             if succeeded:
                 lane.completed = True
@@ -615,6 +618,21 @@ class Execution:
             )
         if not _testing_mode.enabled:
             await self.clock.sleep(blocked_until - now)
+
+    async def _finished_anyway(self, backend: Backend, jobs: Sequence[ProviderJob]) -> bool:
+        """After a timed-out attempt's cancels: whether every job had in fact succeeded.
+
+        A job that finished just before its cancel arrived is billed all the same; using
+        it beats paying for another elsewhere. One status read per job, errors mean no.
+        """
+        for job in jobs:
+            try:
+                status = await backend.poll(job)
+            except GenRouterError:
+                return False
+            if status.state is not JobState.SUCCEEDED:
+                return False
+        return True
 
     async def _attempt_timed_out(
         self, backend: Backend, deployment: Deployment, jobs: Sequence[ProviderJob]

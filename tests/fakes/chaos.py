@@ -402,13 +402,14 @@ async def run_chaos(
     outage: tuple[float, float] = (1.0, 3.0),
     rates: ChaosRates | None = None,
     trace: dict[str, Any] | None = None,
+    hedge: bool = True,
 ) -> ChaosReport:
     """Drive ``requests`` generations through AsyncRouter against chaotic fakes of fal and Replicate.
 
     The fakes serve from a child process (:func:`serve_chaos_fakes`). fal suffers a full
     outage in ``outage`` (seconds after the start). Every generation has a unique prompt,
     which maps the fakes' jobs back to it. ``trace`` (when given) receives each prompt's
-    result or error.
+    result or error. ``hedge`` turns hedging (delay p95) on in the routing policy.
     """
     import asyncio
     import multiprocessing
@@ -427,7 +428,7 @@ async def run_chaos(
     lost = 0
     try:
         fal_url, replicate_url = await asyncio.to_thread(ours.recv)
-        config = chaos_config(fal_url, replicate_url)
+        config = chaos_config(fal_url, replicate_url, hedge=hedge)
         async with AsyncRouter.from_config(config) as router:
             gate = asyncio.Semaphore(concurrency)
             ours.send("start")
