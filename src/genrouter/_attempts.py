@@ -7,13 +7,14 @@ their own, so the router's jobs API uses them too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import RetryCallState
 from tenacity.stop import stop_base
@@ -69,6 +70,8 @@ __all__ = [
 CANCEL_GRACE_S = 1.0
 """Longest the router waits for cancels (and in-flight submits) after a deadline."""
 
+T = TypeVar("T")
+
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
@@ -112,6 +115,37 @@ class JobWaiter:
         self._clock = clock
         self.not_before: dict[str, float] = {}
         """Provider → the clock time before which this request must not call it again."""
+        self._in_flight: dict[str, set[asyncio.Future[Any]]] = {}
+
+    async def _call(self, backend: Backend, job: ProviderJob, call: Awaitable[T]) -> T:
+        """Run one provider call so that its answer is heard even if the caller is stopped.
+
+        A lane stopped mid-call (a lost hedge) abandons the call, not the answer: a 429
+        that comes back still sets ``not_before``, and :meth:`settle` lets a cancel wait
+        for it. Backends without I/O of their own (``eager_start_safe``) skip this.
+        """
+        if getattr(backend, "eager_start_safe", False):
+            return await call
+        task = asyncio.ensure_future(call)
+        pending = self._in_flight.setdefault(job.provider_request_id, set())
+        pending.add(task)
+        task.add_done_callback(functools.partial(self._heard, job, pending))
+        return await asyncio.shield(task)
+
+    def _heard(self, job: ProviderJob, pending: set[asyncio.Future[Any]], task: asyncio.Future[Any]) -> None:
+        pending.discard(task)
+        if not pending and self._in_flight.get(job.provider_request_id) is pending:
+            del self._in_flight[job.provider_request_id]
+        if not task.cancelled():
+            error = task.exception()
+            if isinstance(error, GenRouterError):
+                self.note_retry_after(job.provider, error.retry_after)
+
+    async def settle(self, job: ProviderJob, within_s: float) -> None:
+        """Wait (at most ``within_s``) for calls about ``job`` still in flight to answer."""
+        pending = self._in_flight.get(job.provider_request_id)
+        if pending:
+            await asyncio.wait(list(pending), timeout=within_s)
 
     def _throttled(self, job: ProviderJob, retry_after: float | None) -> None:
         self.note_retry_after(job.provider, retry_after)
@@ -146,7 +180,7 @@ class JobWaiter:
                 if waiter is not None:
                     status: JobStatus = await waiter(job, remaining)
                 else:
-                    status = await backend.poll(job)
+                    status = await self._call(backend, job, backend.poll(job))
             except GenRouterError as exc:
                 if not _transient(exc):
                     raise
@@ -161,22 +195,27 @@ class JobWaiter:
                 await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
                 interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
-    async def fetch(self, backend: Backend, job: ProviderJob, until: float) -> GenerationResult:
+    async def fetch(
+        self, backend: Backend, job: ProviderJob, until: float, *, succeeded: bool = True
+    ) -> GenerationResult:
         """The job's result; transient fetch errors are retried until ``until``.
 
-        A finished job is pinned like a running one, and it is already billed: giving up
-        on *reading* it would mean paying for another, so reads go on (backing off to one
-        a second, or as a Retry-After says) for as long as ``until`` allows, with no
-        count of tries. The job's own failure (JobFailedError) is raised at once.
+        A job that ``succeeded`` is pinned like a running one, and it is already billed:
+        giving up on *reading* it would mean paying for another, so reads go on (backing
+        off to one a second, or as a Retry-After says) for as long as ``until`` allows,
+        with no count of tries. A job that did not succeed is read once: its error is the
+        job's outcome. The job's own failure (JobFailedError) is raised at once.
         """
         clock = self._clock
+        if not succeeded:
+            return await self._call(backend, job, backend.fetch_result(job))
         interval = FIRST_POLL_INTERVAL_S
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
             await clock.sleep(hold)
         while True:
             try:
-                return await backend.fetch_result(job)
+                return await self._call(backend, job, backend.fetch_result(job))
             except GenRouterError as exc:
                 self._throttled(job, exc.retry_after)  # a throttled read waits as told
                 pause = max(interval, self.wait_before_calling(job.provider))

@@ -511,6 +511,7 @@ class Execution:
                 return Submitted(deployment, jobs, started)
             until = min(started + self.policy.timeouts.attempt_s, self.deadline_at)
             succeeded = True
+            finished: dict[int, bool] = {}
             for job in jobs:
                 status = await self._waiter.wait(backend, job, until)
                 if status is None:
@@ -518,14 +519,16 @@ class Execution:
                     if not await self._finished_anyway(backend, jobs):
                         raise timed_out
                     break  # the cancel came too late: the jobs are done (and billed), use them
-                succeeded = succeeded and status.state is JobState.SUCCEEDED
+                finished[id(job)] = status.state is JobState.SUCCEEDED
+                succeeded = succeeded and finished[id(job)]
             if succeeded:
                 lane.completed = True
                 self._on_completed(lane)
             results = []
             for job in jobs:
                 # A finished job is billed: reading its result may take until the deadline.
-                results.append(await self._waiter.fetch(backend, job, self.deadline_at))
+                ok = finished.get(id(job), True)  # a job used after a late cancel succeeded
+                results.append(await self._waiter.fetch(backend, job, self.deadline_at, succeeded=ok))
                 self._live.pop(id(job), None)
         except asyncio.CancelledError:
             # Stopped by the deadline, a won hedge or the caller: says nothing about the
@@ -707,18 +710,7 @@ class Execution:
         if grace_until is None:
             grace_until = self.clock.now() + CANCEL_GRACE_S
         loop = asyncio.get_running_loop()
-        waiter = self._waiter
-        tasks = [
-            loop.create_task(
-                quiet_cancel(
-                    backend,
-                    job,
-                    waiter.wait_before_calling(job.provider),
-                    on_retry_after=waiter.note_retry_after,
-                )
-            )
-            for backend, job in jobs
-        ]
+        tasks = [loop.create_task(self._cancel_one(backend, job)) for backend, job in jobs]
         for task in tasks:
             # Retries of a cancel outlive this request's grace period: the router's
             # background set keeps them alive (and aclose() waits for them).
@@ -729,6 +721,15 @@ class Execution:
         for _, job in jobs:
             self._live.pop(id(job), None)
         await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))
+
+    async def _cancel_one(self, backend: Backend, job: ProviderJob) -> None:
+        """Cancel ``job`` once the answers to its calls still in flight are in (a stopped
+        lane's last poll may carry a Retry-After that the cancel must honour)."""
+        waiter = self._waiter
+        await waiter.settle(job, CANCEL_GRACE_S)
+        await quiet_cancel(
+            backend, job, waiter.wait_before_calling(job.provider), on_retry_after=waiter.note_retry_after
+        )
 
 
 def _retrieve(futures: Sequence[asyncio.Future[Any]]) -> None:

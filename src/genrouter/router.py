@@ -58,6 +58,7 @@ from genrouter.types import (
     GenerationRequest,
     GenerationResult,
     JobHandle,
+    JobState,
     JobStatus,
     ProviderJob,
     RoutePlan,
@@ -458,8 +459,10 @@ class AsyncRouter:
         started = self.clock.now()
         until = started + wait_s
         waiter = JobWaiter(self.clock)
+        succeeded: dict[int, bool] = {}
         for job in handle.jobs:
-            if await self._wait_for_job(waiter, backend, job, until) is None:
+            status = await self._wait_for_job(waiter, backend, job, until)
+            if status is None:
                 raise DeadlineExceededError(
                     f"job {handle.provider_request_id} at {handle.provider} still running "
                     f"after {wait_s:g}s; it was not cancelled",
@@ -467,8 +470,11 @@ class AsyncRouter:
                     provider=handle.provider,
                     provider_request_id=handle.provider_request_id,
                 )
+            succeeded[id(job)] = status.state is JobState.SUCCEEDED
         try:
-            results = [await waiter.fetch(backend, job, until) for job in handle.jobs]
+            results = [
+                await waiter.fetch(backend, job, until, succeeded=succeeded[id(job)]) for job in handle.jobs
+            ]
         except GenRouterError as exc:
             exc.provider = exc.provider or handle.provider
             exc.provider_request_id = exc.provider_request_id or handle.provider_request_id
