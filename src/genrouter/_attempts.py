@@ -20,6 +20,7 @@ from tenacity import RetryCallState
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from genrouter._abandoned import ABANDONED_ANSWERS
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -42,6 +43,8 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
+    import httpx
+
     from genrouter._clock import Clock
     from genrouter.backends.base import Backend
     from genrouter.catalog import Deployment
@@ -115,37 +118,43 @@ class JobWaiter:
         self._clock = clock
         self.not_before: dict[str, float] = {}
         """Provider → the clock time before which this request must not call it again."""
-        self._in_flight: dict[str, set[asyncio.Future[Any]]] = {}
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
-    async def _call(self, backend: Backend, job: ProviderJob, call: Awaitable[T]) -> T:
-        """Run one provider call so that its answer is heard even if the caller is stopped.
+    async def _call(self, backend: Backend, call: Awaitable[T]) -> T:
+        """Run one provider call; if its lane is stopped mid-call, the answer is still heard.
 
-        A lane stopped mid-call (a lost hedge) abandons the call, not the answer: a 429
-        that comes back still sets ``not_before``, and :meth:`settle` lets a cancel wait
-        for it. Backends without I/O of their own (``eager_start_safe``) skip this.
+        A stopped lane (a lost hedge) abandons the call, not the answer: the HTTP layer
+        reports the abandoned request here (:data:`ABANDONED_ANSWERS`), a 429 in it still
+        sets ``not_before``, and :meth:`settle` lets a cancel wait for it. Backends with
+        no I/O of their own (``eager_start_safe``) skip this.
         """
         if getattr(backend, "eager_start_safe", False):
             return await call
-        task = asyncio.ensure_future(call)
-        pending = self._in_flight.setdefault(job.provider_request_id, set())
-        pending.add(task)
-        task.add_done_callback(functools.partial(self._heard, job, pending))
-        return await asyncio.shield(task)
+        token = ABANDONED_ANSWERS.set(self)
+        try:
+            return await call
+        finally:
+            ABANDONED_ANSWERS.reset(token)
 
-    def _heard(self, job: ProviderJob, pending: set[asyncio.Future[Any]], task: asyncio.Future[Any]) -> None:
-        pending.discard(task)
-        if not pending and self._in_flight.get(job.provider_request_id) is pending:
-            del self._in_flight[job.provider_request_id]
-        if not task.cancelled():
-            error = task.exception()
-            if isinstance(error, GenRouterError):
-                self.note_retry_after(job.provider, error.retry_after)
+    def abandoned(self, provider: str, answer: asyncio.Future[httpx.Response]) -> None:
+        """A request to ``provider`` was sent, then its caller stopped: hear its answer."""
+        self._abandoned.add(answer)
+        answer.add_done_callback(functools.partial(self._heard, provider))
 
-    async def settle(self, job: ProviderJob, within_s: float) -> None:
-        """Wait (at most ``within_s``) for calls about ``job`` still in flight to answer."""
-        pending = self._in_flight.get(job.provider_request_id)
-        if pending:
-            await asyncio.wait(list(pending), timeout=within_s)
+    def _heard(self, provider: str, answer: asyncio.Future[httpx.Response]) -> None:
+        self._abandoned.discard(answer)
+        if answer.cancelled() or answer.exception() is not None:
+            return
+        response = answer.result()
+        if response.status_code == 429:
+            from genrouter.backends._http import parse_retry_after  # httpx is loaded by now
+
+            self.note_retry_after(provider, parse_retry_after(response.headers))
+
+    async def settle(self, within_s: float) -> None:
+        """Wait (at most ``within_s``) for the answers of abandoned requests to come in."""
+        if self._abandoned:
+            await asyncio.wait(list(self._abandoned), timeout=within_s)
 
     def _throttled(self, job: ProviderJob, retry_after: float | None) -> None:
         self.note_retry_after(job.provider, retry_after)
@@ -180,7 +189,7 @@ class JobWaiter:
                 if waiter is not None:
                     status: JobStatus = await waiter(job, remaining)
                 else:
-                    status = await self._call(backend, job, backend.poll(job))
+                    status = await self._call(backend, backend.poll(job))
             except GenRouterError as exc:
                 if not _transient(exc):
                     raise
@@ -208,14 +217,14 @@ class JobWaiter:
         """
         clock = self._clock
         if not succeeded:
-            return await self._call(backend, job, backend.fetch_result(job))
+            return await self._call(backend, backend.fetch_result(job))
         interval = FIRST_POLL_INTERVAL_S
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
             await clock.sleep(hold)
         while True:
             try:
-                return await self._call(backend, job, backend.fetch_result(job))
+                return await self._call(backend, backend.fetch_result(job))
             except GenRouterError as exc:
                 self._throttled(job, exc.retry_after)  # a throttled read waits as told
                 pause = max(interval, self.wait_before_calling(job.provider))

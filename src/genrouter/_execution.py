@@ -726,7 +726,7 @@ class Execution:
         """Cancel ``job`` once the answers to its calls still in flight are in (a stopped
         lane's last poll may carry a Retry-After that the cancel must honour)."""
         waiter = self._waiter
-        await waiter.settle(job, CANCEL_GRACE_S)
+        await waiter.settle(CANCEL_GRACE_S)
         await quiet_cancel(
             backend, job, waiter.wait_before_calling(job.provider), on_retry_after=waiter.note_retry_after
         )

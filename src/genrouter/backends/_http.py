@@ -16,11 +16,12 @@ import math
 import re
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import httpx
 
+from genrouter._abandoned import ABANDONED_ANSWERS
 from genrouter._secrets import scrub
 from genrouter.errors import (
     AuthenticationError,
@@ -77,6 +78,18 @@ def make_client(
         transport=transport,
         follow_redirects=False,
     )
+
+
+async def _heard_if_abandoned(call: Awaitable[httpx.Response], provider: str) -> httpx.Response:
+    listener = ABANDONED_ANSWERS.get()
+    if listener is None:
+        return await call
+    answer = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(answer)
+    except asyncio.CancelledError:
+        listener.abandoned(provider, answer)
+        raise
 
 
 def parse_retry_after(headers: Mapping[str, str], text: str | None = None) -> float | None:
@@ -211,7 +224,8 @@ async def send(
         if urgent:
             return await client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
         async with limiter:
-            return await client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
+            call = client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
+            return await _heard_if_abandoned(call, provider)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise ProviderUnavailableError(
             f"{provider}: could not connect ({type(exc).__name__}: {exc})", provider=provider
