@@ -108,24 +108,26 @@ class JobWaiter:
     """Waits for accepted jobs to end: the backend's ``wait`` if it has one, else polling.
 
     One waiter serves one request. A ``Retry-After`` on any of its polls or result reads
-    holds for every later call of this request to that provider (``not_before``), its
+    holds for every later call of this request to that provider (:meth:`held_until`), its
     cancels included. It does not block other requests: providers meter job reads apart
     from job creation (Replicate: 3000/min against 600/min), and a submit's 429 blocks
     new submits router-wide through the state store instead.
     """
 
+    __slots__ = ("_abandoned", "_clock", "_not_before")
+
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self.not_before: dict[str, float] = {}
-        """Provider → the clock time before which this request must not call it again."""
-        self._abandoned: set[asyncio.Future[Any]] = set()
+        # Both made on first use: ten thousand requests in flight each hold a waiter.
+        self._not_before: dict[str, float] | None = None
+        self._abandoned: set[asyncio.Future[Any]] | None = None
 
     async def _call(self, backend: Backend, call: Awaitable[T]) -> T:
         """Run one provider call; if its lane is stopped mid-call, the answer is still heard.
 
         A stopped lane (a lost hedge) abandons the call, not the answer: the HTTP layer
         reports the abandoned request here (:data:`ABANDONED_ANSWERS`), a 429 in it still
-        sets ``not_before``, and :meth:`settle` lets a cancel wait for it. Backends with
+        sets :meth:`held_until`, and :meth:`settle` lets a cancel wait for it. Backends with
         no I/O of their own (``eager_start_safe``) skip this.
         """
         if getattr(backend, "eager_start_safe", False):
@@ -138,11 +140,14 @@ class JobWaiter:
 
     def abandoned(self, provider: str, answer: asyncio.Future[httpx.Response]) -> None:
         """A request to ``provider`` was sent, then its caller stopped: hear its answer."""
+        if self._abandoned is None:
+            self._abandoned = set()
         self._abandoned.add(answer)
         answer.add_done_callback(functools.partial(self._heard, provider))
 
     def _heard(self, provider: str, answer: asyncio.Future[httpx.Response]) -> None:
-        self._abandoned.discard(answer)
+        if self._abandoned is not None:
+            self._abandoned.discard(answer)
         if answer.cancelled() or answer.exception() is not None:
             return
         response = answer.result()
@@ -163,11 +168,19 @@ class JobWaiter:
         """Hold this request's later calls to ``provider`` for ``retry_after`` seconds."""
         if retry_after:
             until = self._clock.now() + retry_after
-            self.not_before[provider] = max(self.not_before.get(provider, 0.0), until)
+            if self._not_before is None:
+                self._not_before = {}
+            self._not_before[provider] = max(self._not_before.get(provider, 0.0), until)
+
+    def held_until(self, provider: str) -> float:
+        """The clock time before which this request must not call ``provider`` again."""
+        return self._not_before.get(provider, 0.0) if self._not_before else 0.0
 
     def wait_before_calling(self, provider: str) -> float:
         """Seconds this request must still wait before it calls ``provider`` again."""
-        return max(0.0, self.not_before.get(provider, 0.0) - self._clock.now())
+        if not self._not_before:
+            return 0.0
+        return max(0.0, self._not_before.get(provider, 0.0) - self._clock.now())
 
     async def wait(self, backend: Backend, job: ProviderJob, until: float) -> JobStatus | None:
         """The job's terminal status, or None if ``until`` came first.

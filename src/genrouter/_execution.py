@@ -604,7 +604,7 @@ class Execution:
     def _blocked_until(self, provider: str) -> float:
         """When ``provider`` may next be sent a submit: the router-wide block after a
         submit's 429, or this request's own Retry-After from any call to it."""
-        return max(self.store.blocked_until(provider), self._waiter.not_before.get(provider, 0.0))
+        return max(self.store.blocked_until(provider), self._waiter.held_until(provider))
 
     async def _respect_retry_after(self, deployment: Deployment) -> None:
         blocked_until = self._blocked_until(deployment.provider)
