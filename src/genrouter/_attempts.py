@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCEL_GRACE_S",
+    "RESULT_READS",
     "AttemptTimedOutError",
     "Backoff",
     "JobWaiter",
@@ -83,6 +84,10 @@ def new_result_id() -> str:
     """A unique result id: a per-process random prefix and a counter (cheaper than uuid4)."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
 
+
+RESULT_READS = 10
+"""Reads of a finished job's result by ``AsyncRouter.result`` before a transient error is
+raised (the job stays pinned: calling ``result`` again reads it again)."""
 
 FIRST_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 1.0
@@ -218,15 +223,22 @@ class JobWaiter:
                 interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
     async def fetch(
-        self, backend: Backend, job: ProviderJob, until: float, *, succeeded: bool = True
+        self,
+        backend: Backend,
+        job: ProviderJob,
+        until: float,
+        *,
+        succeeded: bool = True,
+        max_reads: int | None = None,
     ) -> GenerationResult:
         """The job's result; transient fetch errors are retried until ``until``.
 
         A job that ``succeeded`` is pinned like a running one, and it is already billed:
         giving up on *reading* it would mean paying for another, so reads go on (backing
         off to one a second, or as a Retry-After says) for as long as ``until`` allows,
-        with no count of tries. A job that did not succeed is read once: its error is the
-        job's outcome. The job's own failure (JobFailedError) is raised at once.
+        with no count of tries unless ``max_reads`` sets one (the jobs API: its caller can
+        come back later). A job that did not succeed is read once: its error is the job's
+        outcome. The job's own failure (JobFailedError) is raised at once.
         """
         clock = self._clock
         if not succeeded:
@@ -235,13 +247,16 @@ class JobWaiter:
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
             await clock.sleep(hold)
+        reads = 0
         while True:
+            reads += 1
             try:
                 return await self._call(backend, backend.fetch_result(job))
             except GenRouterError as exc:
                 self._throttled(job, exc.retry_after)  # a throttled read waits as told
                 pause = max(interval, self.wait_before_calling(job.provider))
-                if not _transient(exc) or clock.now() + pause >= until:
+                out_of_reads = max_reads is not None and reads >= max_reads
+                if not _transient(exc) or out_of_reads or clock.now() + pause >= until:
                     raise
             await clock.sleep(pause)
             interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)

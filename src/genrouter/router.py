@@ -24,6 +24,7 @@ from typing import Any, Self
 from pydantic import ValidationError
 
 from genrouter._attempts import (
+    RESULT_READS,
     JobWaiter,
     finalise_result,
     merge_results,
@@ -473,7 +474,8 @@ class AsyncRouter:
             succeeded[id(job)] = status.state is JobState.SUCCEEDED
         try:
             results = [
-                await waiter.fetch(backend, job, until, succeeded=succeeded[id(job)]) for job in handle.jobs
+                await waiter.fetch(backend, job, until, succeeded=succeeded[id(job)], max_reads=RESULT_READS)
+                for job in handle.jobs
             ]
         except GenRouterError as exc:
             exc.provider = exc.provider or handle.provider
