@@ -626,14 +626,17 @@ class Execution:
         """After a timed-out attempt's cancels: whether every job had in fact succeeded.
 
         A job that finished just before its cancel arrived is billed all the same; using
-        it beats paying for another elsewhere. One status read per job, errors mean no.
+        it beats paying for another elsewhere. Each job is polled (transient errors
+        absorbed) for up to ``CANCEL_GRACE_S`` until it shows an end; no end, or a job
+        error, means no.
         """
         for job in jobs:
+            until = min(self.clock.now() + CANCEL_GRACE_S, self.deadline_at)
             try:
-                status = await backend.poll(job)
+                status = await self._waiter.wait(backend, job, until)
             except GenRouterError:
                 return False
-            if status.state is not JobState.SUCCEEDED:
+            if status is None or status.state is not JobState.SUCCEEDED:
                 return False
         return True
 
