@@ -8,8 +8,7 @@ I/O, no clocks: policies are unit-testable on plain numbers.
 - ``cost``: score = estimated cost in USD; unknown cost ranks after every known one;
   ties broken by priority. Candidates over ``latency_slo_s`` rank after those within it.
 - ``latency``: score = estimated p95 seconds × (1 + in-flight requests / 8) for a
-  deployment seen queueing (a provider-side concurrency limit; its estimate is then its
-  run-time p95, see :mod:`genrouter.routing.plan`), plain p95 otherwise, so
+  deployment seen queueing (a provider-side concurrency limit), plain p95 otherwise, so
   load spreads across saturated providers (least-outstanding-requests weighted by
   latency, as Finagle's P2C-EWMA does); an unobserved deployment is scored at the SLO
   if one is set, else at the median of observed p95s (0 when none are).
