@@ -226,14 +226,7 @@ def build_plan(
         estimated_cost = deployment.estimate_cost(request) if estimate_costs else None
         health = store.health(deployment.key)
         completed_p95 = _blend_with_hint(health, latency_hints.get(deployment.key))
-        queues = health.queues
-        if queues and len(health.run_times) >= MIN_RUN_SAMPLES:
-            # A queueing deployment's load is its in-flight count (the ranking multiplies
-            # by it); its completed p95 and its oldest request's age measure that queue
-            # again and would make traffic swing from one deployment to the other.
-            p95: float | None = _run_p95(health.run_times)
-        else:
-            p95 = health.expected_p95(now, completed_p95)
+        p95 = health.expected_p95(now, completed_p95)
         provider = deployment.provider
         candidate = PlannedCandidate(
             deployment,
@@ -244,7 +237,7 @@ def build_plan(
             priority=provider_rank.get(provider, len(provider_rank)),
             weight=weights.get(provider, 1.0) if weights else 1.0,
             # Only a deployment seen queueing slows with load; others are not penalised for it.
-            inflight=health.inflight if queues else 0,
+            inflight=health.inflight if health.queues else 0,
             completed_p95=completed_p95,
         )
         reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)
@@ -297,14 +290,6 @@ def build_plan(
 
 
 _EXPLORING_STRATEGIES = frozenset({"latency", "balanced", "cost"})
-
-MIN_RUN_SAMPLES = 8
-"""Run-time observations a queueing deployment needs before its run-time p95 is used."""
-
-
-def _run_p95(run_times: Sequence[float]) -> float:
-    ordered = sorted(run_times)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 @dataclass(frozen=True, slots=True)
