@@ -21,22 +21,24 @@ class Recorder:
         self.answers.append((provider, answer))
 
 
-async def test_a_429_in_an_abandoned_answer_holds_the_requests_later_calls() -> None:
+async def waiter_after_abandoned(response: httpx.Response) -> JobWaiter:
+    """A waiter told of an abandoned request to fal whose answer is ``response``."""
     waiter = JobWaiter(MonotonicClock())
     answer: asyncio.Future[httpx.Response] = asyncio.get_running_loop().create_future()
     waiter.abandoned("fal", answer)
-    answer.set_result(httpx.Response(429, headers={"retry-after": "2"}))
+    answer.set_result(response)
     await waiter.settle(1.0)
+    return waiter
+
+
+async def test_a_429_in_an_abandoned_answer_holds_the_requests_later_calls() -> None:
+    waiter = await waiter_after_abandoned(httpx.Response(429, headers={"retry-after": "2"}))
     assert 1.5 < waiter.wait_before_calling("fal") <= 2.0
     assert waiter.wait_before_calling("replicate") == 0.0
 
 
 async def test_an_abandoned_answer_that_is_not_a_429_changes_nothing() -> None:
-    waiter = JobWaiter(MonotonicClock())
-    answer: asyncio.Future[httpx.Response] = asyncio.get_running_loop().create_future()
-    waiter.abandoned("fal", answer)
-    answer.set_result(httpx.Response(200, json={"status": "IN_PROGRESS"}))
-    await waiter.settle(1.0)
+    waiter = await waiter_after_abandoned(httpx.Response(200, json={"status": "IN_PROGRESS"}))
     assert waiter.wait_before_calling("fal") == 0.0
 
 

@@ -166,9 +166,6 @@ class JobWaiter:
         if self._abandoned:
             await asyncio.wait(list(self._abandoned), timeout=within_s)
 
-    def _throttled(self, job: ProviderJob, retry_after: float | None) -> None:
-        self.note_retry_after(job.provider, retry_after)
-
     def note_retry_after(self, provider: str, retry_after: float | None) -> None:
         """Hold this request's later calls to ``provider`` for ``retry_after`` seconds."""
         if retry_after:
@@ -183,9 +180,7 @@ class JobWaiter:
 
     def wait_before_calling(self, provider: str) -> float:
         """Seconds this request must still wait before it calls ``provider`` again."""
-        if not self._not_before:
-            return 0.0
-        return max(0.0, self._not_before.get(provider, 0.0) - self._clock.now())
+        return max(0.0, self.held_until(provider) - self._clock.now())
 
     async def wait(self, backend: Backend, job: ProviderJob, until: float) -> JobStatus | None:
         """The job's terminal status, or None if ``until`` came first.
@@ -211,7 +206,7 @@ class JobWaiter:
             except GenRouterError as exc:
                 if not _transient(exc):
                     raise
-                self._throttled(job, exc.retry_after)  # a throttled poll waits as told
+                self.note_retry_after(job.provider, exc.retry_after)  # a throttled poll waits as told
                 status = None  # type: ignore[assignment]
             if status is not None and status.state.is_terminal:
                 return status
@@ -253,7 +248,7 @@ class JobWaiter:
             try:
                 return await self._call(backend, backend.fetch_result(job))
             except GenRouterError as exc:
-                self._throttled(job, exc.retry_after)  # a throttled read waits as told
+                self.note_retry_after(job.provider, exc.retry_after)  # a throttled read waits as told
                 pause = max(interval, self.wait_before_calling(job.provider))
                 out_of_reads = max_reads is not None and reads >= max_reads
                 if not _transient(exc) or out_of_reads or clock.now() + pause >= until:

@@ -261,7 +261,7 @@ class Execution:
                         continue
                     if self._may_hedge(queue[0], keep_reserve=not second_chance):
                         running.append(self._start(queue.pop(0), hedged=True))
-                    elif queue and not second_chance:
+                    elif not second_chance:
                         # Tokens are short: keep the reserve for requests 1.5× as late as
                         # usual (an incident), rather than spend it all on the routine tail.
                         due = self._hedge_due(primary)

@@ -310,9 +310,7 @@ class ReplicateBackend:
                 await asyncio.sleep(pause)
             pause = RECONCILE_PAUSE_S
             try:
-                response = await send(
-                    self._client, "GET", "/v1/predictions", provider=self.name, idempotent=True, params=params
-                )
+                response = await self._send("GET", "/v1/predictions", idempotent=True, params=params)
                 if response.is_error:
                     raise self._error(response, None)
                 listing = read_json(response, provider=self.name)
@@ -431,6 +429,7 @@ class ReplicateBackend:
         idempotent: bool,
         json_body: Any = None,
         headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
         urgent: bool = False,
     ) -> httpx.Response:
         return await send(
@@ -441,6 +440,7 @@ class ReplicateBackend:
             idempotent=idempotent,
             json_body=json_body,
             headers=headers,
+            params=params,
             urgent=urgent,
         )
 
