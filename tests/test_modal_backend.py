@@ -265,6 +265,38 @@ async def test_modal_error_at_spawn_maps_to_a_genrouter_error(
     assert info.value.provider == "modal"
 
 
+async def test_failed_spawn_leaves_the_container_count_query_to_finish(shared_service: Any) -> None:
+    """A failed spawn does not cancel the stats query beside it; aclose waits for it instead.
+
+    Cancelling a modal SDK call while its event-loop thread starts drops the SDK's inner
+    coroutine unawaited, so the query (bounded at 2 s) is left to end on its own.
+    """
+    answered = asyncio.Event()
+    outcomes: list[str] = []
+
+    class SlowStats(InProcessModalTransport):
+        async def warm_containers(self, model_id: str) -> int | None:
+            try:
+                await answered.wait()
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+                raise
+            outcomes.append("answered")
+            return 1
+
+    transport = SlowStats(service=shared_service)
+    transport.inject(modal_error("InvalidError", "boom"), on="spawn")
+    backend = make_backend(transport)
+    with pytest.raises(InvalidRequestError):
+        await backend.submit(modal_deployment(), GenerationRequest(model="sdxl", prompt="x"))
+    closing = asyncio.create_task(backend.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()
+    answered.set()
+    await closing
+    assert outcomes == ["answered"]
+
+
 def test_not_found_at_spawn_is_a_404_that_is_not_retried() -> None:
     """A missing app or class is a 404 ProviderError that is not retried (deploy it first)."""
     error = map_modal_error(modal_error("NotFoundError", "Lookup failed"), provider="modal", at_submit=True)

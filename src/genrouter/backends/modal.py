@@ -235,6 +235,10 @@ def _by_name(name: str, text: str, provider: str, rid: str | None, at_submit: bo
     return None
 
 
+_STATS_CLOSE_WAIT_S = 5.0
+"""How long ``aclose`` waits for container-count queries left running by failed spawns."""
+
+
 def _consume(task: asyncio.Future[Any]) -> None:
     """Retrieve an abandoned task's outcome, so asyncio does not log it as never retrieved."""
     if not task.cancelled():
@@ -414,6 +418,7 @@ class ModalBackend:
         self._owns_transport = transport is None
         self._outcomes: OrderedDict[str, dict[str, Any] | BaseException] = OrderedDict()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._stats_queries: set[asyncio.Future[int | None]] = set()
         self.unavailable_reason: str | None = None if transport is not None else self._why_unavailable()
         """Why this provider cannot serve now (no ``modal`` package, no credentials), else None."""
 
@@ -557,7 +562,10 @@ class ModalBackend:
         try:
             call_id = await transport.spawn(deployment.endpoint, payload)
         except BaseException as exc:
-            warm.cancel()
+            # Left to finish (it is bounded), not cancelled: modal's SDK drops its inner
+            # coroutine unawaited when a call is cancelled while its event loop thread starts.
+            self._stats_queries.add(warm)
+            warm.add_done_callback(self._stats_queries.discard)
             warm.add_done_callback(_consume)
             if isinstance(exc, Exception):
                 raise map_modal_error(exc, provider=self.name, at_submit=True, where="spawn") from exc
@@ -724,6 +732,10 @@ class ModalBackend:
 
     async def aclose(self) -> None:
         """Close the transport if this backend created it. Idempotent."""
+        if self._stats_queries:
+            _, stuck = await asyncio.wait(self._stats_queries, timeout=_STATS_CLOSE_WAIT_S)
+            for query in stuck:
+                query.cancel()
         transport = self._transport
         if transport is not None and self._owns_transport:
             self._transport = None
