@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from genrouter import AttemptOutcome, DeadlineExceededError
+from genrouter import AsyncRouter, AttemptOutcome, DeadlineExceededError, GenerationResult
 from genrouter.routing.throttle import HedgeBudget
 from genrouter.testing import FakeBackend, Hang, Succeed
 from routing_helpers import router_over
@@ -66,6 +66,43 @@ async def test_an_exhausted_hedge_budget_means_no_hedge() -> None:
         first = await router.generate("a fox", model="flux-dev")
         second = await router.generate("a fox", model="flux-dev")
     assert first.provider == "b"  # the one starting token paid for this hedge
+    assert second.provider == "a"
+    assert [x.provider for x in second.attempts] == ["a"]
+    assert b.submit_count == 1
+
+
+async def _two_late_then_two_quick(router: AsyncRouter, quick_after_s: float) -> list[GenerationResult]:
+    """Two requests whose primaries are slow, then (after ``quick_after_s``) two quick ones."""
+
+    async def later() -> GenerationResult:
+        await asyncio.sleep(quick_after_s)
+        return await router.generate("a fox", model="flux-dev")
+
+    slow = [asyncio.create_task(router.generate("a fox", model="flux-dev")) for _ in range(2)]
+    await asyncio.sleep(0)
+    return list(await asyncio.gather(*slow, later(), later()))
+
+
+async def test_a_refused_hedge_takes_a_token_earned_while_it_waits() -> None:
+    """Refused at its delay, a request asks again and gets the token later primaries earn."""
+    a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=2.0), Succeed(), Succeed()])
+    b = FakeBackend(name="b")
+    hedge = {**HEDGE, "delay": 0.2, "max_extra_fraction": 0.5}
+    async with router_over(a, b, hedge=hedge) as router:
+        first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.23)
+    assert first.provider == "b"  # the starting token
+    assert second.provider == "b"  # the token the two quick requests earned
+    assert b.submit_count == 2
+
+
+async def test_a_refused_hedge_gives_up_half_a_delay_late() -> None:
+    """Half a delay past its hedge time a request stops asking; later tokens go to others."""
+    a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=0.6), Succeed(), Succeed()])
+    b = FakeBackend(name="b")
+    hedge = {**HEDGE, "delay": 0.2, "max_extra_fraction": 0.5}
+    async with router_over(a, b, hedge=hedge) as router:
+        first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.4)
+    assert first.provider == "b"
     assert second.provider == "a"
     assert [x.provider for x in second.attempts] == ["a"]
     assert b.submit_count == 1

@@ -85,6 +85,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Execution"]
 
+HEDGE_WAIT_FOR_TOKEN = 0.5
+"""How long, in hedge delays, a request refused a hedge token keeps asking for one."""
+
+HEDGE_RECHECK_MIN_S = 0.01
+"""Shortest wait before a request refused a hedge token asks again."""
+
 
 @dataclass(eq=False)
 class _Lane:
@@ -199,7 +205,6 @@ class Execution:
             self.hedge_budget.on_primary(self.started)
         running: list[_Lane] = self._running
         hedge_at: float | None = None
-        second_chance = False  # the pending hedge_at is the late, reserve-funded one
         if queue and self.clock.now() < self.deadline_at:
             # Fast path: a first lane that finished while starting eagerly.
             first = self._start(queue.pop(0), hedged=False)
@@ -211,7 +216,6 @@ class Execution:
             else:
                 running.append(first)
                 hedge_at = self._hedge_due(first) if queue else None
-                second_chance = False
             if future.done() and not isinstance(future.exception(), GenRouterError):
                 raise future.exception()  # type: ignore[misc]
         while True:
@@ -228,7 +232,6 @@ class Execution:
                 lane = self._start(queue.pop(0), hedged=False)
                 running.append(lane)
                 hedge_at = self._hedge_due(lane) if queue else None
-                second_chance = False
             finished = [lane for lane in running if lane.future is not None and lane.future.done()]
             if not finished:
                 now = self.clock.now()
@@ -257,17 +260,8 @@ class Execution:
                         lane = self._start(queue.pop(0), hedged=False)
                         running.append(lane)
                         hedge_at = self._hedge_due(lane) if queue else None
-                        second_chance = False
                         continue
-                    if self._may_hedge(queue[0], keep_reserve=not second_chance):
-                        running.append(self._start(queue.pop(0), hedged=True))
-                    elif not second_chance:
-                        # Tokens are short: keep the reserve for requests 1.5× as late as
-                        # usual (an incident), rather than spend it all on the routine tail.
-                        due = self._hedge_due(primary)
-                        if due is not None:
-                            hedge_at = primary.started + 1.5 * (due - primary.started)
-                            second_chance = True
+                    hedge_at = self._hedge_or_wait(primary, queue)
                     continue
                 finished = [lane for lane in running if lane.future is not None and lane.future.done()]
             for lane in finished:
@@ -284,15 +278,32 @@ class Execution:
             if not running:
                 hedge_at = None
 
-    def _may_hedge(self, candidate: PlannedCandidate, *, keep_reserve: bool) -> bool:
-        """A hedge needs a budget token (beyond the reserve, at the first chance) and the
-        hedge provider's retry budget."""
+    def _hedge_or_wait(self, primary: _Lane, queue: list[PlannedCandidate]) -> float | None:
+        """Start a hedge beside ``primary`` if allowed; else the clock time to ask again.
+
+        Refused (no token, or the hedge provider's retry budget is spent), the request
+        asks again every tenth of its delay until it is half a delay late, then gives up:
+        a token earned later is worth more to a request just reaching its delay than to
+        one that is already late (the p99 is made of the requests hedged late).
+        """
+        due = self._hedge_due(primary)
+        if due is None:
+            return None
+        if self._may_hedge(queue[0]):
+            self._running.append(self._start(queue.pop(0), hedged=True))
+            return None
+        delay = due - primary.started
+        now = self.clock.now()
+        if now >= due + HEDGE_WAIT_FOR_TOKEN * delay:
+            return None
+        return now + max(HEDGE_RECHECK_MIN_S, delay / 10)
+
+    def _may_hedge(self, candidate: PlannedCandidate) -> bool:
+        """A hedge needs a budget token and the hedge provider's retry budget."""
         provider = candidate.deployment.provider
         if self.throttle is not None and not self.throttle.allows_retry(provider):
             return False
-        if self.hedge_budget is None:
-            return True
-        return self.hedge_budget.try_spend(reserve=self.hedge_budget.reserve if keep_reserve else 0.0)
+        return self.hedge_budget is None or self.hedge_budget.try_spend()
 
     def _has_live_job(self, lane: _Lane) -> bool:
         """Whether ``lane`` has a job accepted (or a submit in flight) at its provider."""

@@ -84,14 +84,9 @@ class HedgeBudget:
         cap = max(1.0, self.max_extra_fraction * self._in_window)
         self._tokens = min(cap, self._tokens + self.max_extra_fraction)
 
-    @property
-    def reserve(self) -> float:
-        """Tokens kept back at a hedge's first chance: a quarter of the bucket's current size."""
-        return 0.25 * max(1.0, self.max_extra_fraction * self._in_window) - 0.25
-
-    def try_spend(self, reserve: float = 0.0) -> bool:
-        """Take one token for a hedge if more than ``reserve`` would be left; else False."""
-        if self._tokens >= 1.0 + reserve:
+    def try_spend(self) -> bool:
+        """Take one token for a hedge if there is one; else False."""
+        if self._tokens >= 1.0:
             self._tokens -= 1.0
             self.hedges += 1
             return True
