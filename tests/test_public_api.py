@@ -119,3 +119,22 @@ def test_importing_genrouter_imports_no_provider_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+def test_routing_a_request_does_not_load_httpx_command_line_tool() -> None:
+    """httpx's CLI (click, rich) stays unloaded in a process that imports genrouter and httpx."""
+    code = (
+        "import sys, genrouter, httpx\n"
+        "genrouter.AsyncRouter.from_config({'version': 1, 'providers': {'fal': {'api_key': 'k'}}})\n"
+        "print(','.join(m for m in ('click', 'rich') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == ""
+
+
+def test_httpx_main_still_runs_the_real_httpx_command_line_tool() -> None:
+    """Calling httpx.main after importing genrouter loads and runs httpx's own CLI."""
+    code = "import genrouter, httpx\nhttpx.main(['--help'])\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Usage: httpx" in out.stdout

@@ -17,6 +17,7 @@ import threading
 import weakref
 from typing import Any
 
+import genrouter._lean_httpx  # noqa: F401  (first: keeps httpx from loading its CLI)
 from genrouter._webhook_hub import WebhookEvent, WebhookVerificationError
 from genrouter.config import RouterConfig, load_config
 from genrouter.errors import (
