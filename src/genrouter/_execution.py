@@ -92,7 +92,7 @@ HEDGE_RECHECK_MIN_S = 0.01
 """Shortest wait before a request refused a hedge token asks again."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Lane:
     """One candidate's run: its task (or finished future) and what it is doing."""
 
@@ -112,6 +112,35 @@ class _Lane:
 
 class Execution:
     """Runs one request's plan to a result, or to a typed error."""
+
+    # One per request in flight (10,000 at once in a batch): slots, not a dict each.
+    __slots__ = (
+        "_cancelling",
+        "_deadline_fired",
+        "_live",
+        "_request_id",
+        "_running",
+        "_submit_only",
+        "_waiter",
+        "attempts",
+        "backends",
+        "background",
+        "budget",
+        "candidates",
+        "clock",
+        "deadline_at",
+        "deadline_s",
+        "errors",
+        "hedge_budget",
+        "hooks",
+        "last_resort",
+        "policy",
+        "request",
+        "started",
+        "store",
+        "throttle",
+        "webhook_url",
+    )
 
     def __init__(
         self,
