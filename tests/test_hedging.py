@@ -12,6 +12,8 @@ from genrouter.testing import FakeBackend, Hang, Succeed
 from routing_helpers import router_over
 
 HEDGE = {"enabled": True, "delay": 0.05, "max_extra_fraction": 0.5}
+HEDGE_WITH_FEW_TOKENS = {**HEDGE, "delay": 0.2}
+"""Two primaries earn one token; a fresh budget holds one."""
 
 
 async def test_a_slow_primary_is_hedged_and_the_hedge_wins() -> None:
@@ -87,8 +89,7 @@ async def test_a_refused_hedge_takes_a_token_earned_while_it_waits() -> None:
     """Refused at its delay, a request asks again and gets the token later primaries earn."""
     a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=2.0), Succeed(), Succeed()])
     b = FakeBackend(name="b")
-    hedge = {**HEDGE, "delay": 0.2, "max_extra_fraction": 0.5}
-    async with router_over(a, b, hedge=hedge) as router:
+    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS) as router:
         first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.23)
     assert first.provider == "b"  # the starting token
     assert second.provider == "b"  # the token the two quick requests earned
@@ -99,8 +100,7 @@ async def test_a_refused_hedge_gives_up_half_a_delay_late() -> None:
     """Half a delay past its hedge time a request stops asking; later tokens go to others."""
     a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=0.6), Succeed(), Succeed()])
     b = FakeBackend(name="b")
-    hedge = {**HEDGE, "delay": 0.2, "max_extra_fraction": 0.5}
-    async with router_over(a, b, hedge=hedge) as router:
+    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS) as router:
         first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.4)
     assert first.provider == "b"
     assert second.provider == "a"
