@@ -144,6 +144,48 @@ def test_quantile_reflects_new_observations() -> None:
     assert health.p95 == 9.0
 
 
+def test_overdue_takes_three_requests_in_flight_past_the_age() -> None:
+    """One or two requests past the age are stragglers; three at once make it overdue."""
+    health = DeploymentHealth()
+    health.begin_request(0.0)
+    health.begin_request(0.1)
+    assert not health.overdue(1.0, age=0.5)
+    health.begin_request(0.4)
+    assert health.overdue(1.0, age=0.5)
+    assert not health.overdue(1.0, age=0.7)
+
+
+def test_an_ended_request_no_longer_counts_as_overdue() -> None:
+    """Only requests still in flight count."""
+    health = DeploymentHealth()
+    first = health.begin_request(0.0)
+    health.begin_request(0.1)
+    health.begin_request(0.2)
+    health.end_request(first)
+    assert not health.overdue(5.0, age=1.0)
+
+
+def test_a_request_older_than_every_latency_has_outlived_the_window() -> None:
+    """outlived() is true past the slowest latency seen, and with no latency seen at all."""
+    health = DeploymentHealth()
+    assert health.outlived(0.1)
+    for latency in (0.2, 0.9, 0.4):
+        health.record_success(latency)
+    assert not health.outlived(0.9)
+    assert health.outlived(0.91)
+
+
+def test_hedge_races_move_the_win_rate_toward_their_outcome() -> None:
+    """A won race raises the hedge win rate, a lost one lowers it; it stays within 0-1."""
+    health = DeploymentHealth()
+    prior = health.hedge_win_rate
+    health.record_race(hedge_won=True)
+    assert health.hedge_win_rate > prior
+    for _ in range(100):
+        health.record_race(hedge_won=False)
+    assert 0.0 <= health.hedge_win_rate < 0.01
+
+
 def test_describe_summarises_state_counts_and_p95() -> None:
     """describe() reads like 'closed, 2 ok / 1 failed, p95 …'; open circuits say for how long."""
     health = DeploymentHealth()

@@ -226,3 +226,74 @@ async def test_a_hedge_whose_job_finishes_stops_the_primary_as_it_finishes() -> 
     assert result.provider == "b"
     assert result.attempts[0].outcome is AttemptOutcome.HEDGE_LOST
     assert result.attempts[0].error == "another provider's job finished first; cancelled"
+
+
+# -- delay: p95 hedges only where it pays ------------------------------------------------
+
+P95_HEDGE = {"enabled": True, "delay": "p95", "max_extra_fraction": 1.0}
+
+
+def _light_tail(router: AsyncRouter, *, slowest_s: float) -> None:
+    """Give ``a`` a light tail (p95 0.1 s, slowest ``slowest_s``) where hedges lose."""
+    health = router.state.health("a/a/flux-dev")
+    for latency in [0.05] * 90 + [0.1] * 9 + [slowest_s]:
+        health.record_success(latency)
+    for _ in range(10):
+        health.record_race(hedge_won=False)
+
+
+async def test_a_p95_delay_does_not_hedge_a_light_tail_routinely() -> None:
+    """Past its p95 but within the usual tail, where hedges lose, a request is left to finish."""
+    a = FakeBackend(name="a", script=[Succeed(latency_s=0.2)])
+    b = FakeBackend(name="b")
+    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}) as router:
+        _light_tail(router, slowest_s=0.3)
+        result = await router.generate("a fox", model="flux-dev")
+    assert [x.provider for x in result.attempts] == ["a"]
+    assert b.submit_count == 0
+
+
+async def test_a_p95_delay_hedges_a_request_that_outlives_every_latency_seen() -> None:
+    """A request running longer than anything in the window (a hang) is hedged."""
+    a = FakeBackend(name="a", script=[Hang()])
+    b = FakeBackend(name="b")
+    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}) as router:
+        _light_tail(router, slowest_s=0.3)
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "b"
+    assert result.attempts[-1].hedged
+
+
+async def test_a_p95_delay_hedges_when_three_requests_are_overdue_at_once() -> None:
+    """Three requests past the p95 together show the deployment slow now: all are hedged."""
+    a = FakeBackend(name="a", script=[Hang(), Hang(), Hang()])
+    b = FakeBackend(name="b")
+    timeouts = {"attempt_s": 2, "deadline_s": 2}  # outliving the 5 s latency comes too late
+    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts) as router:
+        _light_tail(router, slowest_s=5.0)
+        results = await asyncio.gather(*(router.generate("a fox", model="flux-dev") for _ in range(3)))
+    assert [r.provider for r in results] == ["b", "b", "b"]
+
+
+async def test_a_fixed_delay_hedges_whatever_the_win_rate() -> None:
+    """A delay in seconds is the user's explicit choice: every request still running is hedged."""
+    a = FakeBackend(name="a", script=[Succeed(latency_s=0.5)])
+    b = FakeBackend(name="b")
+    async with router_over(a, b, hedge=HEDGE, explore={"enabled": False}) as router:
+        _light_tail(router, slowest_s=5.0)
+        result = await router.generate("a fox", model="flux-dev")
+    assert result.provider == "b"
+
+
+async def test_a_race_teaches_the_primarys_hedge_win_rate() -> None:
+    """A hedge that wins raises the primary deployment's win rate; one that loses lowers it."""
+    a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=0.1)])
+    b = FakeBackend(name="b", script=[Succeed(), Hang()])
+    async with router_over(a, b, hedge={**HEDGE, "max_extra_fraction": 1.0}) as router:
+        health = router.state.health("a/a/flux-dev")
+        prior = health.hedge_win_rate
+        await router.generate("a fox", model="flux-dev")
+        after_a_win = health.hedge_win_rate
+        await router.generate("a fox", model="flux-dev")
+    assert after_a_win > prior
+    assert health.hedge_win_rate < after_a_win

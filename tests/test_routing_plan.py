@@ -332,14 +332,26 @@ def test_plan_follows_observed_latency_once_there_is_data() -> None:
     assert _latency_plan(store, a, 5.0).viable[0].estimated_p95 == pytest.approx(0.5, abs=0.2)
 
 
-def test_a_request_in_flight_longer_than_the_estimate_raises_it() -> None:
-    """An overdue request in flight shows an incident before it completes."""
+def test_three_requests_in_flight_longer_than_the_estimate_raise_it() -> None:
+    """Overdue requests in flight show an incident before they complete (by the youngest's age)."""
     store = MemoryStateStore()
     a = deployment("a")
     for _ in range(50):
         store.health(a.key).record_success(0.5)
-    store.health(a.key).begin_request(NOW - 7.0)
+    for age in (9.0, 8.0, 7.0):
+        store.health(a.key).begin_request(NOW - age)
     assert _latency_plan(store, a, 0.5).viable[0].estimated_p95 == pytest.approx(7.0)
+
+
+def test_two_stragglers_in_flight_leave_the_estimate_alone() -> None:
+    """Two overdue requests are the usual tail, not an incident: the estimate stays."""
+    store = MemoryStateStore()
+    a = deployment("a")
+    for _ in range(250):
+        store.health(a.key).record_success(0.5)
+    store.health(a.key).begin_request(NOW - 7.0)
+    store.health(a.key).begin_request(NOW - 6.0)
+    assert _latency_plan(store, a, 5.0).viable[0].estimated_p95 == pytest.approx(0.5, abs=0.2)
 
 
 def test_route_plan_lists_viable_first_then_excluded() -> None:

@@ -119,6 +119,29 @@ def test_latency_scores_an_unobserved_deployment_at_the_median_without_slo() -> 
     assert unseen.score == pytest.approx(3.0)
 
 
+def test_latency_spreads_load_between_equally_fast_deployments() -> None:
+    """Of two deployments with the same p95, the one holding fewer requests in flight leads."""
+    busy = CandidateStats(item="busy", key="busy", cost=None, p95=0.4, priority=0, inflight=10)
+    idle = CandidateStats(item="idle", key="idle", cost=None, p95=0.4, priority=1, inflight=2)
+    ordered = rank("latency", [busy, idle])
+    assert keys(ordered) == ["idle", "busy"]
+    assert busy.score == pytest.approx(0.4 * (1 + 0.25 * 10 / 12))
+
+
+def test_latency_sends_no_load_to_a_deployment_over_a_quarter_slower() -> None:
+    """However loaded the fast deployment, one 30 % slower still ranks after it."""
+    fast = CandidateStats(item="fast", key="fast", cost=None, p95=1.0, priority=1, inflight=500)
+    slow = CandidateStats(item="slow", key="slow", cost=None, p95=1.3, priority=0, inflight=0)
+    assert keys(rank("latency", [slow, fast])) == ["fast", "slow"]
+
+
+def test_latency_scores_a_queueing_deployment_by_its_requests_in_flight() -> None:
+    """A deployment seen queueing counts as twice as slow with 8 requests in flight."""
+    queued = CandidateStats(item="q", key="q", cost=None, p95=0.4, priority=0, inflight=8, queues=True)
+    rank("latency", [queued])
+    assert queued.score == pytest.approx(0.8)
+
+
 def test_latency_with_no_observations_falls_back_to_priority() -> None:
     """When nothing has been observed every score is 0 and priority decides."""
     ordered = rank("latency", [stat("b", priority=1), stat("a", priority=0)])

@@ -44,6 +44,7 @@ from genrouter._attempts import (
     NoWait,
     StopAtDeadline,
     Submitted,
+    counts_against_circuit,
     finalise_result,
     merge_results,
     new_result_id,
@@ -91,6 +92,15 @@ HEDGE_WAIT_FOR_TOKEN = 0.5
 HEDGE_RECHECK_MIN_S = 0.01
 """Shortest wait before a request refused a hedge token asks again."""
 
+HEDGE_PAYS_WIN_RATE = 1 / 3
+"""Hedge win rate from which a deployment's requests are hedged at their p95 routinely.
+
+A hedge costs a request whether it wins or not. On a light tail (a lognormal) the
+request already running usually finishes first, about 85 % of the time at its p95,
+so routine hedges there buy almost nothing and spend the tokens an incident needs;
+on a heavy tail (a few requests ten times slower) the hedge wins about half the races.
+"""
+
 
 @dataclass(eq=False, slots=True)
 class _Lane:
@@ -117,6 +127,7 @@ class Execution:
     __slots__ = (
         "_cancelling",
         "_deadline_fired",
+        "_hedged_from",
         "_live",
         "_request_id",
         "_running",
@@ -185,6 +196,7 @@ class Execution:
         self.hooks = hooks
         self._request_id: str | None = None
         self._running: list[_Lane] = []
+        self._hedged_from: _Lane | None = None
 
     @property
     def request_id(self) -> str:
@@ -318,14 +330,38 @@ class Execution:
         due = self._hedge_due(primary)
         if due is None:
             return None
-        if self._may_hedge(queue[0]):
-            self._running.append(self._start(queue.pop(0), hedged=True))
-            return None
         delay = due - primary.started
         now = self.clock.now()
+        recheck_at = now + max(HEDGE_RECHECK_MIN_S, delay / 10)
+        if not self._hedge_pays(primary, now, delay):
+            return recheck_at
+        if self.store.health(queue[0].deployment.key).queues:
+            return None  # a hedge would wait in the target's queue and lengthen it
+        if self._may_hedge(queue[0]):
+            self._hedged_from = primary
+            self._running.append(self._start(queue.pop(0), hedged=True))
+            return None
         if now >= due + HEDGE_WAIT_FOR_TOKEN * delay:
             return None
-        return now + max(HEDGE_RECHECK_MIN_S, delay / 10)
+        return recheck_at
+
+    def _hedge_pays(self, primary: _Lane, now: float, delay: float) -> bool:
+        """Whether racing ``primary`` now is likely to win time (always, for a fixed delay).
+
+        With ``delay: p95`` a request past its delay is hedged when its deployment's
+        hedges win at least ``HEDGE_PAYS_WIN_RATE`` of their races (a heavy tail), when
+        ``OVERDUE_EVIDENCE`` requests there are past the delay, this one included (the
+        deployment is slow right now), or when it has outlived every latency in the
+        window (a hang). Otherwise it is asked again every tenth of a delay.
+        """
+        if self.policy.hedge.delay != "p95":
+            return True
+        health = self.store.health(primary.candidate.deployment.key)
+        return (
+            health.hedge_win_rate >= HEDGE_PAYS_WIN_RATE
+            or health.overdue(now, delay)
+            or health.outlived(now - primary.attempt_started)
+        )
 
     def _may_hedge(self, candidate: PlannedCandidate) -> bool:
         """A hedge needs a budget token and the hedge provider's retry budget."""
@@ -341,6 +377,10 @@ class Execution:
     def _won(self, winner: _Lane, others: list[_Lane]) -> GenerationResult | Submitted:
         assert winner.future is not None
         outcome: GenerationResult | Submitted = winner.future.result()
+        raced = self._hedged_from
+        if raced is not None:
+            health = self.store.health(raced.candidate.deployment.key)
+            health.record_race(hedge_won=winner is not raced)
         if not others:
             return outcome
         now = self.clock.now()
@@ -387,12 +427,7 @@ class Execution:
     def _lose(self, lane: _Lane, now: float, note: str) -> None:
         """Record ``lane`` as a lost hedge and stop it (its jobs are cancelled by a reap)."""
         lane.lost = True
-        # The loser would have taken at least this long. Only a lower bound above its
-        # usual p95 says something (it was slow); shorter ones would bias the window low.
-        elapsed = now - lane.attempt_started
-        usual = lane.candidate.completed_p95
-        if usual is not None and elapsed > usual:
-            self.store.health(lane.candidate.deployment.key).record_latency(elapsed, now)
+        self._note_slow(lane, now)  # the loser would have taken at least this long
         self._record(
             lane.candidate.deployment,
             lane.jobs,
@@ -402,6 +437,17 @@ class Execution:
             hedged=lane.hedged,
         )
         self._stop(lane)
+
+    def _note_slow(self, lane: _Lane, now: float) -> None:
+        """Record ``lane``'s attempt, stopped or failed without a result, as a latency lower bound.
+
+        Only one above the deployment's usual p95 says something (it was slow, and the
+        user waited that long for nothing); shorter ones would bias the window low.
+        """
+        elapsed = now - lane.attempt_started
+        usual = lane.candidate.completed_p95
+        if usual is not None and elapsed > usual:
+            self.store.health(lane.candidate.deployment.key).record_latency(elapsed, now)
 
     def _relabel(self, lane: _Lane, note: str) -> None:
         """Turn ``lane``'s succeeded attempt into a lost hedge (its result is dropped)."""
@@ -741,7 +787,10 @@ class Execution:
             self._live.pop(id(job), None)
         if self.throttle is not None and error.retryable:
             self.throttle.on_failure(deployment.provider)
-        observe_failure(self.store, self.clock.now(), deployment, error, self.policy)
+        now = self.clock.now()
+        if counts_against_circuit(error):
+            self._note_slow(lane, now)  # a provider that fails slowly is slow
+        observe_failure(self.store, now, deployment, error, self.policy)
 
     # -- cancellation -----------------------------------------------------------------
 

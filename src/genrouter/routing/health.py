@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
+    "HEDGE_WIN_PRIOR",
     "LATENCY_HORIZON_S",
     "LATENCY_WINDOW",
+    "OVERDUE_EVIDENCE",
     "STREAK_FALSE_ALARM",
     "CircuitState",
     "DeploymentHealth",
@@ -74,6 +76,20 @@ LATENCY_KEEP = 8
 """Observations always kept, however old, so a quiet deployment keeps an estimate."""
 
 _DEFAULT_WINDOW_S = 60.0
+
+OVERDUE_EVIDENCE = 3
+"""Requests in flight past a threshold that show a deployment is slow *now*.
+
+One or two stragglers are the usual tail (at 100 requests a second, a lognormal's p95
+has one other request past it about 40 % of the time while a request runs past its
+own); three at once is an incident starting, or a queue building up.
+"""
+
+HEDGE_WIN_PRIOR = 0.4
+"""Hedge win rate assumed before a deployment's first race."""
+
+HEDGE_WIN_DECAY = 0.1
+"""Weight of the newest race in a deployment's hedge win rate (about the last 10)."""
 
 
 class CircuitState(StrEnum):
@@ -133,6 +149,8 @@ class DeploymentHealth:
     _inflight: dict[int, float] = field(default_factory=dict)
     _inflight_heap: list[tuple[float, int]] = field(default_factory=list)
     _next_token: int = 0
+    hedge_win_rate: float = HEDGE_WIN_PRIOR
+    """How often a hedge beat a request here, recent races weighted most."""
 
     # -- observations ----------------------------------------------------------------
 
@@ -261,10 +279,35 @@ class DeploymentHealth:
 
     def oldest_inflight(self) -> float | None:
         """Start time of the oldest request still in flight here, or None."""
+        starts = self._oldest_starts(1)
+        return starts[0] if starts else None
+
+    def _oldest_starts(self, count: int) -> list[float]:
+        """Start times of the ``count`` oldest requests in flight (fewer if fewer are)."""
         heap = self._inflight_heap
-        while heap and heap[0][1] not in self._inflight:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        alive = self._inflight
+        taken: list[tuple[float, int]] = []
+        while heap and len(taken) < count:
+            entry = heapq.heappop(heap)
+            if entry[1] in alive:  # ended requests are dropped here, lazily
+                taken.append(entry)
+        for entry in taken:
+            heapq.heappush(heap, entry)
+        return [start for start, _ in taken]
+
+    def overdue(self, now: float, age: float) -> bool:
+        """Whether ``OVERDUE_EVIDENCE`` requests in flight here have run ``age`` or longer."""
+        starts = self._oldest_starts(OVERDUE_EVIDENCE)
+        return len(starts) == OVERDUE_EVIDENCE and now - starts[-1] >= age
+
+    def record_race(self, *, hedge_won: bool) -> None:
+        """A request here was hedged and the race ended: did the hedge win it?"""
+        self.hedge_win_rate += HEDGE_WIN_DECAY * (float(hedge_won) - self.hedge_win_rate)
+
+    def outlived(self, age: float) -> bool:
+        """Whether a request has run longer than every latency in the window (or there are none)."""
+        ordered = self._sorted
+        return not ordered or age > ordered[-1]
 
     @property
     def queues(self) -> bool:
@@ -281,16 +324,18 @@ class DeploymentHealth:
         return len(self._inflight)
 
     def expected_p95(self, now: float, estimate: float | None) -> float | None:
-        """``estimate`` raised to the age of the oldest request still in flight.
+        """``estimate`` raised to the age of the third-oldest request still in flight.
 
-        Completed requests show an incident only after they finish; a request that has
-        already waited longer than the usual p95 shows it now (and a provider-side queue
-        building up under load shows as old requests too).
+        Completed requests show an incident only after they finish; requests that have
+        already waited longer than the usual p95 show it now (and a provider-side queue
+        building up under load shows as old requests too). It takes three
+        (``OVERDUE_EVIDENCE``): a straggler or two are the usual tail, and letting them
+        move the estimate would flap traffic between equally good deployments.
         """
-        oldest = self.oldest_inflight()
-        if oldest is None:
+        starts = self._oldest_starts(OVERDUE_EVIDENCE)
+        if len(starts) < OVERDUE_EVIDENCE:
             return estimate
-        age = now - oldest
+        age = now - starts[-1]
         return age if estimate is None or age > estimate else estimate
 
     @property

@@ -54,6 +54,7 @@ class PlannedCandidate:
     excluded: str | None = None
     over_budget: bool = False
     inflight: int = 0
+    queues: bool = False
     completed_p95: float | None = None
     """p95 of finished requests (and the hint), without the in-flight age: the hedge delay."""
 
@@ -236,8 +237,8 @@ def build_plan(
             cost=float(estimated_cost) if estimated_cost is not None else None,
             priority=provider_rank.get(provider, len(provider_rank)),
             weight=weights.get(provider, 1.0) if weights else 1.0,
-            # Only a deployment seen queueing slows with load; others are not penalised for it.
-            inflight=health.inflight if health.queues else 0,
+            inflight=health.inflight,
+            queues=health.queues,
             completed_p95=completed_p95,
         )
         reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)

@@ -8,10 +8,13 @@ I/O, no clocks: policies are unit-testable on plain numbers.
 - ``cost``: score = estimated cost in USD; unknown cost ranks after every known one;
   ties broken by priority. Candidates over ``latency_slo_s`` rank after those within it.
 - ``latency``: score = estimated p95 seconds × (1 + in-flight requests / 8) for a
-  deployment seen queueing (a provider-side concurrency limit), plain p95 otherwise, so
-  load spreads across saturated providers (least-outstanding-requests weighted by
-  latency, as Finagle's P2C-EWMA does); an unobserved deployment is scored at the SLO
-  if one is set, else at the median of observed p95s (0 when none are).
+  deployment seen queueing (a provider-side concurrency limit), so load spreads across
+  saturated providers (least-outstanding-requests weighted by latency, as Finagle's
+  P2C-EWMA does); for the others, p95 × (1 + 0.25 × its share of the requests in flight
+  at them), so deployments within 25 % of each other share the load instead of one
+  taking it all (herding sends the whole burst to whichever of two equals has just
+  gone bad) while a clearly slower one gets none. An unobserved deployment is scored
+  at the SLO if one is set, else at the median of observed p95s (0 when none are).
 - ``balanced``: score = ``0.5 · cost / cheapest + 0.5 · p95 / fastest`` (each term 1.0
   for the best candidate, capped at 10⁶; 2.0 against a free or instant best), + 1.0
   when p95 exceeds the SLO. Unknown cost or latency count as the worst known value.
@@ -46,6 +49,7 @@ class Rankable(Protocol):
     weight: float
     score: float
     inflight: int
+    queues: bool
 
     @property
     def p95(self) -> float | None:
@@ -56,7 +60,10 @@ class Rankable(Protocol):
 R = TypeVar("R", bound=Rankable)
 
 LOAD_SCALE = 8.0
-"""Requests in flight that make a deployment count as twice as slow in latency scores."""
+"""Requests in flight that make a queueing deployment count as twice as slow in latency scores."""
+
+SHARE_WEIGHT = 0.25
+"""How much slower a deployment holding every request in flight counts in latency scores."""
 
 BALANCED_COST_WEIGHT = 0.5
 BALANCED_LATENCY_WEIGHT = 0.5
@@ -75,6 +82,7 @@ class CandidateStats(Generic[T]):
     weight: float = 1.0
     score: float = field(default=0.0)
     inflight: int = 0
+    queues: bool = False
 
 
 def _by_priority(stats: Sequence[R]) -> list[R]:
@@ -102,14 +110,17 @@ def _latency_prior(stats: Sequence[R], slo: float | None) -> float:
     return statistics.median(observed) if observed else 0.0
 
 
-def _loaded(p95: float, inflight: int) -> float:
-    return p95 * (1.0 + inflight / LOAD_SCALE)
-
-
 def _by_latency(stats: Sequence[R], slo: float | None) -> list[R]:
     prior = _latency_prior(stats, slo)
+    shared = sum(s.inflight for s in stats if not s.queues)
     for s in stats:
-        s.score = _loaded(s.p95 if s.p95 is not None else prior, s.inflight)
+        p95 = s.p95 if s.p95 is not None else prior
+        if s.queues:
+            s.score = p95 * (1.0 + s.inflight / LOAD_SCALE)
+        elif shared:
+            s.score = p95 * (1.0 + SHARE_WEIGHT * s.inflight / shared)
+        else:
+            s.score = p95
     return sorted(stats, key=lambda s: (s.score, s.priority))
 
 
