@@ -13,7 +13,7 @@ from genrouter.routing.health import (
     DeploymentHealth,
     streak_needed,
 )
-from genrouter.testing import FailSubmit, FakeBackend, Succeed
+from genrouter.testing import FailSubmit, FakeBackend, FakeClock, Succeed
 from routing_helpers import router_over
 
 
@@ -163,3 +163,21 @@ async def test_an_open_circuit_is_the_last_resort_when_everything_else_fails() -
         assert [c.provider for c in plan.candidates if c.excluded is None] == ["b"]
         result = await router.generate("a fox", model="flux-dev")
     assert [(x.provider, x.outcome.value) for x in result.attempts] == [("b", "failed"), ("a", "succeeded")]
+
+
+async def test_a_deployment_nothing_has_gone_to_for_the_interval_is_explored_again() -> None:
+    """A measured deployment benched by its numbers gets one request per interval: it may have recovered."""
+    clock = FakeClock()
+    a = FakeBackend(name="a", clock=clock)
+    b = FakeBackend(name="b", clock=clock)
+    router = router_over(a, b, clock=clock, strategy="latency", explore={"min_samples": 1, "interval_s": 30})
+    b_health = router.state.health("b/b/flux-dev")
+    b_health.begin_request(clock.now())
+    b_health.record_success(9.0)  # b was slow when last tried
+    for _ in range(3):
+        await router.generate("a fox", model="flux-dev")
+    assert b.submit_count == 0
+    clock.advance(31)
+    plan = router.explain("a fox", model="flux-dev")
+    assert plan.candidates[0].provider == "b"
+    assert any("no request for 31s" in note for note in plan.notes)

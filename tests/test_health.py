@@ -390,3 +390,26 @@ async def test_a_failed_job_result_counts_against_the_circuit() -> None:
     with pytest.raises(ProviderUnavailableError):
         await router.result(handle)
     assert (excluded(router)["a"] or "").startswith("circuit open")
+
+
+def test_a_run_of_slow_latencies_replaces_the_window_estimate() -> None:
+    """When the newest sixteen are mostly slower than the window's p95, they set the estimate."""
+    health = DeploymentHealth()
+    for _ in range(240):
+        health.record_success(0.2)
+    for _ in range(9):
+        health.record_latency(2.0)
+    assert health.p95 == pytest.approx(0.2)  # nine in 249 is under 5 %
+    assert health.estimated_p95 == pytest.approx(2.0)
+
+
+def test_a_few_slow_latencies_leave_the_window_estimate() -> None:
+    """A handful of slow samples among the newest is the tail, not a change."""
+    health = DeploymentHealth()
+    for _ in range(200):
+        health.record_success(0.2)
+    for _ in range(4):
+        health.record_latency(2.0)
+    for _ in range(12):
+        health.record_success(0.2)
+    assert health.estimated_p95 == pytest.approx(0.2)

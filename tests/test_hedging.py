@@ -181,6 +181,18 @@ def test_hedge_budget_never_exceeds_its_fraction_over_many_requests() -> None:
     assert hedges <= 0.05 * 1000 + 1
 
 
+def test_a_hedge_that_keeps_part_of_the_bucket_takes_only_the_surplus() -> None:
+    """try_spend(keep=0.5) leaves half the bucket's capacity for hedges that need it."""
+    budget = HedgeBudget(max_extra_fraction=0.5)
+    for _ in range(20):
+        budget.on_primary()  # capacity 10, full
+    taken = 0
+    while budget.try_spend(keep=0.5):
+        taken += 1
+    assert taken == 5
+    assert budget.try_spend()  # the rest is there for a hedge that keeps nothing back
+
+
 async def test_hedge_losers_are_reaped_even_when_the_loser_is_mid_submit() -> None:
     """A loser still submitting when the race ends gets its job cancelled once accepted."""
 

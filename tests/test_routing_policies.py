@@ -125,13 +125,13 @@ def test_latency_spreads_load_between_equally_fast_deployments() -> None:
     idle = CandidateStats(item="idle", key="idle", cost=None, p95=0.4, priority=1, inflight=2)
     ordered = rank("latency", [busy, idle])
     assert keys(ordered) == ["idle", "busy"]
-    assert busy.score == pytest.approx(0.4 * (1 + 0.25 * 10 / 12))
+    assert busy.score == pytest.approx(0.4 * (1 + 0.5 * 10 / 12))
 
 
-def test_latency_sends_no_load_to_a_deployment_over_a_quarter_slower() -> None:
-    """However loaded the fast deployment, one 30 % slower still ranks after it."""
+def test_latency_sends_no_load_to_a_deployment_over_half_as_slow_again() -> None:
+    """However loaded the fast deployment, one 60 % slower still ranks after it."""
     fast = CandidateStats(item="fast", key="fast", cost=None, p95=1.0, priority=1, inflight=500)
-    slow = CandidateStats(item="slow", key="slow", cost=None, p95=1.3, priority=0, inflight=0)
+    slow = CandidateStats(item="slow", key="slow", cost=None, p95=1.6, priority=0, inflight=0)
     assert keys(rank("latency", [slow, fast])) == ["fast", "slow"]
 
 
@@ -352,3 +352,11 @@ def test_latency_puts_the_fastest_observed_first_when_all_observed(
             s.p95 = 1.0
     ordered = rank("latency", list(candidates))
     assert ordered[0].p95 == min(s.p95 for s in candidates if s.p95 is not None)
+
+
+def test_latency_gives_no_load_share_to_a_deployment_that_just_got_slower() -> None:
+    """A changed deployment scores as holding every request in flight, however idle it is."""
+    changed = CandidateStats(item="c", key="c", cost=None, p95=0.5, priority=0, changed=True)
+    busy = CandidateStats(item="b", key="b", cost=None, p95=0.4, priority=1, inflight=20)
+    assert keys(rank("latency", [changed, busy])) == ["b", "c"]
+    assert changed.score == pytest.approx(0.5 * 1.5)

@@ -92,6 +92,11 @@ HEDGE_WAIT_FOR_TOKEN = 0.5
 HEDGE_RECHECK_MIN_S = 0.01
 """Shortest wait before a request refused a hedge token asks again."""
 
+HEDGE_ROUTINE_KEEP = 0.5
+"""Share of the hedge bucket a routine hedge (one that does not clearly pay) leaves for
+those that do: the light tail's hedges shave its p99 a little while tokens are plentiful,
+and half the bucket is still there when an incident starts."""
+
 HEDGE_PAYS_WIN_RATE = 1 / 3
 """Hedge win rate from which a deployment's requests are hedged at their p95 routinely.
 
@@ -325,7 +330,11 @@ class Execution:
         Refused (no token, or the hedge provider's retry budget is spent), the request
         asks again every tenth of its delay until it is half a delay late, then gives up:
         a token earned later is worth more to a request just reaching its delay than to
-        one that is already late (the p99 is made of the requests hedged late).
+        one that is already late (the p99 is made of the requests hedged late). A
+        routine hedge, one that does not clearly pay (:meth:`_hedge_pays`), takes only
+        tokens beyond ``HEDGE_ROUTINE_KEEP`` of the bucket, and none when either
+        deployment has queued lately; after half a delay the request keeps asking only
+        in case it comes to pay (three overdue, a hang).
         """
         due = self._hedge_due(primary)
         if due is None:
@@ -333,15 +342,23 @@ class Execution:
         delay = due - primary.started
         now = self.clock.now()
         recheck_at = now + max(HEDGE_RECHECK_MIN_S, delay / 10)
-        if not self._hedge_pays(primary, now, delay):
-            return recheck_at
-        if self.store.health(queue[0].deployment.key).queues:
+        target = self.store.health(queue[0].deployment.key)
+        if target.queues:
             return None  # a hedge would wait in the target's queue and lengthen it
-        if self._may_hedge(queue[0]):
+        pays = self._hedge_pays(primary, now, delay)
+        if not pays and (
+            now >= due + HEDGE_WAIT_FOR_TOKEN * delay
+            or target.queued_lately
+            or self.store.health(primary.candidate.deployment.key).queued_lately
+        ):
+            # No routine hedge when late, or near a provider's capacity (it would add
+            # load where load is the problem); ask again in case it comes to pay.
+            return recheck_at
+        if self._may_hedge(queue[0], keep=0.0 if pays else HEDGE_ROUTINE_KEEP):
             self._hedged_from = primary
             self._running.append(self._start(queue.pop(0), hedged=True))
             return None
-        if now >= due + HEDGE_WAIT_FOR_TOKEN * delay:
+        if pays and now >= due + HEDGE_WAIT_FOR_TOKEN * delay:
             return None
         return recheck_at
 
@@ -363,12 +380,13 @@ class Execution:
             or health.outlived(now - primary.attempt_started)
         )
 
-    def _may_hedge(self, candidate: PlannedCandidate) -> bool:
-        """A hedge needs a budget token and the hedge provider's retry budget."""
+    def _may_hedge(self, candidate: PlannedCandidate, *, keep: float = 0.0) -> bool:
+        """A hedge needs a budget token (beyond ``keep`` of the bucket) and the hedge
+        provider's retry budget."""
         provider = candidate.deployment.provider
         if self.throttle is not None and not self.throttle.allows_retry(provider):
             return False
-        return self.hedge_budget is None or self.hedge_budget.try_spend()
+        return self.hedge_budget is None or self.hedge_budget.try_spend(keep=keep)
 
     def _has_live_job(self, lane: _Lane) -> bool:
         """Whether ``lane`` has a job accepted (or a submit in flight) at its provider."""

@@ -200,11 +200,12 @@ class RetryBudgetPolicy(SettingsModel):
 
 
 class ExplorePolicy(SettingsModel):
-    """Send an occasional request to a deployment with too little latency data.
+    """Send an occasional request to a deployment with too little or too old latency data.
 
     With ``latency``, ``balanced`` and ``cost`` strategies, a viable deployment with
-    fewer than ``min_samples`` recent observations leads one request every
-    ``interval_s``, so a recovered or new deployment gets measured.
+    fewer than ``min_samples`` recent observations, or one that no request has gone to
+    for ``interval_s``, leads one request (at most one every ``interval_s``), so a new
+    deployment gets measured and a benched one is noticed when it recovers.
     """
 
     enabled: bool = True

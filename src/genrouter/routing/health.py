@@ -7,6 +7,13 @@ incident shows within a few requests and a recovery is noticed rather than avera
 away. Queue time and run time are tracked apart where providers report them (cold
 starts show up as queue time).
 
+**Change**: when the median of the newest ``RECENT_SAMPLES`` latencies exceeds the
+window's p95 (nine of sixteen above it: by chance, with independent latencies, about
+once in forty million), the window no longer describes the deployment: the estimate is
+then the p95 of those recent samples, until the window catches up. An incident that
+ended with the deployment benched leaves a window mostly of older, faster samples;
+without this it would rank level with its healthy peer again while still slow.
+
 **Circuit breaker** (per deployment):
 
 - **closed**: requests flow. It opens after ``failure_threshold`` consecutive
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -76,6 +84,9 @@ LATENCY_KEEP = 8
 """Observations always kept, however old, so a quiet deployment keeps an estimate."""
 
 _DEFAULT_WINDOW_S = 60.0
+
+RECENT_SAMPLES = 16
+"""The newest latencies that are checked against the window for a change."""
 
 OVERDUE_EVIDENCE = 3
 """Requests in flight past a threshold that show a deployment is slow *now*.
@@ -151,6 +162,8 @@ class DeploymentHealth:
     _next_token: int = 0
     hedge_win_rate: float = HEDGE_WIN_PRIOR
     """How often a hedge beat a request here, recent races weighted most."""
+    _changed_p95: float | None = None
+    """p95 of the newest ``RECENT_SAMPLES`` when their median exceeds the window's p95."""
 
     # -- observations ----------------------------------------------------------------
 
@@ -165,9 +178,7 @@ class DeploymentHealth:
         """A job finished successfully in ``latency_s``; closes a half-open circuit."""
         if len(self.latencies) == LATENCY_WINDOW:
             self._drop_oldest()
-        self.latencies.append(latency_s)
-        self._stamps.append(now)
-        bisect.insort(self._sorted, latency_s)
+        self._append_latency(latency_s, now)
         if queued_s is not None:
             self.queue_times.append(queued_s)
         if running_s is not None:
@@ -189,9 +200,18 @@ class DeploymentHealth:
         """
         if len(self.latencies) == LATENCY_WINDOW:
             self._drop_oldest()
+        self._append_latency(latency_s, now)
+
+    def _append_latency(self, latency_s: float, now: float | None) -> None:
         self.latencies.append(latency_s)
         self._stamps.append(now)
         bisect.insort(self._sorted, latency_s)
+        self._changed_p95 = None
+        if len(self._sorted) > RECENT_SAMPLES:
+            recent = sorted(itertools.islice(reversed(self.latencies), RECENT_SAMPLES))
+            window_p95 = self.quantile(0.95)
+            if window_p95 is not None and recent[RECENT_SAMPLES // 2 - 1] > window_p95:
+                self._changed_p95 = recent[round(0.95 * (RECENT_SAMPLES - 1))]
 
     def record_failure(
         self,
@@ -319,6 +339,11 @@ class DeploymentHealth:
         return bool(times) and sum(t > 0.01 for t in times) * 4 > len(times)
 
     @property
+    def queued_lately(self) -> bool:
+        """Whether any of the last queue-time observations exceeds 10 ms (a weaker :attr:`queues`)."""
+        return any(t > 0.01 for t in self.queue_times)
+
+    @property
     def inflight(self) -> int:
         """Requests in flight here now."""
         return len(self._inflight)
@@ -366,8 +391,12 @@ class DeploymentHealth:
 
     @property
     def estimated_p95(self) -> float | None:
-        """This process's p95 blended with other processes' by sample count (planning uses it)."""
-        local = self.quantile(0.95)
+        """This process's p95 blended with other processes' by sample count (planning uses it).
+
+        This process's part is the recent p95 when the deployment has changed (see the
+        module docstring), else the window's.
+        """
+        local = self._changed_p95 if self._changed_p95 is not None else self.quantile(0.95)
         remote = self.remote_p95
         if remote is None:
             return local
@@ -375,6 +404,11 @@ class DeploymentHealth:
             return remote
         n = len(self._sorted)
         return (local * n + remote * self.remote_samples) / (n + self.remote_samples)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the newest latencies are mostly slower than the window's p95 (a change)."""
+        return self._changed_p95 is not None
 
     @property
     def samples(self) -> int:

@@ -55,6 +55,7 @@ class PlannedCandidate:
     over_budget: bool = False
     inflight: int = 0
     queues: bool = False
+    changed: bool = False
     completed_p95: float | None = None
     """p95 of finished requests (and the hint), without the in-flight age: the hedge delay."""
 
@@ -239,6 +240,7 @@ def build_plan(
             weight=weights.get(provider, 1.0) if weights else 1.0,
             inflight=health.inflight,
             queues=health.queues,
+            changed=health.changed,
             completed_p95=completed_p95,
         )
         reason = _exclusion(request, deployment, needed, unavailable, store, estimated_cost, max_cost_usd)
@@ -274,11 +276,13 @@ def build_plan(
         if exploring is not None:
             viable.remove(exploring)
             viable.insert(0, exploring)
-            samples = store.health(exploring.deployment.key).samples
-            notes.append(
-                f"exploring {exploring.deployment.provider}: {samples} recent latency "
-                f"sample(s), fewer than {explore.min_samples}"
-            )
+            explored = store.health(exploring.deployment.key)
+            if explored.samples < explore.min_samples:
+                why = f"{explored.samples} recent latency sample(s), fewer than {explore.min_samples}"
+            else:
+                assert explored.last_request_at is not None
+                why = f"no request for {now - explored.last_request_at:.0f}s; it may have changed"
+            notes.append(f"exploring {exploring.deployment.provider}: {why}")
     return Plan(
         model=model,
         strategy=strategy,
@@ -295,8 +299,10 @@ _EXPLORING_STRATEGIES = frozenset({"latency", "balanced", "cost"})
 
 @dataclass(frozen=True, slots=True)
 class ExploreRule:
-    """Lead with a deployment that has fewer than ``min_samples`` latency observations,
-    at most once per ``interval_s`` per deployment, once the leader itself is measured."""
+    """Lead with a deployment that has fewer than ``min_samples`` latency observations, or
+    that no request has gone to for ``interval_s`` (a benched deployment may have
+    recovered; its numbers are frozen until something goes there), at most once per
+    ``interval_s`` per deployment, once the leader itself is measured."""
 
     min_samples: int
     interval_s: float
@@ -310,9 +316,9 @@ def _pick_exploration(
         return None
     for candidate in viable[1:]:
         health = store.health(candidate.deployment.key)
-        if health.samples >= rule.min_samples:
-            continue
         last = health.last_request_at
-        if last is None or now - last >= rule.interval_s:
+        if last is not None and now - last < rule.interval_s:
+            continue
+        if last is not None or health.samples < rule.min_samples:
             return candidate
     return None

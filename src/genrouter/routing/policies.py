@@ -10,11 +10,13 @@ I/O, no clocks: policies are unit-testable on plain numbers.
 - ``latency``: score = estimated p95 seconds × (1 + in-flight requests / 8) for a
   deployment seen queueing (a provider-side concurrency limit), so load spreads across
   saturated providers (least-outstanding-requests weighted by latency, as Finagle's
-  P2C-EWMA does); for the others, p95 × (1 + 0.25 × its share of the requests in flight
-  at them), so deployments within 25 % of each other share the load instead of one
+  P2C-EWMA does); for the others, p95 × (1 + 0.5 × its share of the requests in flight
+  at them), so deployments within 50 % of each other share the load instead of one
   taking it all (herding sends the whole burst to whichever of two equals has just
-  gone bad) while a clearly slower one gets none. An unobserved deployment is scored
-  at the SLO if one is set, else at the median of observed p95s (0 when none are).
+  gone bad) while a clearly slower one gets none; a deployment whose newest latencies
+  are mostly above its p95 (it has just gone slower) scores as holding every request.
+  An unobserved deployment is scored at the SLO if one is set, else at the median of
+  observed p95s (0 when none are).
 - ``balanced``: score = ``0.5 · cost / cheapest + 0.5 · p95 / fastest`` (each term 1.0
   for the best candidate, capped at 10⁶; 2.0 against a free or instant best), + 1.0
   when p95 exceeds the SLO. Unknown cost or latency count as the worst known value.
@@ -50,6 +52,7 @@ class Rankable(Protocol):
     score: float
     inflight: int
     queues: bool
+    changed: bool
 
     @property
     def p95(self) -> float | None:
@@ -62,7 +65,7 @@ R = TypeVar("R", bound=Rankable)
 LOAD_SCALE = 8.0
 """Requests in flight that make a queueing deployment count as twice as slow in latency scores."""
 
-SHARE_WEIGHT = 0.25
+SHARE_WEIGHT = 0.5
 """How much slower a deployment holding every request in flight counts in latency scores."""
 
 BALANCED_COST_WEIGHT = 0.5
@@ -83,6 +86,7 @@ class CandidateStats(Generic[T]):
     score: float = field(default=0.0)
     inflight: int = 0
     queues: bool = False
+    changed: bool = False
 
 
 def _by_priority(stats: Sequence[R]) -> list[R]:
@@ -117,6 +121,8 @@ def _by_latency(stats: Sequence[R], slo: float | None) -> list[R]:
         p95 = s.p95 if s.p95 is not None else prior
         if s.queues:
             s.score = p95 * (1.0 + s.inflight / LOAD_SCALE)
+        elif s.changed:
+            s.score = p95 * (1.0 + SHARE_WEIGHT)  # a deployment just gone slower gets no share
         elif shared:
             s.score = p95 * (1.0 + SHARE_WEIGHT * s.inflight / shared)
         else:

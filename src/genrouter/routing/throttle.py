@@ -81,16 +81,19 @@ class HedgeBudget:
         else:
             self._per_second.append([second, 1.0])
         self._in_window += 1
-        cap = max(1.0, self.max_extra_fraction * self._in_window)
-        self._tokens = min(cap, self._tokens + self.max_extra_fraction)
+        self._tokens = min(self._capacity(), self._tokens + self.max_extra_fraction)
 
-    def try_spend(self) -> bool:
-        """Take one token for a hedge if there is one; else False."""
-        if self._tokens >= 1.0:
+    def try_spend(self, *, keep: float = 0.0) -> bool:
+        """Take one token for a hedge if there is one beyond ``keep`` (a fraction of the
+        bucket's capacity held back); else False."""
+        if self._tokens - 1.0 >= keep * self._capacity():
             self._tokens -= 1.0
             self.hedges += 1
             return True
         return False
+
+    def _capacity(self) -> float:
+        return max(1.0, self.max_extra_fraction * self._in_window)
 
     @property
     def tokens(self) -> float:
