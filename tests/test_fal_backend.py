@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -30,6 +31,7 @@ from genrouter import (
     SubmitOutcomeUnknownError,
 )
 from genrouter._png import placeholder_png
+from genrouter.backends._http import MAX_CONCURRENT_REQUESTS, request_slots
 from genrouter.backends.base import Backend
 from genrouter.backends.fal import FalBackend
 from genrouter.catalog import Catalog, Deployment, build_deployment
@@ -354,6 +356,32 @@ async def test_unknown_endpoint_is_a_non_retryable_provider_error(
     with pytest.raises(ProviderError, match="fal-ai/flux/dev") as info:
         await backend.submit(deployment(), request())
     assert not info.value.retryable
+
+
+async def test_a_submit_builds_its_body_only_once_a_request_slot_is_free(
+    backend: FalBackend, api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submits queued behind busy slots hold no payload yet: it is built when one frees."""
+    api.post("/fal-ai/flux/dev").mock(return_value=accepted())
+    built: list[str] = []
+    translate = backend._translate
+
+    async def recording(d: Deployment, r: GenerationRequest) -> Any:
+        built.append(r.prompt)
+        return await translate(d, r)
+
+    monkeypatch.setattr(backend, "_translate", recording)
+    slots = request_slots(backend._client)
+    for _ in range(MAX_CONCURRENT_REQUESTS):
+        await slots.acquire()
+    pending = asyncio.ensure_future(backend.submit(deployment(), request()))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert built == []
+    slots.release()
+    job = await pending
+    assert built == ["a red fox"]
+    assert job.provider_request_id == "req-1"
 
 
 async def test_submit_read_timeout_is_outcome_unknown(backend: FalBackend, api: respx.MockRouter) -> None:

@@ -197,7 +197,7 @@ class Execution:
         self._waiter = JobWaiter(clock)
         self._submit_only = False
         self._deadline_fired = False
-        self._cancelling: set[asyncio.Task[None]] = set()
+        self._cancelling: set[asyncio.Task[None]] | None = None  # made on first cancel
         self.hooks = hooks
         self._request_id: str | None = None
         self._running: list[_Lane] = []
@@ -548,11 +548,11 @@ class Execution:
         return predicate
 
     async def _lane(self, lane: _Lane) -> GenerationResult | Submitted:
-        provider = lane.candidate.deployment.provider
-        may_retry = self._retry_here(provider)
         try:
             return await self._attempt(lane)
         except GenRouterError as first:
+            # Made only now: ten thousand lanes in flight would each hold a closure.
+            may_retry = self._retry_here(lane.candidate.deployment.provider)
             if self.policy.retry.max_attempts == 1 or not may_retry(first):
                 raise
             pending: GenRouterError | None = first
@@ -821,6 +821,8 @@ class Execution:
             grace_until = self.clock.now() + CANCEL_GRACE_S
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(self._cancel_one(backend, job)) for backend, job in jobs]
+        if self._cancelling is None:
+            self._cancelling = set()
         for task in tasks:
             # Retries of a cancel outlive this request's grace period: the router's
             # background set keeps them alive (and aclose() waits for them).

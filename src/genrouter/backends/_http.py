@@ -189,6 +189,19 @@ def error_for_status(
     )
 
 
+def request_slots(client: httpx.AsyncClient) -> asyncio.Semaphore:
+    """The ``MAX_CONCURRENT_REQUESTS`` slots of ``client``.
+
+    A caller that builds a large body may take a slot first and build it inside, then
+    :func:`send` with ``slot_held=True``: ten thousand submits waiting for a slot then
+    hold no bodies. It must make no other request through ``client`` while it holds one.
+    """
+    limiter = _LIMITERS.get(client)
+    if limiter is None:
+        limiter = _LIMITERS[client] = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+    return limiter
+
+
 async def send(
     client: httpx.AsyncClient,
     method: str,
@@ -201,11 +214,13 @@ async def send(
     params: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     urgent: bool = False,
+    slot_held: bool = False,
 ) -> httpx.Response:
     """Send one request (never retried here) and return the response, whatever its status.
 
     ``urgent`` requests (cancels: every moment a losing job runs may bill it) skip the
-    queue of requests waiting for one of the client's ``MAX_CONCURRENT_REQUESTS`` slots.
+    queue of requests waiting for one of the client's ``MAX_CONCURRENT_REQUESTS`` slots;
+    ``slot_held`` says the caller already holds one (:func:`request_slots`).
 
     Transport failures become genrouter errors: nothing sent (connect errors, pool
     timeouts) → retryable :class:`ProviderUnavailableError`; possibly received by the
@@ -215,15 +230,15 @@ async def send(
     kwargs: dict[str, Any] = {}
     if timeout_s is not None:
         kwargs["timeout"] = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
-    limiter = _LIMITERS.get(client)
-    if limiter is None:
-        limiter = _LIMITERS[client] = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
     try:
         # httpcore's pool scans every waiting request on each assignment; thousands of
         # jobs polling at once would make that quadratic and stall the event loop.
         if urgent:
             return await client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
-        async with limiter:
+        if slot_held:
+            call = client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
+            return await _heard_if_abandoned(call, provider)
+        async with request_slots(client):
             call = client.request(method, url, json=json_body, headers=headers, params=params, **kwargs)
             return await _heard_if_abandoned(call, provider)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

@@ -85,7 +85,7 @@ import httpx
 
 from genrouter import __version__
 from genrouter._secrets import register_secret, scrub
-from genrouter.backends._http import error_for_status, make_client, read_json, send
+from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
 from genrouter.backends._params import (
     DIRECT_FIELDS,
     media_data_url,
@@ -300,16 +300,20 @@ class FalBackend:
         # two, so suspend once before any I/O starts.
         await asyncio.sleep(0)
         self._check_usable()
-        fal_input = await self._translate(deployment, request)
-        response = await send(
-            self._client,
-            "POST",
-            deployment.endpoint.strip("/"),
-            provider=self.name,
-            idempotent=False,
-            json_body=fal_input.payload,
-            params={"fal_webhook": webhook_url} if webhook_url else None,
-        )
+        # The body is built once a request slot is free: submits queued behind thousands
+        # of polls then hold no payloads (translation makes no request of its own).
+        async with request_slots(self._client):
+            fal_input = await self._translate(deployment, request)
+            response = await send(
+                self._client,
+                "POST",
+                deployment.endpoint.strip("/"),
+                provider=self.name,
+                idempotent=False,
+                json_body=fal_input.payload,
+                params={"fal_webhook": webhook_url} if webhook_url else None,
+                slot_held=True,
+            )
         if response.status_code >= 400:
             raise self._submit_error(response, deployment, fal_input.names)
         try:
