@@ -7,9 +7,9 @@ incident shows within a few requests and a recovery is noticed rather than avera
 away. Queue time and run time are tracked apart where providers report them (cold
 starts show up as queue time).
 
-**Change**: when the median of the newest ``RECENT_SAMPLES`` latencies exceeds the
-window's p95 (nine of sixteen above it: by chance, with independent latencies, about
-once in forty million), the window no longer describes the deployment: the estimate is
+**Change**: when most of the newest ``RECENT_SAMPLES`` latencies exceeded the window's
+p95 as they came in (nine of sixteen: by chance, with independent latencies, about once
+in forty million), the window no longer describes the deployment: the estimate is
 then the p95 of those recent samples, until the window catches up. An incident that
 ended with the deployment benched leaves a window mostly of older, faster samples;
 without this it would rank level with its healthy peer again while still slow.
@@ -163,7 +163,9 @@ class DeploymentHealth:
     hedge_win_rate: float = HEDGE_WIN_PRIOR
     """How often a hedge beat a request here, recent races weighted most."""
     _changed_p95: float | None = None
-    """p95 of the newest ``RECENT_SAMPLES`` when their median exceeds the window's p95."""
+    """p95 of the newest ``RECENT_SAMPLES`` when most of them exceeded the window's p95."""
+    _recent_above: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
+    _above_count: int = 0
 
     # -- observations ----------------------------------------------------------------
 
@@ -203,15 +205,22 @@ class DeploymentHealth:
         self._append_latency(latency_s, now)
 
     def _append_latency(self, latency_s: float, now: float | None) -> None:
+        # Whether each of the newest samples exceeded the window's p95 when it came in:
+        # a running count, so the hot path sorts nothing.
+        window_p95 = self.quantile(0.95) if len(self._sorted) >= RECENT_SAMPLES else None
+        above = window_p95 is not None and latency_s > window_p95
+        recent = self._recent_above
+        if len(recent) == RECENT_SAMPLES:
+            self._above_count -= recent[0]
+        recent.append(above)
+        self._above_count += above
         self.latencies.append(latency_s)
         self._stamps.append(now)
         bisect.insort(self._sorted, latency_s)
         self._changed_p95 = None
-        if len(self._sorted) > RECENT_SAMPLES:
-            recent = sorted(itertools.islice(reversed(self.latencies), RECENT_SAMPLES))
-            window_p95 = self.quantile(0.95)
-            if window_p95 is not None and recent[RECENT_SAMPLES // 2 - 1] > window_p95:
-                self._changed_p95 = recent[round(0.95 * (RECENT_SAMPLES - 1))]
+        if self._above_count > RECENT_SAMPLES // 2:
+            newest = sorted(itertools.islice(reversed(self.latencies), RECENT_SAMPLES))
+            self._changed_p95 = newest[round(0.95 * (RECENT_SAMPLES - 1))]
 
     def record_failure(
         self,
@@ -407,7 +416,7 @@ class DeploymentHealth:
 
     @property
     def changed(self) -> bool:
-        """Whether the newest latencies are mostly slower than the window's p95 (a change)."""
+        """Whether most of the newest latencies exceeded the window's p95 (a change)."""
         return self._changed_p95 is not None
 
     @property
