@@ -254,24 +254,26 @@ def _light_tail(router: AsyncRouter, *, slowest_s: float) -> None:
         health.record_race(hedge_won=False)
 
 
+async def _one_request_after_a_light_tail(
+    step: Succeed | Hang, *, hedge: dict[str, object], slowest_s: float
+) -> tuple[GenerationResult, FakeBackend]:
+    """One request whose primary on ``a`` does ``step``, after ``_light_tail``; returns b too."""
+    a, b = FakeBackend(name="a", script=[step]), FakeBackend(name="b")
+    async with router_over(a, b, hedge=hedge, explore={"enabled": False}) as router:
+        _light_tail(router, slowest_s=slowest_s)
+        return await router.generate("a fox", model="flux-dev"), b
+
+
 async def test_a_p95_delay_does_not_hedge_a_light_tail_routinely() -> None:
     """Past its p95 but within the usual tail, where hedges lose, a request is left to finish."""
-    a = FakeBackend(name="a", script=[Succeed(latency_s=0.2)])
-    b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}) as router:
-        _light_tail(router, slowest_s=0.3)
-        result = await router.generate("a fox", model="flux-dev")
+    result, b = await _one_request_after_a_light_tail(Succeed(latency_s=0.2), hedge=P95_HEDGE, slowest_s=0.3)
     assert [x.provider for x in result.attempts] == ["a"]
     assert b.submit_count == 0
 
 
 async def test_a_p95_delay_hedges_a_request_that_outlives_every_latency_seen() -> None:
     """A request running longer than anything in the window (a hang) is hedged."""
-    a = FakeBackend(name="a", script=[Hang()])
-    b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}) as router:
-        _light_tail(router, slowest_s=0.3)
-        result = await router.generate("a fox", model="flux-dev")
+    result, _ = await _one_request_after_a_light_tail(Hang(), hedge=P95_HEDGE, slowest_s=0.3)
     assert result.provider == "b"
     assert result.attempts[-1].hedged
 
@@ -289,11 +291,7 @@ async def test_a_p95_delay_hedges_when_three_requests_are_overdue_at_once() -> N
 
 async def test_a_fixed_delay_hedges_whatever_the_win_rate() -> None:
     """A delay in seconds is the user's explicit choice: every request still running is hedged."""
-    a = FakeBackend(name="a", script=[Succeed(latency_s=0.5)])
-    b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=HEDGE, explore={"enabled": False}) as router:
-        _light_tail(router, slowest_s=5.0)
-        result = await router.generate("a fox", model="flux-dev")
+    result, _ = await _one_request_after_a_light_tail(Succeed(latency_s=0.5), hedge=HEDGE, slowest_s=5.0)
     assert result.provider == "b"
 
 
