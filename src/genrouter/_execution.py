@@ -10,8 +10,10 @@ is even needed; otherwise it goes on as its own task.
   the plan's last resort (deployments benched by an open circuit) gets its turn.
 - **Hedging**: when the primary lane has run ``hedge.delay`` (its deployment's
   estimated p95, or seconds) and the hedge budget has a token, the next candidate's
-  lane starts beside it. A primary holding no job at that moment (backing off, or
-  waiting out a Retry-After) is replaced instead of raced. The first lane whose job
+  lane starts beside it (with ``p95``, routinely only from the top half of the bucket
+  unless the hedge clearly pays: see :meth:`Execution._hedge_pays`). A primary holding
+  no job at that moment (backing off, or waiting out a Retry-After) is replaced instead
+  of raced. The first lane whose job
   *finishes at the provider* wins: the others are stopped at once (each more second
   they run could make a second billed job), their attempts recorded ``hedge_lost``
   and their jobs cancelled in the background, with retries, while the winner reads
