@@ -13,11 +13,10 @@ is even needed; otherwise it goes on as its own task.
   lane starts beside it (with ``p95``, routinely only from the top half of the bucket
   unless the hedge clearly pays: see :meth:`Execution._hedge_pays`). A primary holding
   no job at that moment (backing off, or waiting out a Retry-After) is replaced instead
-  of raced. The first lane whose job
-  *finishes at the provider* wins: the others are stopped at once (each more second
-  they run could make a second billed job), their attempts recorded ``hedge_lost``
-  and their jobs cancelled in the background, with retries, while the winner reads
-  its result.
+  of raced. The first lane whose job *finishes at the provider* wins: the others are
+  stopped at once (each more second they run could make a second billed job), their
+  attempts recorded ``hedge_lost`` and their jobs cancelled in the background, with
+  retries, while the winner reads its result.
 - **Deadline**: when it passes, every lane is stopped, accepted jobs are cancelled
   within a grace of at most 1 s, and :class:`DeadlineExceededError` is raised.
 
