@@ -360,3 +360,32 @@ def test_latency_gives_no_load_share_to_a_deployment_that_just_got_slower() -> N
     busy = CandidateStats(item="b", key="b", cost=None, p95=0.4, priority=1, inflight=20)
     assert keys(rank("latency", [changed, busy])) == ["b", "c"]
     assert changed.score == pytest.approx(0.5 * 1.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    loads=st.lists(
+        st.tuples(
+            st.floats(min_value=0.01, max_value=100.0, allow_nan=False),
+            st.integers(min_value=0, max_value=10_000),
+            st.booleans(),
+        ),
+        min_size=2,
+        max_size=6,
+    )
+)
+def test_latency_never_ranks_a_deployment_half_as_slow_again_ahead_of_a_faster_one(
+    loads: list[tuple[float, int, bool]],
+) -> None:
+    """Whatever the requests in flight, among deployments that do not queue, one whose p95
+    is more than 1.5 times another's ranks after it: load sharing only reorders near-equals."""
+    stats = [
+        CandidateStats(item=str(i), key=str(i), cost=None, p95=p95, priority=i, inflight=n, changed=c)
+        for i, (p95, n, c) in enumerate(loads)
+    ]
+    ordered = rank("latency", list(stats))
+    position = {s.key: i for i, s in enumerate(ordered)}
+    for (slow_p95, _, _), slow in zip(loads, stats, strict=True):
+        for (fast_p95, _, _), fast in zip(loads, stats, strict=True):
+            if slow_p95 > 1.5 * fast_p95 * (1 + 1e-9):
+                assert position[fast.key] < position[slow.key]
