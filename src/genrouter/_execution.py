@@ -347,10 +347,9 @@ class Execution:
         if target.queues:
             return None  # a hedge would wait in the target's queue and lengthen it
         pays = self._hedge_pays(primary, now, delay)
+        late = now >= due + HEDGE_WAIT_FOR_TOKEN * delay
         if not pays and (
-            now >= due + HEDGE_WAIT_FOR_TOKEN * delay
-            or target.queued_lately
-            or self.store.health(primary.candidate.deployment.key).queued_lately
+            late or target.queued_lately or self.store.health(primary.candidate.deployment.key).queued_lately
         ):
             # No routine hedge when late, or near a provider's capacity (it would add
             # load where load is the problem); ask again in case it comes to pay.
@@ -359,7 +358,7 @@ class Execution:
             self._hedged_from = primary
             self._running.append(self._start(queue.pop(0), hedged=True))
             return None
-        if pays and now >= due + HEDGE_WAIT_FOR_TOKEN * delay:
+        if late:  # it pays, but no token came within half a delay
             return None
         return recheck_at
 

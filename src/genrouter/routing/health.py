@@ -85,6 +85,9 @@ LATENCY_KEEP = 8
 
 _DEFAULT_WINDOW_S = 60.0
 
+QUEUED_S = 0.01
+"""Queue time above which a job counts as having waited in a provider-side queue."""
+
 RECENT_SAMPLES = 16
 """The newest latencies that are checked against the window for a change."""
 
@@ -165,7 +168,6 @@ class DeploymentHealth:
     _changed_p95: float | None = None
     """p95 of the newest ``RECENT_SAMPLES`` when most of them exceeded the window's p95."""
     _recent_above: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
-    _above_count: int = 0
 
     # -- observations ----------------------------------------------------------------
 
@@ -205,20 +207,15 @@ class DeploymentHealth:
         self._append_latency(latency_s, now)
 
     def _append_latency(self, latency_s: float, now: float | None) -> None:
-        # Whether each of the newest samples exceeded the window's p95 when it came in:
-        # a running count, so the hot path sorts nothing.
+        # Whether each of the newest samples exceeded the window's p95 when it came in,
+        # so the hot path sorts nothing.
         window_p95 = self.quantile(0.95) if len(self._sorted) >= RECENT_SAMPLES else None
-        above = window_p95 is not None and latency_s > window_p95
-        recent = self._recent_above
-        if len(recent) == RECENT_SAMPLES:
-            self._above_count -= recent[0]
-        recent.append(above)
-        self._above_count += above
+        self._recent_above.append(window_p95 is not None and latency_s > window_p95)
         self.latencies.append(latency_s)
         self._stamps.append(now)
         bisect.insort(self._sorted, latency_s)
         self._changed_p95 = None
-        if self._above_count > RECENT_SAMPLES // 2:
+        if sum(self._recent_above) > RECENT_SAMPLES // 2:
             newest = sorted(itertools.islice(reversed(self.latencies), RECENT_SAMPLES))
             self._changed_p95 = newest[round(0.95 * (RECENT_SAMPLES - 1))]
 
@@ -306,28 +303,24 @@ class DeploymentHealth:
         """A request that :meth:`begin_request` started has ended."""
         self._inflight.pop(token, None)
 
-    def oldest_inflight(self) -> float | None:
-        """Start time of the oldest request still in flight here, or None."""
-        starts = self._oldest_starts(1)
-        return starts[0] if starts else None
-
-    def _oldest_starts(self, count: int) -> list[float]:
-        """Start times of the ``count`` oldest requests in flight (fewer if fewer are)."""
+    def _evidence_age(self, now: float) -> float | None:
+        """How long the ``OVERDUE_EVIDENCE``-th oldest request in flight has run (None if
+        fewer are in flight): that many requests have all run at least this long."""
         heap = self._inflight_heap
         alive = self._inflight
         taken: list[tuple[float, int]] = []
-        while heap and len(taken) < count:
+        while heap and len(taken) < OVERDUE_EVIDENCE:
             entry = heapq.heappop(heap)
             if entry[1] in alive:  # ended requests are dropped here, lazily
                 taken.append(entry)
         for entry in taken:
             heapq.heappush(heap, entry)
-        return [start for start, _ in taken]
+        return now - taken[-1][0] if len(taken) == OVERDUE_EVIDENCE else None
 
     def overdue(self, now: float, age: float) -> bool:
         """Whether ``OVERDUE_EVIDENCE`` requests in flight here have run ``age`` or longer."""
-        starts = self._oldest_starts(OVERDUE_EVIDENCE)
-        return len(starts) == OVERDUE_EVIDENCE and now - starts[-1] >= age
+        evidence = self._evidence_age(now)
+        return evidence is not None and evidence >= age
 
     def record_race(self, *, hedge_won: bool) -> None:
         """A request here was hedged and the race ended: did the hedge win it?"""
@@ -345,12 +338,12 @@ class DeploymentHealth:
         True when more than a quarter of the last queue-time observations exceed 10 ms.
         """
         times = self.queue_times
-        return bool(times) and sum(t > 0.01 for t in times) * 4 > len(times)
+        return bool(times) and sum(t > QUEUED_S for t in times) * 4 > len(times)
 
     @property
     def queued_lately(self) -> bool:
         """Whether any of the last queue-time observations exceeds 10 ms (a weaker :attr:`queues`)."""
-        return any(t > 0.01 for t in self.queue_times)
+        return any(t > QUEUED_S for t in self.queue_times)
 
     @property
     def inflight(self) -> int:
@@ -366,10 +359,9 @@ class DeploymentHealth:
         (``OVERDUE_EVIDENCE``): a straggler or two are the usual tail, and letting them
         move the estimate would flap traffic between equally good deployments.
         """
-        starts = self._oldest_starts(OVERDUE_EVIDENCE)
-        if len(starts) < OVERDUE_EVIDENCE:
+        age = self._evidence_age(now)
+        if age is None:
             return estimate
-        age = now - starts[-1]
         return age if estimate is None or age > estimate else estimate
 
     @property
