@@ -165,6 +165,26 @@ def test_an_ended_request_no_longer_counts_as_overdue() -> None:
     assert not health.overdue(5.0, age=1.0)
 
 
+def test_a_request_overtaken_by_its_hedge_counts_as_overdue_for_a_while() -> None:
+    """A request cancelled for its hedge still counts while it would be past the age."""
+    health = DeploymentHealth()
+    first = health.begin_request(0.0)
+    health.begin_request(0.1)
+    health.begin_request(0.2)
+    health.end_request(first)
+    health.record_overtaken(0.0, now=1.0)
+    assert health.overdue(1.2, age=1.0)
+
+
+def test_an_overtaken_request_stops_counting_once_it_is_older_news_than_the_age() -> None:
+    """Overtaken longer than ``age`` ago, it says nothing about requests running now."""
+    health = DeploymentHealth()
+    health.begin_request(3.0)
+    health.begin_request(3.1)
+    health.record_overtaken(0.0, now=1.0)
+    assert not health.overdue(4.2, age=1.0)
+
+
 def test_a_request_older_than_every_latency_has_outlived_the_window() -> None:
     """outlived() is true past the slowest latency seen, and with no latency seen at all."""
     health = DeploymentHealth()

@@ -289,6 +289,23 @@ async def test_a_p95_delay_hedges_when_three_requests_are_overdue_at_once() -> N
     assert [r.provider for r in results] == ["b", "b", "b"]
 
 
+async def test_a_request_overtaken_by_its_hedge_stays_evidence_for_the_next_ones() -> None:
+    """The first of three hung requests is hedged and its job cancelled; the two started
+    just after it still see three overdue, so they are hedged too."""
+    a = FakeBackend(name="a", script=[Hang(), Hang(), Hang()])
+    b = FakeBackend(name="b")
+    timeouts = {"attempt_s": 2, "deadline_s": 2}
+
+    async def after(router: AsyncRouter, delay_s: float) -> GenerationResult:
+        await asyncio.sleep(delay_s)
+        return await router.generate("a fox", model="flux-dev")
+
+    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts) as router:
+        _light_tail(router, slowest_s=5.0)
+        results = await asyncio.gather(*(after(router, 0.005 * i) for i in range(3)))
+    assert [r.provider for r in results] == ["b", "b", "b"]
+
+
 async def test_a_fixed_delay_hedges_whatever_the_win_rate() -> None:
     """A delay in seconds is the user's explicit choice: every request still running is hedged."""
     result, _ = await _one_request_after_a_light_tail(Succeed(latency_s=0.5), hedge=HEDGE, slowest_s=5.0)

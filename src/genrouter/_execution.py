@@ -399,6 +399,8 @@ class Execution:
         if raced is not None:
             health = self.store.health(raced.candidate.deployment.key)
             health.record_race(hedge_won=winner is not raced)
+            if winner is not raced:
+                health.record_overtaken(raced.attempt_started, self.clock.now())
         if not others:
             return outcome
         now = self.clock.now()

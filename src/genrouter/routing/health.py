@@ -168,6 +168,8 @@ class DeploymentHealth:
     _changed_p95: float | None = None
     """p95 of the newest ``RECENT_SAMPLES`` when most of them exceeded the window's p95."""
     _recent_above: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT_SAMPLES))
+    _overtaken: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=OVERDUE_EVIDENCE))
+    """(started, cancelled) of the newest requests here that a hedge overtook."""
 
     # -- observations ----------------------------------------------------------------
 
@@ -303,24 +305,37 @@ class DeploymentHealth:
         """A request that :meth:`begin_request` started has ended."""
         self._inflight.pop(token, None)
 
-    def _evidence_age(self, now: float) -> float | None:
-        """How long the ``OVERDUE_EVIDENCE``-th oldest request in flight has run (None if
-        fewer are in flight): that many requests have all run at least this long."""
+    def _evidence_age(self, now: float, count: int = OVERDUE_EVIDENCE) -> float | None:
+        """How long the ``count``-th oldest request in flight has run (None if fewer are
+        in flight): that many requests have all run at least this long."""
         heap = self._inflight_heap
         alive = self._inflight
         taken: list[tuple[float, int]] = []
-        while heap and len(taken) < OVERDUE_EVIDENCE:
+        while heap and len(taken) < count:
             entry = heapq.heappop(heap)
             if entry[1] in alive:  # ended requests are dropped here, lazily
                 taken.append(entry)
         for entry in taken:
             heapq.heappush(heap, entry)
-        return now - taken[-1][0] if len(taken) == OVERDUE_EVIDENCE else None
+        return now - taken[-1][0] if len(taken) == count else None
 
     def overdue(self, now: float, age: float) -> bool:
-        """Whether ``OVERDUE_EVIDENCE`` requests in flight here have run ``age`` or longer."""
-        evidence = self._evidence_age(now)
+        """Whether ``OVERDUE_EVIDENCE`` requests here have run ``age`` or longer.
+
+        A request that a hedge overtook within the last ``age`` counts as if still in
+        flight: cancelled, it stops showing the slowness that got it overtaken, and the
+        requests that started beside it would otherwise lose their evidence.
+        """
+        since = now - age
+        overtaken = sum(started <= since <= cancelled for started, cancelled in self._overtaken)
+        if overtaken >= OVERDUE_EVIDENCE:
+            return True
+        evidence = self._evidence_age(now, OVERDUE_EVIDENCE - overtaken)
         return evidence is not None and evidence >= age
+
+    def record_overtaken(self, started: float, now: float) -> None:
+        """A request here, running since ``started``, lost a race to its hedge at ``now``."""
+        self._overtaken.append((started, now))
 
     def record_race(self, *, hedge_won: bool) -> None:
         """A request here was hedged and the race ended: did the hedge win it?"""
