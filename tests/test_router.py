@@ -29,7 +29,9 @@ from genrouter import (
     ProviderUnavailableError,
     RateLimitedError,
 )
+from genrouter._attempts import CANCEL_MAX_HOLD_S, quiet_cancel
 from genrouter.testing import FailJob, FailSubmit, FakeBackend, FakeClock, Hang, Succeed, set_testing
+from genrouter.types import ProviderJob
 from routing_helpers import router_over
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -523,6 +525,17 @@ async def test_deadline_raises_and_cancels_the_hung_job() -> None:
     assert error.provider_request_id == "a-1"
 
 
+async def test_a_cancel_told_to_wait_longer_than_its_limit_is_given_up_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Retry-After of centuries (a broken proxy) ends the cancel now, not in centuries."""
+    backend = FakeBackend(name="a")
+    job = ProviderJob(provider="a", endpoint="fal-ai/flux/dev", provider_request_id="a-1")
+    await asyncio.wait_for(quiet_cancel(backend, job, CANCEL_MAX_HOLD_S * 1e6), timeout=5)
+    assert backend.cancelled == []
+    assert "not cancelling job a-1" in caplog.text
+
+
 async def test_deadline_stops_the_plan_before_later_candidates() -> None:
     """Once the deadline has passed no further candidate is submitted to."""
     a = FakeBackend(name="a", script=[Hang()])
@@ -1000,7 +1013,7 @@ async def test_a_timed_out_job_that_finished_before_its_cancel_is_used() -> None
     """Its status answers were lost until the attempt timed out; the cancel came too late
     (the job had finished, and is billed): its result is used, nothing is sent elsewhere."""
     from genrouter import ProviderUnavailableError
-    from genrouter.types import JobStatus, ProviderJob
+    from genrouter.types import JobStatus
 
     @dataclass
     class LosesStatusAnswers(FakeBackend):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -41,6 +42,8 @@ from genrouter.types import (
     ProviderJob,
     Timings,
 )
+
+logger = logging.getLogger("genrouter")
 
 if TYPE_CHECKING:
     import httpx
@@ -412,6 +415,14 @@ CANCEL_TRIES = 8
 
 CANCEL_MAX_PAUSE_S = 2.0
 
+CANCEL_MAX_HOLD_S = 300.0
+"""Longest Retry-After a cancel waits out; beyond it the cancel is given up (and logged).
+
+Five minutes still saves most of a long video job's bill; an answer asking for hours
+(or, from a broken proxy, centuries) would only keep a task asleep that the router's
+``aclose()`` then waits for.
+"""
+
 
 async def quiet_cancel(
     backend: Backend,
@@ -425,13 +436,22 @@ async def quiet_cancel(
     A cancel lost to a 503 leaves a job running and billing, so it is sent again with
     backoff (0.1 s doubling, capped at 2 s, or the provider's Retry-After) up to
     ``CANCEL_TRIES`` times; the caller waits only its grace period and leaves the rest
-    to run in the background. A failed cancel must not mask the request's real outcome,
-    so nothing is raised.
+    to run in the background. A Retry-After over ``CANCEL_MAX_HOLD_S`` gives the cancel
+    up. A failed cancel must not mask the request's real outcome, so nothing is raised.
     """
-    if delay_s > 0:
-        await asyncio.sleep(delay_s)  # the provider's Retry-After has not passed yet
+    wait_s = delay_s  # the provider's Retry-After may not have passed yet
     pause = 0.1
     for attempt in range(CANCEL_TRIES):
+        if wait_s > CANCEL_MAX_HOLD_S:
+            logger.warning(
+                "%s: not cancelling job %s: the provider asked for %.0f s before the next call",
+                job.provider,
+                job.provider_request_id,
+                wait_s,
+            )
+            return
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
         try:
             await backend.cancel(job)
             return
@@ -445,7 +465,6 @@ async def quiet_cancel(
                 on_retry_after(job.provider, exc.retry_after)
         except Exception:
             return
-        await asyncio.sleep(wait_s)
         pause = min(pause * 2, CANCEL_MAX_PAUSE_S)
 
 
