@@ -349,11 +349,11 @@ class AsyncRouter:
         req = self._request(request, kwargs)
         hooks = self.hooks
         if not hooks and not logger.isEnabledFor(logging.INFO):
-            execution, _ = self._execution(req)
+            execution = self._execution(req)
             return await execution.generate()
         started = self.clock.now()
         try:
-            execution, _ = self._execution(req, hooks=hooks)
+            execution = self._execution(req, hooks=hooks)
             result = await execution.generate()
         except Exception as exc:
             request_ended(hooks, req, None, exc, self.clock.now() - started)
@@ -363,8 +363,12 @@ class AsyncRouter:
 
     def _execution(
         self, req: GenerationRequest, webhook_url: str | None = None, hooks: Sequence[MetricsHook] = ()
-    ) -> tuple[Execution, Plan]:
-        """Plan ``req`` and set up its execution (hedging only when waiting for the result)."""
+    ) -> Execution:
+        """Plan ``req`` and set up its execution (hedging only when waiting for the result).
+
+        The plan itself is not kept: the execution holds what it needs of it, and a
+        request in flight (ten thousand at once in a batch) holds nothing more.
+        """
         if self._state_start is not None:
             self._state_start()
         plan, policy = self._routable(req)
@@ -384,7 +388,7 @@ class AsyncRouter:
             background=self._background,
             hooks=hooks,
         )
-        return execution, plan
+        return execution
 
     # -- jobs API -----------------------------------------------------------------------
 
@@ -401,7 +405,7 @@ class AsyncRouter:
         Submission retries and falls back like :meth:`generate`; waiting does not.
         """
         req = self._request(request, kwargs)
-        execution, _ = self._execution(req, webhook_url)
+        execution = self._execution(req, webhook_url)
         submitted = await execution.submit()
         first = submitted.jobs[0]
         return JobHandle(
