@@ -185,6 +185,16 @@ def test_an_overtaken_request_stops_counting_once_it_is_older_news_than_the_age(
     assert not health.overdue(4.2, age=1.0)
 
 
+def test_overtaken_requests_do_not_count_while_the_deployment_queues() -> None:
+    """A queue explains the slowness (and its waiting requests show it): no extra evidence."""
+    health = DeploymentHealth()
+    health.record_success(0.5, queued_s=0.4)
+    health.begin_request(0.0)
+    health.begin_request(0.1)
+    health.record_overtaken(0.0, now=1.0)
+    assert not health.overdue(1.2, age=1.0)
+
+
 def test_a_request_older_than_every_latency_has_outlived_the_window() -> None:
     """outlived() is true past the slowest latency seen, and with no latency seen at all."""
     health = DeploymentHealth()
