@@ -165,33 +165,32 @@ def test_an_ended_request_no_longer_counts_as_overdue() -> None:
     assert not health.overdue(5.0, age=1.0)
 
 
+def _two_running_and_one_overtaken(health: DeploymentHealth, *running_since: float) -> DeploymentHealth:
+    """``health`` with requests running since ``running_since``, and one started at 0 s
+    that its hedge overtook at 1 s."""
+    for started in running_since:
+        health.begin_request(started)
+    health.record_overtaken(0.0, now=1.0)
+    return health
+
+
 def test_a_request_overtaken_by_its_hedge_counts_as_overdue_for_a_while() -> None:
     """A request cancelled for its hedge still counts while it would be past the age."""
-    health = DeploymentHealth()
-    first = health.begin_request(0.0)
-    health.begin_request(0.1)
-    health.begin_request(0.2)
-    health.end_request(first)
-    health.record_overtaken(0.0, now=1.0)
+    health = _two_running_and_one_overtaken(DeploymentHealth(), 0.1, 0.2)
     assert health.overdue(1.2, age=1.0)
 
 
 def test_an_overtaken_request_stops_counting_once_it_is_older_news_than_the_age() -> None:
     """Overtaken longer than ``age`` ago, it says nothing about requests running now."""
-    health = DeploymentHealth()
-    health.begin_request(3.0)
-    health.begin_request(3.1)
-    health.record_overtaken(0.0, now=1.0)
+    health = _two_running_and_one_overtaken(DeploymentHealth(), 3.0, 3.1)
     assert not health.overdue(4.2, age=1.0)
 
 
 def test_overtaken_requests_do_not_count_while_the_deployment_queues() -> None:
     """A queue explains the slowness (and its waiting requests show it): no extra evidence."""
-    health = DeploymentHealth()
-    health.record_success(0.5, queued_s=0.4)
-    health.begin_request(0.0)
-    health.begin_request(0.1)
-    health.record_overtaken(0.0, now=1.0)
+    queueing = DeploymentHealth()
+    queueing.record_success(0.5, queued_s=0.4)
+    health = _two_running_and_one_overtaken(queueing, 0.1, 0.2)
     assert not health.overdue(1.2, age=1.0)
 
 
