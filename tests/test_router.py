@@ -4,6 +4,7 @@ cost, and the jobs API. Backends are FakeBackend scripts; timing uses FakeClock.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -1029,3 +1030,26 @@ async def test_a_timed_out_job_that_finished_before_its_cancel_is_used() -> None
     assert result.provider == "a"
     assert a.cancelled == ["a-1"]
     assert b.submit_count == 0
+
+
+def test_routers_on_event_loops_in_several_threads_run_at_once() -> None:
+    """Each thread's loop runs its own requests; nothing the lane loop shares trips over another thread."""
+    failures: list[BaseException] = []
+
+    def many_requests() -> None:
+        async def run() -> None:
+            a = FakeBackend(name="a", script=[Succeed(latency_s=0.001)] * 200)
+            async with router_over(a) as router:
+                await asyncio.gather(*(router.generate("a fox", model="flux-dev") for _ in range(200)))
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=many_requests) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -109,9 +110,18 @@ on a heavy tail (a few requests ten times slower) the hedge wins about half the 
 """
 
 
-_BARE_CONTEXT = contextvars.Context()
-"""Where the lane loop's own callbacks run: they read no context variable, and passing
-one spares asyncio a context copy per callback (per request in flight)."""
+_BARE = threading.local()
+
+
+def _bare_context() -> contextvars.Context:
+    """Where the lane loop's own callbacks run: they read no context variable, and passing
+    one spares asyncio a context copy per callback (per request in flight). One per
+    thread: a context cannot be entered by two threads' event loops at once."""
+    try:
+        return cast(contextvars.Context, _BARE.context)
+    except AttributeError:
+        _BARE.context = context = contextvars.Context()
+        return context
 
 
 def _resolve(wake: asyncio.Future[bool], timed_out: bool) -> None:
@@ -249,7 +259,7 @@ class Execution:
         safe = bool(getattr(backend, "eager_start_safe", False))
         lane.future = future = start_eagerly(asyncio.get_running_loop(), self._lane(lane), safe=safe)
         if not future.done():
-            future.add_done_callback(self._lane_done, context=_BARE_CONTEXT)
+            future.add_done_callback(self._lane_done, context=_bare_context())
         return lane
 
     def _hedge_due(self, lane: _Lane) -> float | None:
@@ -358,7 +368,7 @@ class Execution:
         loop = asyncio.get_running_loop()
         wake: asyncio.Future[bool] = loop.create_future()
         self._wake = wake
-        return wake, loop.call_later(timeout_s, _resolve, wake, True, context=_BARE_CONTEXT)
+        return wake, loop.call_later(timeout_s, _resolve, wake, True, context=_bare_context())
 
     def _lane_done(self, _future: asyncio.Future[Any]) -> None:
         wake = self._wake
