@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import resource
@@ -180,8 +181,6 @@ SETTINGS: dict[str, tuple[int, int, int] | None] = {
 
 def measure(port: int, jobs: int, ramp: float, threshold: tuple[int, int, int] | None, out: Any) -> None:
     """One router process: apply the GC setting, run, report the row."""
-    import gc
-
     if threshold is not None:
         gc.set_threshold(*threshold)
     out.put(asyncio.run(run(port, jobs, ramp)))

@@ -117,11 +117,10 @@ def _bare_context() -> contextvars.Context:
     """Where the lane loop's own callbacks run: they read no context variable, and passing
     one spares asyncio a context copy per callback (per request in flight). One per
     thread: a context cannot be entered by two threads' event loops at once."""
-    try:
-        return cast(contextvars.Context, _BARE.context)
-    except AttributeError:
-        _BARE.context = context = contextvars.Context()
-        return context
+    context: contextvars.Context | None = getattr(_BARE, "context", None)
+    if context is None:
+        context = _BARE.context = contextvars.Context()
+    return context
 
 
 def _resolve(wake: asyncio.Future[bool], timed_out: bool) -> None:
