@@ -380,6 +380,19 @@ async def test_a_lost_create_missing_from_two_listings_is_retryable(
     assert empty.call_count == 2
 
 
+async def test_a_listing_told_to_wait_too_long_leaves_the_outcome_unknown(
+    api: respx.MockRouter, backend: ReplicateBackend
+) -> None:
+    """A 429 on the listing asking for more than RECONCILE_MAX_WAIT_S ends the lookup at once."""
+    api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
+    throttled = api.get("/v1/predictions").mock(
+        return_value=problem(429, "Request was throttled.", headers={"Retry-After": "99999999999"})
+    )
+    with pytest.raises(SubmitOutcomeUnknownError):
+        await asyncio.wait_for(backend.submit(deployment(), request()), timeout=5)
+    assert throttled.call_count == 1
+
+
 async def test_create_connect_error_is_retryable(api: respx.MockRouter, backend: ReplicateBackend) -> None:
     """A create that never connected is a retryable ProviderUnavailableError."""
     api.post(FLUX_DEV).mock(side_effect=httpx.ConnectError("refused"))

@@ -27,6 +27,7 @@ from typing import Any
 __all__ = [
     "CLOCK_SLACK_S",
     "RECONCILE_LISTS",
+    "RECONCILE_MAX_WAIT_S",
     "RECONCILE_PAUSE_S",
     "ClaimedPredictions",
     "created_after",
@@ -38,6 +39,14 @@ RECONCILE_LISTS = 3
 
 RECONCILE_PAUSE_S = 0.3
 """Pause between listings, and before the confirming second look."""
+
+RECONCILE_MAX_WAIT_S = 10.0
+"""Longest Retry-After a listing waits out; beyond it the outcome is left unknown.
+
+Reconciling is part of a submit that a caller is waiting on; a listing told to come back
+in an hour (or, from a broken proxy, in centuries) would hang it, and the router fails
+over safely on an unknown outcome anyway.
+"""
 
 CLOCK_SLACK_S = 30.0
 """How far before our send time the listing starts: our clock and Replicate's differ."""

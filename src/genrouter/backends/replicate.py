@@ -96,6 +96,7 @@ from genrouter.backends._http import error_for_status, make_client, read_json, s
 from genrouter.backends._params import media_data_url, merge_provider_options, translate_fields
 from genrouter.backends._replicate_reconcile import (
     RECONCILE_LISTS,
+    RECONCILE_MAX_WAIT_S,
     RECONCILE_PAUSE_S,
     ClaimedPredictions,
     created_after,
@@ -300,7 +301,8 @@ class ReplicateBackend:
         """The prediction a lost create made, or a retryable error when it made none.
 
         See :mod:`genrouter.backends._replicate_reconcile`. Raises ``lost`` when the
-        listings themselves fail (the outcome stays unknown).
+        listings themselves fail, or ask for a wait over ``RECONCILE_MAX_WAIT_S`` (the
+        outcome stays unknown).
         """
         params = {"created_after": created_after(sent_at)}
         clean_looks = 0
@@ -315,9 +317,9 @@ class ReplicateBackend:
                     raise self._error(response, None)
                 listing = read_json(response, provider=self.name)
             except GenRouterError as exc:
-                if not exc.retryable:
-                    raise lost from exc
                 pause = max(pause, exc.retry_after or 0.0)
+                if not exc.retryable or pause > RECONCILE_MAX_WAIT_S:
+                    raise lost from exc
                 continue
             results = listing.get("results") if isinstance(listing, dict) else None
             found = matching_prediction(results or [], payload, version, self._claimed)
