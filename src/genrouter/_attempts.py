@@ -11,17 +11,13 @@ import functools
 import itertools
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import RetryCallState
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
-
 from genrouter._abandoned import ABANDONED_ANSWERS
+from genrouter._backoff import Backoff
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -58,10 +54,7 @@ __all__ = [
     "CANCEL_GRACE_S",
     "RESULT_READS",
     "AttemptTimedOutError",
-    "Backoff",
     "JobWaiter",
-    "NoWait",
-    "StopAtDeadline",
     "Submitted",
     "counts_against_circuit",
     "finalise_result",
@@ -95,6 +88,13 @@ raised (the job stays pinned: calling ``result`` again reads it again)."""
 FIRST_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 1.0
 POLL_GROWTH = 1.5
+
+
+def poll_cadence() -> Backoff:
+    """Waits between polls (and between reads of a finished job's result): 50 ms growing
+    ×1.5 to 1 s. A cadence, not a backoff: ``set_testing()`` leaves it alone, so a fake
+    clock advances and a hung job still reaches its time limit."""
+    return Backoff(FIRST_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S, growth=POLL_GROWTH, testing_zero=False)
 
 
 class AttemptTimedOutError(ProviderUnavailableError):
@@ -192,7 +192,7 @@ class JobWaiter:
         """
         clock = self._clock
         waiter = getattr(backend, "wait", None)
-        interval = FIRST_POLL_INTERVAL_S
+        cadence = poll_cadence()
         while True:
             remaining = until - clock.now()
             if remaining <= 0:
@@ -214,11 +214,8 @@ class JobWaiter:
             if status is not None and status.state.is_terminal:
                 return status
             if waiter is None or status is None:
-                # Polling cadence is not backoff: set_testing() leaves it alone, so a fake
-                # clock advances and a hung job still reaches its time limit.
-                pause = min(max(interval, self.wait_before_calling(job.provider)), until - clock.now())
+                pause = min(max(next(cadence), self.wait_before_calling(job.provider)), until - clock.now())
                 await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
-                interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
     async def fetch(
         self,
@@ -241,7 +238,7 @@ class JobWaiter:
         clock = self._clock
         if not succeeded:
             return await self._call(backend, backend.fetch_result(job))
-        interval = FIRST_POLL_INTERVAL_S
+        cadence = poll_cadence()
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
             await clock.sleep(hold)
@@ -252,12 +249,11 @@ class JobWaiter:
                 return await self._call(backend, backend.fetch_result(job))
             except GenRouterError as exc:
                 self.note_retry_after(job.provider, exc.retry_after)  # a throttled read waits as told
-                pause = max(interval, self.wait_before_calling(job.provider))
+                pause = max(next(cadence), self.wait_before_calling(job.provider))
                 out_of_reads = max_reads is not None and reads >= max_reads
                 if not _transient(exc) or out_of_reads or clock.now() + pause >= until:
                     raise
             await clock.sleep(pause)
-            interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
 
 def _transient(error: GenRouterError) -> bool:
@@ -368,48 +364,6 @@ def retry_same_provider(error: BaseException) -> bool:
     return isinstance(error, GenRouterError) and error.retryable
 
 
-class Backoff(wait_base):
-    """Retry-After when the provider sent one, else capped exponential backoff ± jitter.
-
-    ``min(max_backoff_s, initial_backoff_s · 2^(n-1)) · (1 + jitter · U(-1, 1))``;
-    ``max_backoff_s`` caps genrouter's own backoff, never a provider's Retry-After.
-    """
-
-    def __init__(self, initial: float, maximum: float, jitter: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.jitter = jitter
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        retry_after: float | None = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        exponent = retry_state.attempt_number - 1
-        base: float = min(self.maximum, self.initial * 2.0**exponent)
-        return max(0.0, base * (1.0 + self.jitter * random.uniform(-1.0, 1.0)))
-
-
-class StopAtDeadline(stop_base):
-    """Stop when the next wait would end at or after the deadline."""
-
-    def __init__(self, clock: Clock, deadline_at: float) -> None:
-        self.clock = clock
-        self.deadline_at = deadline_at
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        upcoming = retry_state.upcoming_sleep or 0.0
-        return self.clock.now() + upcoming >= self.deadline_at
-
-
-class NoWait(wait_base):
-    """No wait between attempts (``set_testing()``)."""
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        return 0.0
-
-
 CANCEL_TRIES = 8
 """Sends of one cancel before it is given up (transient errors only)."""
 
@@ -430,6 +384,7 @@ async def quiet_cancel(
     delay_s: float = 0.0,
     *,
     on_retry_after: Callable[[str, float | None], None] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Cancel a job at its provider: retried on transient errors, never raising.
 
@@ -438,9 +393,14 @@ async def quiet_cancel(
     ``CANCEL_TRIES`` times; the caller waits only its grace period and leaves the rest
     to run in the background. A Retry-After over ``CANCEL_MAX_HOLD_S`` gives the cancel
     up. A failed cancel must not mask the request's real outcome, so nothing is raised.
+    Waits go through ``clock`` (the router's; real time when None); ``set_testing()``
+    removes them.
     """
+    from genrouter import _testing_mode
+
+    sleep = clock.sleep if clock is not None else _real_sleep
     wait_s = delay_s  # the provider's Retry-After may not have passed yet
-    pause = 0.1
+    backoff = Backoff(0.1, CANCEL_MAX_PAUSE_S)
     for attempt in range(CANCEL_TRIES):
         if wait_s > CANCEL_MAX_HOLD_S:
             logger.warning(
@@ -450,8 +410,8 @@ async def quiet_cancel(
                 wait_s,
             )
             return
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
+        if wait_s > 0 and not _testing_mode.enabled:
+            await sleep(wait_s)
         try:
             await backend.cancel(job)
             return
@@ -460,12 +420,16 @@ async def quiet_cancel(
                 return
             # A provider's Retry-After holds for cancels too (and for the request's
             # later calls, which ``on_retry_after`` tells).
-            wait_s = max(pause, exc.retry_after or 0.0)
+            wait_s = max(next(backoff), exc.retry_after or 0.0)
             if on_retry_after is not None:
                 on_retry_after(job.provider, exc.retry_after)
         except Exception:
             return
-        pause = min(pause * 2, CANCEL_MAX_PAUSE_S)
+
+
+async def _real_sleep(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
 
 
 def observe_failure(

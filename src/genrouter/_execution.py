@@ -1,7 +1,7 @@
 """The execute loop for one request: lanes, retries, fallback, hedging, one deadline.
 
-A *lane* is one candidate deployment: a first attempt, then retries (tenacity) while
-the error is retryable on that provider and the provider's retry budget allows.
+A *lane* is one candidate deployment: a first attempt, then retries while the error is
+retryable on that provider and the provider's retry budget allows.
 Lanes start eagerly: one whose job finishes without waiting completes before a task
 is even needed; otherwise it goes on as its own task.
 
@@ -35,17 +35,11 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base
-
 from genrouter import _testing_mode
 from genrouter._attempts import (
     CANCEL_GRACE_S,
     AttemptTimedOutError,
-    Backoff,
     JobWaiter,
-    NoWait,
-    StopAtDeadline,
     Submitted,
     counts_against_circuit,
     finalise_result,
@@ -56,6 +50,7 @@ from genrouter._attempts import (
     retry_same_provider,
     split_request,
 )
+from genrouter._backoff import retry_delays
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
@@ -85,7 +80,7 @@ if TYPE_CHECKING:
     from genrouter.routing.health import DeploymentHealth
     from genrouter.routing.plan import PlannedCandidate
     from genrouter.routing.store import StateStore
-    from genrouter.routing.throttle import HedgeBudget, RetryThrottle
+    from genrouter.routing.throttle import HedgeBudget, RetryBudget
 
 __all__ = ["Execution"]
 
@@ -192,7 +187,7 @@ class Execution:
         clock: Clock,
         deadline_s: float,
         webhook_url: str | None = None,
-        throttle: RetryThrottle | None = None,
+        throttle: RetryBudget | None = None,
         hedge_budget: HedgeBudget | None = None,
         budget: BudgetGuard | None = None,
         background: set[asyncio.Task[Any]] | None = None,
@@ -588,43 +583,37 @@ class Execution:
 
     # -- one lane ----------------------------------------------------------------------
 
-    def _retry_here(self, provider: str) -> Any:
-        throttle = self.throttle
-
-        def predicate(error: BaseException) -> bool:
-            if not retry_same_provider(error):
-                return False
-            return throttle is None or throttle.allows_retry(provider)
-
-        return predicate
-
     async def _lane(self, lane: _Lane) -> GenerationResult | Submitted:
+        """A first attempt, then retries on the same deployment while all of these hold:
+        the error is retryable there, ``retry.max_attempts`` is not reached, the wait
+        (the provider's Retry-After, else the backoff) ends before the deadline, and the
+        provider's retry budget has a token (spent only when the retry goes)."""
         try:
             return await self._attempt(lane)
         except GenRouterError as first:
-            # Made only now: ten thousand lanes in flight would each hold a closure.
-            may_retry = self._retry_here(lane.candidate.deployment.provider)
-            if self.policy.retry.max_attempts == 1 or not may_retry(first):
+            retry = self.policy.retry
+            if retry.max_attempts == 1 or not retry_same_provider(first):
                 raise
-            pending: GenRouterError | None = first
-        retry = self.policy.retry
-        wait: wait_base = Backoff(retry.initial_backoff_s, retry.max_backoff_s, retry.jitter)
-        if _testing_mode.enabled:
-            wait = NoWait()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.max_attempts) | StopAtDeadline(self.clock, self.deadline_at),
-            wait=wait,
-            retry=retry_if_exception(may_retry),
-            sleep=self.clock.sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                if pending is not None:
-                    error, pending = pending, None
-                    raise error
+            error: GenRouterError = first
+        provider = lane.candidate.deployment.provider
+        delays = retry_delays(retry)
+        tries = 1
+        while True:
+            pause = next(delays)
+            if error.retry_after is not None:
+                pause = 0.0 if _testing_mode.enabled else max(0.0, error.retry_after)
+            if self.clock.now() + pause >= self.deadline_at:
+                raise error
+            if self.throttle is not None and not self.throttle.try_spend(provider):
+                raise error
+            await self.clock.sleep(pause)
+            tries += 1
+            try:
                 return await self._attempt(lane)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+            except GenRouterError as exc:
+                if tries >= retry.max_attempts or not retry_same_provider(exc):
+                    raise
+                error = exc
 
     async def _attempt(self, lane: _Lane) -> GenerationResult | Submitted:
         deployment = lane.candidate.deployment
@@ -854,8 +843,6 @@ class Execution:
         self.errors.append(error)
         for job in jobs:
             self._live.pop(id(job), None)
-        if self.throttle is not None and error.retryable:
-            self.throttle.on_failure(deployment.provider)
         now = self.clock.now()
         if counts_against_circuit(error):
             self._note_slow(lane, now)  # a provider that fails slowly is slow
@@ -891,7 +878,11 @@ class Execution:
         waiter = self._waiter
         await waiter.settle(CANCEL_GRACE_S)
         await quiet_cancel(
-            backend, job, waiter.wait_before_calling(job.provider), on_retry_after=waiter.note_retry_after
+            backend,
+            job,
+            waiter.wait_before_calling(job.provider),
+            on_retry_after=waiter.note_retry_after,
+            clock=self.clock,
         )
 
 
