@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from genrouter import _testing_mode
 from genrouter._abandoned import ABANDONED_ANSWERS
 from genrouter._backoff import Backoff
+from genrouter._clock import MonotonicClock
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -364,8 +366,15 @@ def retry_same_provider(error: BaseException) -> bool:
     return isinstance(error, GenRouterError) and error.retryable
 
 
-CANCEL_TRIES = 8
-"""Sends of one cancel before it is given up (transient errors only)."""
+CANCEL_PERSIST_S = 30.0
+"""How long one cancel keeps being re-sent after transient errors before it is given up.
+
+A job left running bills; a provider's outage typically outlasts a handful of quick
+retries (the chaos bench's 10 s one did), so the cancel is bounded by time, and by
+``CANCEL_MAX_SENDS`` sends (which also ends it when ``set_testing()`` removes the waits).
+"""
+
+CANCEL_MAX_SENDS = 40
 
 CANCEL_MAX_PAUSE_S = 2.0
 
@@ -389,19 +398,18 @@ async def quiet_cancel(
     """Cancel a job at its provider: retried on transient errors, never raising.
 
     A cancel lost to a 503 leaves a job running and billing, so it is sent again with
-    backoff (0.1 s doubling, capped at 2 s, or the provider's Retry-After) up to
-    ``CANCEL_TRIES`` times; the caller waits only its grace period and leaves the rest
+    backoff (0.1 s doubling, capped at 2 s, or the provider's Retry-After) for up to
+    ``CANCEL_PERSIST_S``; the caller waits only its grace period and leaves the rest
     to run in the background. A Retry-After over ``CANCEL_MAX_HOLD_S`` gives the cancel
     up. A failed cancel must not mask the request's real outcome, so nothing is raised.
     Waits go through ``clock`` (the router's; real time when None); ``set_testing()``
     removes them.
     """
-    from genrouter import _testing_mode
-
-    sleep = clock.sleep if clock is not None else _real_sleep
+    clock = clock or _REAL_CLOCK
     wait_s = delay_s  # the provider's Retry-After may not have passed yet
     backoff = Backoff(0.1, CANCEL_MAX_PAUSE_S)
-    for attempt in range(CANCEL_TRIES):
+    give_up_at = clock.now() + CANCEL_PERSIST_S
+    for sends in range(1, CANCEL_MAX_SENDS + 1):
         if wait_s > CANCEL_MAX_HOLD_S:
             logger.warning(
                 "%s: not cancelling job %s: the provider asked for %.0f s before the next call",
@@ -411,12 +419,12 @@ async def quiet_cancel(
             )
             return
         if wait_s > 0 and not _testing_mode.enabled:
-            await sleep(wait_s)
+            await clock.sleep(wait_s)
         try:
             await backend.cancel(job)
             return
         except GenRouterError as exc:
-            if not exc.retryable or attempt == CANCEL_TRIES - 1:
+            if not exc.retryable or clock.now() >= give_up_at or sends == CANCEL_MAX_SENDS:
                 return
             # A provider's Retry-After holds for cancels too (and for the request's
             # later calls, which ``on_retry_after`` tells).
@@ -427,9 +435,7 @@ async def quiet_cancel(
             return
 
 
-async def _real_sleep(seconds: float) -> None:
-    if seconds > 0:
-        await asyncio.sleep(seconds)
+_REAL_CLOCK = MonotonicClock()
 
 
 def observe_failure(

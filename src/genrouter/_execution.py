@@ -787,7 +787,16 @@ class Execution:
     async def _attempt_timed_out(
         self, backend: Backend, deployment: Deployment, jobs: Sequence[ProviderJob]
     ) -> AttemptTimedOutError:
-        await self._cancel_jobs([(backend, job) for job in jobs])
+        """Cancel a timed-out attempt's jobs and wait until the cancels are answered, for
+        at most half of what is left of the deadline (at least ``CANCEL_GRACE_S``).
+
+        Until a cancel is answered the job may still finish, and be billed, unseen (its
+        provider down, say): racing it elsewhere then risks paying twice, while the
+        answer, once in, says which it is (:meth:`_finished_anyway`).
+        """
+        now = self.clock.now()
+        patience = max(CANCEL_GRACE_S, (self.deadline_at - now) / 2)
+        await self._cancel_jobs([(backend, job) for job in jobs], now + patience)
         return AttemptTimedOutError(
             f"job did not finish within timeouts.attempt_s={self.policy.timeouts.attempt_s:g}s; "
             "cancelled it at the provider",
