@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from genrouter import _testing_mode
 from genrouter._abandoned import ABANDONED_ANSWERS
 from genrouter._backoff import Backoff
-from genrouter._clock import MonotonicClock
+from genrouter._clock import MonotonicClock, wait_done
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -167,9 +167,9 @@ class JobWaiter:
             self.note_retry_after(provider, parse_retry_after(response.headers))
 
     async def settle(self, within_s: float) -> None:
-        """Wait (at most ``within_s``) for the answers of abandoned requests to come in."""
+        """Wait (at most ``within_s`` on the clock) for the answers of abandoned requests."""
         if self._abandoned:
-            await asyncio.wait(list(self._abandoned), timeout=within_s)
+            await wait_done(self._clock, list(self._abandoned), within_s)
 
     def note_retry_after(self, provider: str, retry_after: float | None) -> None:
         """Hold this request's later calls to ``provider`` for ``retry_after`` seconds."""

@@ -51,6 +51,7 @@ from genrouter._attempts import (
     split_request,
 )
 from genrouter._backoff import retry_delays
+from genrouter._clock import Timer, call_later, wait_done
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
@@ -349,20 +350,19 @@ class Execution:
             if not running:
                 hedge_at = None
 
-    def _alarm(self, timeout_s: float) -> tuple[asyncio.Future[bool], asyncio.TimerHandle]:
+    def _alarm(self, timeout_s: float) -> tuple[asyncio.Future[bool], Timer]:
         """A future that a lane's end (False) or ``timeout_s`` passing (True) resolves.
 
         ``asyncio.wait`` would do, at about ten objects a call (two coroutines, a closure
         and its cells, sets); with ten thousand requests in flight those objects are what
         each full garbage collection walks, so the loop stalls longer. Here it is one
-        future, which every lane's done callback (:meth:`_lane_done`) and one timer
-        resolve. A lane no longer running (a stopped one) may resolve it too: the caller
-        checks. The caller cancels the timer and clears ``_wake`` when it wakes.
+        future, which every lane's done callback (:meth:`_lane_done`) and one alarm on
+        the router's clock resolve. A lane no longer running (a stopped one) may resolve
+        it too: the caller checks. The caller cancels the timer and clears ``_wake`` when it wakes.
         """
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[bool] = loop.create_future()
+        wake: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._wake = wake
-        return wake, loop.call_later(timeout_s, _resolve, wake, True, context=_bare_context())
+        return wake, call_later(self.clock, timeout_s, _resolve, wake, True, context=_bare_context())
 
     def _lane_done(self, _future: asyncio.Future[Any]) -> None:
         wake = self._wake
@@ -533,7 +533,7 @@ class Execution:
         """Let stopped lanes wind down, then cancel their accepted jobs at the provider."""
         futures = [lane.future for lane in lanes if lane.future is not None]
         if futures:
-            await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+            await wait_done(self.clock, futures, 2 * CANCEL_GRACE_S)
             _retrieve(futures)
         jobs = [(b, j) for b, j, lane in list(self._live.values()) if lane in lanes]
         await self._cancel_jobs(jobs)
@@ -557,7 +557,7 @@ class Execution:
         if future is None or future.done():
             return
         if lane.submitting:
-            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, future.cancel)
+            call_later(self.clock, CANCEL_GRACE_S, future.cancel)
         else:
             future.cancel()
 
@@ -568,12 +568,12 @@ class Execution:
             self._stop(lane)
         futures = [lane.future for lane in lanes if lane.future is not None and not lane.future.done()]
         if futures:
-            await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+            await wait_done(self.clock, futures, 2 * CANCEL_GRACE_S)
             _retrieve(futures)
         jobs = [(b, j) for b, j, _ in self._live.values()]
         await self._cancel_jobs(jobs, grace_until)
         if self._cancelling:  # cancels a lane started (e.g. its attempt timed out) must land too
-            await asyncio.wait(list(self._cancelling), timeout=max(0.01, grace_until - self.clock.now()))
+            await wait_done(self.clock, list(self._cancelling), max(0.01, grace_until - self.clock.now()))
 
     def _failure_summary(self) -> str:
         parts = [f"{a.provider}: {a.error}" for a in self.attempts if a.error]
@@ -879,7 +879,7 @@ class Execution:
             task.add_done_callback(self.background.discard)
         for _, job in jobs:
             self._live.pop(id(job), None)
-        await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))
+        await wait_done(self.clock, tasks, max(0.01, grace_until - self.clock.now()))
 
     async def _cancel_one(self, backend: Backend, job: ProviderJob) -> None:
         """Cancel ``job`` once the answers to its calls still in flight are in (a stopped
