@@ -194,7 +194,7 @@ class JobWaiter:
         """
         clock = self._clock
         waiter = getattr(backend, "wait", None)
-        cadence = poll_cadence()
+        cadence: Backoff | None = None  # made on the first pause: most jobs need none
         while True:
             remaining = until - clock.now()
             if remaining <= 0:
@@ -216,6 +216,8 @@ class JobWaiter:
             if status is not None and status.state.is_terminal:
                 return status
             if waiter is None or status is None:
+                if cadence is None:
+                    cadence = poll_cadence()
                 pause = min(max(next(cadence), self.wait_before_calling(job.provider)), until - clock.now())
                 await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
 
@@ -240,7 +242,7 @@ class JobWaiter:
         clock = self._clock
         if not succeeded:
             return await self._call(backend, backend.fetch_result(job))
-        cadence = poll_cadence()
+        cadence: Backoff | None = None
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
             await clock.sleep(hold)
@@ -251,6 +253,8 @@ class JobWaiter:
                 return await self._call(backend, backend.fetch_result(job))
             except GenRouterError as exc:
                 self.note_retry_after(job.provider, exc.retry_after)  # a throttled read waits as told
+                if cadence is None:
+                    cadence = poll_cadence()
                 pause = max(next(cadence), self.wait_before_calling(job.provider))
                 out_of_reads = max_reads is not None and reads >= max_reads
                 if not _transient(exc) or out_of_reads or clock.now() + pause >= until:

@@ -166,7 +166,9 @@ class FunctionBackend:
 
     def __init__(self, fn: GenerateFn, *, name: str = "function", eager: bool = False) -> None:
         self.name = name
-        self.eager_start_safe = eager
+        # Its own submit/wait/fetch open no cancel scope, so its lanes may start eagerly
+        # whatever ``eager`` says (which is about running ``fn`` itself eagerly).
+        self.eager_start_safe = True
         self._fn = fn
         self.eager = eager
         self._ids = itertools.count(1)
