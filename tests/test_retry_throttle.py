@@ -111,8 +111,9 @@ def test_a_provider_failing_everything_gets_max_tokens_retries_in_all(requests: 
     assert granted == min(5, requests * 2)
 
 
-async def test_a_third_of_attempts_failing_are_all_retried_on_defaults() -> None:
-    """Every other attempt failing (1 in 3 of all attempts): each request succeeds on its provider."""
+async def test_every_other_attempt_failing_is_always_retried_on_defaults() -> None:
+    """Half of all attempts failing: each success pays for the next retry, so every request
+    is retried on its own provider and succeeds there (the fallback is never needed)."""
     set_testing()
     clock = FakeClock()
     a = FakeBackend(name="a", script=[ProviderUnavailableError("503"), Succeed()] * 100)

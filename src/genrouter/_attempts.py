@@ -216,6 +216,7 @@ class JobWaiter:
             if status is not None and status.state.is_terminal:
                 return status
             if waiter is None or status is None:
+                status = None  # type: ignore[assignment]  # not held while sleeping (×10,000 in flight)
                 if cadence is None:
                     cadence = poll_cadence()
                 pause = min(max(next(cadence), self.wait_before_calling(job.provider)), until - clock.now())

@@ -13,12 +13,13 @@ in the engine goes through it.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import Context
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Clock", "MonotonicClock", "Timer", "call_later", "wait_done"]
+__all__ = ["Clock", "MonotonicClock", "Timer", "bare_context", "call_later", "wait_done"]
 
 
 class Timer(Protocol):
@@ -37,9 +38,31 @@ class Clock(Protocol):
         """Seconds on a monotonic scale (only differences mean anything)."""
         ...
 
-    async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` (no-op for ≤ 0)."""
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """Wait ``seconds`` (no-op for ≤ 0); an ``async def`` is fine."""
         ...
+
+
+def _set_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_BARE = threading.local()
+
+
+def bare_context() -> Context:
+    """Where the engine's own timer and done callbacks run: they read no context
+    variable, and passing one spares asyncio a context copy per callback (per request in
+    flight). One per thread: a context cannot be entered by two threads' loops at once."""
+    context: Context | None = getattr(_BARE, "context", None)
+    if context is None:
+        context = _BARE.context = Context()
+    return context
+
+
+async def _no_wait() -> None:
+    return None
 
 
 class MonotonicClock:
@@ -51,10 +74,17 @@ class MonotonicClock:
         """``time.monotonic()``."""
         return time.monotonic()
 
-    async def sleep(self, seconds: float) -> None:
-        """``asyncio.sleep(seconds)``; returns at once for ``seconds <= 0``."""
-        if seconds > 0:
-            await asyncio.sleep(seconds)
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """A future the loop resolves after ``seconds`` (``asyncio.sleep`` without its two
+        coroutine frames and context copy: ten thousand requests in flight each sleep
+        between polls, and every object they hold is walked by each full collection).
+        ``seconds <= 0`` returns at once."""
+        if seconds <= 0:
+            return _no_wait()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        loop.call_later(seconds, _set_none, future, context=bare_context())
+        return future
 
     def call_later(
         self, delay: float, callback: Callable[..., object], *args: Any, context: Context | None = None

@@ -28,9 +28,7 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -52,6 +50,7 @@ from genrouter._attempts import (
 )
 from genrouter._backoff import retry_delays
 from genrouter._clock import Timer, call_later, wait_done
+from genrouter._clock import bare_context as _bare_context
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
@@ -104,19 +103,6 @@ request already running usually finishes first, about 85 % of the time at its p9
 so routine hedges there buy almost nothing and spend the tokens an incident needs;
 on a heavy tail (a few requests ten times slower) the hedge wins about half the races.
 """
-
-
-_BARE = threading.local()
-
-
-def _bare_context() -> contextvars.Context:
-    """Where the lane loop's own callbacks run: they read no context variable, and passing
-    one spares asyncio a context copy per callback (per request in flight). One per
-    thread: a context cannot be entered by two threads' event loops at once."""
-    context: contextvars.Context | None = getattr(_BARE, "context", None)
-    if context is None:
-        context = _BARE.context = contextvars.Context()
-    return context
 
 
 def _resolve(wake: asyncio.Future[bool], timed_out: bool) -> None:
@@ -196,7 +182,8 @@ class Execution:
     ) -> None:
         self.request = request
         self.candidates = candidates
-        self.last_resort = last_resort if policy.fallback.enabled else ()
+        # Usually empty: () holds nothing the collector walks, an empty list would.
+        self.last_resort = last_resort if last_resort and policy.fallback.enabled else ()
         self.policy = policy
         self.backends = backends
         self.store = store
