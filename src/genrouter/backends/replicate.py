@@ -103,7 +103,7 @@ from genrouter.backends._replicate_reconcile import (
     matching_prediction,
 )
 from genrouter.backends.settings import ReplicateSettings
-from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
+from genrouter.catalog import Deployment, Limits, load_catalog_file, param_target, shipped_catalog_dir
 from genrouter.errors import (
     AuthenticationError,
     ConfigError,
@@ -822,7 +822,7 @@ def _standard_params() -> dict[str, str | None]:
         defaults = load_catalog_file(shipped_catalog_dir() / "replicate.yaml").defaults.params
     except ConfigError:
         defaults = None
-    return dict(defaults or {"prompt": "prompt"})
+    return {name: param_target(value) for name, value in (defaults or {"prompt": "prompt"}).items()}
 
 
 def _params(deployment: Deployment) -> dict[str, str | None]:
