@@ -47,7 +47,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], frozenset[Capability]]] = {
     "Wan 2.2": ("wan-2.2", HOSTED, frozenset({T2V, I2V})),
     "Hailuo / MiniMax": ("hailuo-02", HOSTED, frozenset({T2V, I2V})),
     "Seedance": ("seedance-1-pro", HOSTED, frozenset({T2V, I2V})),
-    "LTX": ("ltx-2", ("fal",), frozenset({T2V, I2V})),
+    "LTX": ("ltx-2", HOSTED, frozenset({T2V, I2V})),
     "an upscaler": ("crisp-upscale", HOSTED, frozenset({Capability.UPSCALE})),
     "a background remover": ("bria-rmbg", HOSTED, frozenset({Capability.REMOVE_BACKGROUND})),
 }
