@@ -55,6 +55,7 @@ __all__ = [
     "Price",
     "PriceUnit",
     "Pricing",
+    "param_target",
     "shipped_catalog_dir",
 ]
 
@@ -458,6 +459,14 @@ def _money(value: Decimal) -> Decimal:
     return rounded
 
 
+_RATIO_TEXT = re.compile(r"^\d+:\d+$")
+
+
+def _log_ratio(ratio: str) -> float:
+    w, h = (int(x) for x in ratio.split(":"))
+    return math.log(w / h) if w > 0 and h > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """A model served by one configured provider: the unit the router ranks and tries.
@@ -491,11 +500,20 @@ class Deployment:
         if request.width is not None and request.height is not None:
             return request.width, request.height
         if request.aspect_ratio is not None and self.limits.default_size is not None:
-            w, h = (int(x) for x in request.aspect_ratio.split(":"))
+            w, h = (int(x) for x in self.aspect_ratio_for(request.aspect_ratio).split(":"))
             area = self.limits.default_size[0] * self.limits.default_size[1]
             height = round(math.sqrt(area * h / w))
             return round(height * w / h), height
         return self.limits.default_size
+
+    def aspect_ratio_for(self, ratio: str) -> str:
+        """``ratio``, or the nearest one the ``aspect_ratio`` value map allows (by log of w/h)."""
+        rule = self.rules.get("aspect_ratio")
+        allowed = [str(a) for a in rule.allowed or () if _RATIO_TEXT.match(str(a))] if rule else []
+        if not allowed or ratio in allowed or not _RATIO_TEXT.match(ratio):
+            return ratio
+        target = _log_ratio(ratio)
+        return min(allowed, key=lambda r: abs(_log_ratio(r) - target))
 
     def estimate_cost(self, request: GenerationRequest) -> Decimal | None:
         """Estimated cost of ``request`` here, or None when the price or size is unknown."""
