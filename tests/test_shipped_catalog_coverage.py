@@ -8,6 +8,7 @@ drive the public API against the loopback fakes of both providers.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -216,3 +217,15 @@ async def test_a_shared_editing_alias_fails_over_with_the_image_under_each_provi
         result = await router.generate("make the cat blue", model="flux-kontext-pro", image=image)
     assert (result.provider, result.endpoint) == ("replicate", "black-forest-labs/flux-kontext-pro")
     assert replicate_input(replicate, "make the cat blue")["input_image"] == image
+
+
+async def test_veo_3_on_fal_gets_the_nearest_duration_as_falls_suffixed_string(
+    fal_server: LoopbackServer, replicate_server: LoopbackServer, fal: FakeFal, replicate: FakeReplicate
+) -> None:
+    """veo-3 asked for 5 s is sent to fal as duration "4s" (fal's form), warned, and priced for 4 s."""
+    async with AsyncRouter.from_config(both(fal_server, replicate_server)) as router:
+        result = await router.generate("a lighthouse at dusk", model="veo-3", duration_s=5)
+    assert (result.provider, result.endpoint) == ("fal", "fal-ai/veo3")
+    assert fal.job_for("a lighthouse at dusk").input["duration"] == "4s"
+    assert any("became 4" in warning for warning in result.warnings)
+    assert result.cost.amount_usd == Decimal("1.6")

@@ -311,7 +311,7 @@ class FakeFal:
         """The model output fal would return for ``job``."""
         files = f"{base}/files/{job.request_id}"
         seed = job.input.get("seed", 42)
-        if "video" in job.endpoint:
+        if "video" in job.endpoint or "veo" in job.endpoint:
             return {
                 "video": {
                     "url": f"{files}/0.mp4",
