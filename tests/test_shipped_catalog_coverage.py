@@ -229,3 +229,16 @@ async def test_veo_3_on_fal_gets_the_nearest_duration_as_falls_suffixed_string(
     assert fal.job_for("a lighthouse at dusk").input["duration"] == "4s"
     assert any("became 4" in warning for warning in result.warnings)
     assert result.cost.amount_usd == Decimal("1.6")
+
+
+async def test_a_shared_upscaler_fails_over_with_the_image_and_no_prompt(
+    fal_server: LoopbackServer, replicate_server: LoopbackServer, fal: FakeFal, replicate: FakeReplicate
+) -> None:
+    """crisp-upscale refused by fal reaches Replicate with just the `image` (no prompt input)."""
+    fal.behaviour = Behaviour(submit_status=503)
+    image = "https://example.test/small.png"
+    async with AsyncRouter.from_config(both(fal_server, replicate_server)) as router:
+        result = await router.generate("upscale", model="crisp-upscale", image=image)
+    assert (result.provider, result.endpoint) == ("replicate", "recraft-ai/recraft-crisp-upscale")
+    (prediction,) = replicate.predictions.values()
+    assert prediction.input == {"image": image}

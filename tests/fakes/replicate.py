@@ -384,7 +384,9 @@ def _validate(inputs: Any) -> list[tuple[str, str, str]]:
     if not isinstance(inputs, dict):
         return [("input", "invalid_type", "Invalid type. Expected: object")]
     problems: list[tuple[str, str, str]] = []
-    if not isinstance(inputs.get("prompt"), str) or not inputs["prompt"]:
+    # Image utilities (upscalers, background removers) take an image and no prompt.
+    promptless = "prompt" not in inputs and "image" in inputs
+    if not promptless and (not isinstance(inputs.get("prompt"), str) or not inputs["prompt"]):
         problems.append(("input.prompt", "required", "prompt is required"))
     for name, low, high in (("seed", 0, 2**32), ("num_outputs", 1, 4), ("num_inference_steps", 1, 500)):
         value = inputs.get(name)
