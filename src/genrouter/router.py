@@ -223,6 +223,9 @@ class AsyncRouter:
     def _plan(self, request: GenerationRequest, *, explaining: bool = False) -> tuple[Plan, RoutePolicy]:
         name = self.catalog.resolve(request.model) or request.model
         deployments = self._deployments.get(name)
+        passthrough = not deployments and ":" in request.model
+        if passthrough:
+            deployments = [self._passthrough.get(request.model, request)]
         if not deployments:
             known = sorted(self._deployments)
             close = difflib.get_close_matches(request.model, known, n=1)
@@ -251,6 +254,12 @@ class AsyncRouter:
             explore=self._explore_rule(policy),
             budget=self._budget,
         )
+        if passthrough:
+            only = deployments[0]
+            plan.notes.append(
+                f"passthrough: {request.model!r} goes to provider {only.provider} as endpoint "
+                f"{only.endpoint!r} with its standard mapping; no fallback, cost unknown unless reported"
+            )
         return plan, policy
 
     def _explore_rule(self, policy: RoutePolicy) -> ExploreRule | None:
@@ -414,6 +423,12 @@ class AsyncRouter:
         for deployment in self._deployments.get(name, []):
             if deployment.provider == handle.provider and deployment.endpoint == handle.endpoint:
                 return deployment
+        if name not in self._deployments and ":" in handle.model:
+            made = self._passthrough.find(handle.model, handle.endpoint) or self._passthrough.get(
+                handle.model
+            )
+            if made.provider == handle.provider and made.endpoint == handle.endpoint:
+                return made
         raise ConfigError(
             f"job {handle.id}: provider {handle.provider!r} no longer serves "
             f"{handle.model!r} at {handle.endpoint!r}",
