@@ -338,13 +338,6 @@ BAD_CONFIGS = [
         id="duration-bad-string",
     ),
     pytest.param(
-        default(timeouts={"attempt_s": 500}),
-        {},
-        "routing.default.timeouts.attempt_s",
-        ["longer than deadline_s 300"],
-        id="attempt-longer-than-deadline",
-    ),
-    pytest.param(
         default(retry={"initial_backoff_s": 10, "max_backoff_s": 2}),
         {},
         "routing.default.retry.initial_backoff_s",

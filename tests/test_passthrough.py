@@ -1,4 +1,4 @@
-"""Passthrough models: ``model="<provider-key>:<endpoint>"`` (issue 12, item 2; ARCHITECTURE "Contract additions")."""
+"""Passthrough models: ``model="<provider-key>:<endpoint>"`` (issue 12 item 2, contract additions)."""
 
 from __future__ import annotations
 

@@ -152,6 +152,7 @@ class Execution:
     # One per request in flight (10,000 at once in a batch): slots, not a dict each.
     __slots__ = (
         "_cancelling",
+        "_deadline_bound",
         "_deadline_fired",
         "_hedged_from",
         "_live",
@@ -219,6 +220,7 @@ class Execution:
         self._waiter = JobWaiter(clock)
         self._submit_only = False
         self._deadline_fired = False
+        self._deadline_bound = False
         self._cancelling: set[asyncio.Task[None]] | None = None  # made on first cancel
         self.hooks = hooks
         self._request_id: str | None = None
@@ -296,12 +298,12 @@ class Execution:
                 if not queue and self.last_resort and self.clock.now() < self.deadline_at:
                     # Every viable candidate failed: try those benched by an open circuit.
                     queue, self.last_resort = list(self.last_resort), ()
+                if self.clock.now() >= self.deadline_at and (queue or self._deadline_bound):
+                    return await self._deadline(running)
                 if not queue:
                     raise AllProvidersFailedError(
                         self._failure_summary(), errors=self.errors, attempts=self.attempts
                     )
-                if self.clock.now() >= self.deadline_at:
-                    return await self._deadline(running)
                 lane = self._start(queue.pop(0), hedged=False)
                 running.append(lane)
                 hedge_at = self._hedge_due(lane) if queue else None
@@ -670,7 +672,9 @@ class Execution:
             for job in jobs:
                 status = await self._waiter.wait(backend, job, until)
                 if status is None:
-                    timed_out = await self._attempt_timed_out(backend, deployment, jobs)
+                    # attempt_s may exceed the deadline: then the deadline ended this wait.
+                    self._deadline_bound = self._deadline_bound or until >= self.deadline_at
+                    timed_out = await self._attempt_timed_out(backend, deployment, jobs, until)
                     if not await self._finished_anyway(backend, jobs):
                         raise timed_out
                     break  # the cancel came too late: the jobs are done (and billed), use them
@@ -796,12 +800,16 @@ class Execution:
         return True
 
     async def _attempt_timed_out(
-        self, backend: Backend, deployment: Deployment, jobs: Sequence[ProviderJob]
+        self, backend: Backend, deployment: Deployment, jobs: Sequence[ProviderJob], until: float
     ) -> AttemptTimedOutError:
         await self._cancel_jobs([(backend, job) for job in jobs])
+        bound = (
+            f"the deadline (deadline_s={self.deadline_s:g}s)"
+            if until >= self.deadline_at
+            else f"timeouts.attempt_s={self.policy.timeouts.attempt_s:g}s"
+        )
         return AttemptTimedOutError(
-            f"job did not finish within timeouts.attempt_s={self.policy.timeouts.attempt_s:g}s; "
-            "cancelled it at the provider",
+            f"job did not finish within {bound}; cancelled it at the provider",
             provider=deployment.provider,
             provider_request_id=jobs[0].provider_request_id if jobs else None,
         )

@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genrouter.config import RouterConfig, dump_schema, load_config
+from genrouter.config import RouterConfig, config_notes, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
 from genrouter.types import GenerationResult
@@ -367,6 +367,8 @@ def config_check(
             f"ok: {len(cfg.providers)} provider(s) ({', '.join(cfg.providers)}), {len(models)} model(s)",
             markup=False,
         )
+        for note in config_notes(cfg):
+            _out().print(f"note: {note}", markup=False)
 
 
 @config_app.command("schema")

@@ -787,12 +787,6 @@ def _semantic_problems(config: RouterConfig) -> list[str]:
             for name in policy.weights or {}:
                 if name not in config.providers:
                     problems.append(_unknown_provider(f"{path}.weights.{name}", name, providers))
-        timeouts = policy.timeouts
-        if (is_default or timeouts != default.timeouts) and timeouts.attempt_s > timeouts.deadline_s:
-            problems.append(
-                f"{path}.timeouts.attempt_s: {timeouts.attempt_s:g} is longer than "
-                f"deadline_s {timeouts.deadline_s:g}; an attempt can never use it all"
-            )
         retry = policy.retry
         if (is_default or retry != default.retry) and retry.initial_backoff_s > retry.max_backoff_s:
             problems.append(
@@ -1087,3 +1081,26 @@ def config_json_schema() -> dict[str, Any]:
 def dump_schema() -> str:
     """The config JSON Schema as indented JSON text."""
     return json.dumps(config_json_schema(), indent=2)
+
+
+def config_notes(config: RouterConfig) -> list[str]:
+    """Harmless combinations worth a word (``genrouter config check`` prints them as notes).
+
+    ``timeouts.attempt_s`` longer than ``deadline_s`` is valid: the deadline bounds every
+    attempt, so such an attempt ends at the deadline.
+    """
+    notes: list[str] = []
+    default = config.routing.default
+    policies = [("routing.default", default)] + [
+        (f"routing.models.{name}", policy) for name, policy in config.routing.models.items()
+    ]
+    for path, policy in policies:
+        timeouts = policy.timeouts
+        if timeouts.attempt_s > timeouts.deadline_s and (
+            path == "routing.default" or timeouts != default.timeouts
+        ):
+            notes.append(
+                f"{path}.timeouts: attempt_s {timeouts.attempt_s:g} is longer than deadline_s "
+                f"{timeouts.deadline_s:g}; the deadline ends each attempt first"
+            )
+    return notes
