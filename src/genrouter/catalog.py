@@ -725,6 +725,10 @@ class Catalog:
             )
         return base.model_copy(update=update)
 
+    def shipped_types(self) -> list[str]:
+        """Provider types with a shipped catalog (``fal``, ``modal``, ``replicate``)."""
+        return sorted(self._shipped)
+
     def user_entries_for(self, provider: str) -> Mapping[str, tuple[str, CatalogEntry]]:
         """Entries that ``catalogs:`` files declare for ``provider``: (file, entry) by model,
         not yet merged over anything."""

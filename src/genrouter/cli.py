@@ -9,6 +9,7 @@ generation failures.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,7 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genrouter.config import RouterConfig, config_notes, dump_schema, load_config
+from genrouter._models_listing import catalog_rows, check_kind, filter_rows, render_table, router_rows
+from genrouter.catalog import Catalog
+from genrouter.config import RouterConfig, config_notes, config_present, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
 from genrouter.types import GenerationResult
@@ -165,26 +168,32 @@ def generate(
 
 
 @app.command()
-def models(config: ConfigOption = None, verbose: VerboseOption = False) -> None:
-    """List the models each configured provider serves, with price and health."""
+def models(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of models.")] = False,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind (image, video, ...).")] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Only this provider type or key.")
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """List models: the shipped catalogs without a config; with one, its deployments and health."""
     with _errors(verbose):
-        router = AsyncRouter.from_config(_config(config))
-        table = Table("model", "kind", "provider", "endpoint", "price", "capabilities", "health")
-        now = router.clock.now()
-        for deployment in sorted(router.deployments(), key=lambda d: (d.model, d.provider)):
-            price = deployment.pricing.describe() if deployment.pricing else "unknown"
-            caps = ", ".join(sorted(c.value for c in deployment.capabilities))
-            health = router.state.health(deployment.key).describe(now)
-            table.add_row(
-                deployment.model,
-                deployment.kind,
-                deployment.provider,
-                deployment.endpoint,
-                price,
-                caps,
-                health,
-            )
-        _out().print(table)
+        try:
+            check_kind(kind)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key_path="--kind") from exc
+        router = None if config is None and not config_present() else AsyncRouter.from_config(_config(config))
+        if router is None:
+            catalog = Catalog.load()
+            rows = catalog_rows(catalog, catalog.shipped_types())
+        else:
+            rows = router_rows(router)
+        rows = filter_rows(rows, kind, provider)
+        if as_json:
+            _out().print(json.dumps(rows, indent=2), markup=False, soft_wrap=True)
+        else:
+            render_table(rows, Console(highlight=False), health=router is not None)
 
 
 @app.command()

@@ -1006,6 +1006,16 @@ def discover_config(
     return from_env
 
 
+def config_present(env: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> bool:
+    """Whether discovery would find a config (``GENROUTER_CONFIG``, ``./genrouter.yaml`` or
+    credentials in the environment), without loading it."""
+    env = os.environ if env is None else env
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    if env.get(CONFIG_ENV) or (base / DEFAULT_CONFIG_FILE).is_file():
+        return True
+    return environment_config(env) is not None
+
+
 def _under(base: Path, path: str | Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else base / p
