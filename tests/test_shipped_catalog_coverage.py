@@ -7,8 +7,10 @@ drive the public API against the loopback fakes of both providers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AsyncRouter, AttemptOutcome
 from genrouter.catalog import Capability, Catalog, CatalogEntry
+from genrouter.cli import main
 from genrouter.testing import set_testing
 
 FAL_KEY = "fal-key-coverage-0123456789"
@@ -128,6 +131,40 @@ def test_no_shipped_alias_contains_a_colon() -> None:
     for name, spec in Catalog.load().models.items():
         assert ":" not in name
         assert not [a for a in spec.aliases if ":" in a], name
+
+
+def models_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """The rows `genrouter models --json ARGV` prints."""
+    with pytest.raises(SystemExit) as exited:
+        main(["models", "--json", *argv])
+    out, err = capsys.readouterr()
+    assert (exited.value.code or 0, err) == (0, "")
+    rows: list[dict[str, Any]] = json.loads(out)
+    return rows
+
+
+def test_models_command_without_a_config_lists_each_family_on_its_providers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`genrouter models --json` with no config lists every family's model on each provider serving it."""
+    monkeypatch.chdir(tmp_path)
+    listed = {(row["model"], row["provider"]) for row in models_json([], capsys)}
+    catalog = Catalog.load()
+    for family, (alias, providers, _) in FAMILIES.items():
+        model = catalog.resolve(alias)
+        for provider in providers:
+            assert (model, provider) in listed, (family, provider)
+
+
+@pytest.mark.parametrize("kind", ["upscale", "remove-background"])
+def test_models_command_filters_the_utility_kinds(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`genrouter models --json --kind K` lists a utility of that kind on both fal and Replicate."""
+    monkeypatch.chdir(tmp_path)
+    rows = models_json(["--kind", kind], capsys)
+    assert {row["kind"] for row in rows} == {kind}
+    assert {row["provider"] for row in rows} >= {"fal", "replicate"}
 
 
 # -- failover between fal and Replicate, through the public API -------------------------------------
