@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from genrouter.catalog import (
+    IMAGE_INPUT_KINDS,
     PROMPTLESS_KINDS,
     Capability,
     Catalog,
@@ -27,10 +28,10 @@ from genrouter.catalog import (
     Limits,
     build_deployment,
 )
-from genrouter.errors import ConfigError, NoRouteError
+from genrouter.errors import ConfigError, InvalidRequestError, NoRouteError
 from genrouter.types import GenerationRequest
 
-__all__ = ["PassthroughDeployments", "provider_deployments", "split_passthrough"]
+__all__ = ["PassthroughDeployments", "needs_image", "provider_deployments", "split_passthrough"]
 
 PASSTHROUGH_KEPT = 256
 """Passthrough deployments remembered per router (their health and circuit state persist)."""
@@ -95,6 +96,15 @@ def provider_deployments(catalog: Catalog, key: str, section: Any, backend: Any)
             _check_prompt(deployment, where)
             deployments.append(deployment)
     return deployments
+
+
+def needs_image(request: GenerationRequest, kind: str) -> None:
+    """An ``upscale`` or ``remove-background`` request without an ``image`` is invalid."""
+    if kind in IMAGE_INPUT_KINDS and request.image is None:
+        raise InvalidRequestError(
+            f"image: {request.model!r} is a {kind} model and needs an image (a URL, bytes or a Path)",
+            field="image",
+        )
 
 
 def split_passthrough(model: str, providers: Mapping[str, Any]) -> tuple[str, str]:

@@ -81,6 +81,9 @@ KINDS: tuple[str, ...] = ("image", "video", "upscale", "remove-background", "wor
 PROMPTLESS_KINDS = frozenset({"upscale", "remove-background", "workflow"})
 """Kinds whose models need no prompt input (every other kind must map ``prompt``)."""
 
+IMAGE_INPUT_KINDS = frozenset({"upscale", "remove-background"})
+"""Kinds whose requests must carry an ``image`` (the picture to upscale or cut out)."""
+
 
 class PriceUnit(StrEnum):
     """What a price is per."""
@@ -778,9 +781,9 @@ def build_deployment(
 ) -> Deployment:
     """A :class:`Deployment` from a catalog entry, filling gaps from the model's shipped spec."""
     capabilities = entry.capabilities
-    if capabilities is None:
-        capabilities = list(spec.capabilities) if spec else list(_default_capabilities("image"))
     kind = entry.kind or (spec.kind if spec else "image")
+    if capabilities is None:
+        capabilities = list(spec.capabilities) if spec else list(_default_capabilities(kind))
     price = entry.price or price_override
     raw = entry.params or {}
     return Deployment(

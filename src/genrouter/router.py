@@ -33,7 +33,7 @@ from genrouter._attempts import (
     terminal_state_of,
 )
 from genrouter._clock import Clock, MonotonicClock
-from genrouter._deployments import PassthroughDeployments, provider_deployments
+from genrouter._deployments import PassthroughDeployments, needs_image, provider_deployments
 from genrouter._execution import Execution
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
 from genrouter.backends.base import Backend, load_backend_class
@@ -231,6 +231,7 @@ class AsyncRouter:
             close = difflib.get_close_matches(request.model, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
             raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
+        needs_image(request, deployments[0].kind)
         policy = self.config.routing.policy_for(name)
         strategy = request.strategy or policy.strategy
         max_cost = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from genrouter._media import sniff_content_type
-from genrouter.catalog import Deployment
+from genrouter.catalog import PROMPTLESS_KINDS, Deployment
 from genrouter.errors import InvalidRequestError
 from genrouter.types import GenerationRequest, MediaInput
 
@@ -70,6 +70,8 @@ def translate_fields(
         if target is None:
             if field == "num_outputs" and request.num_outputs == 1:
                 continue
+            if field == "prompt" and deployment.kind in PROMPTLESS_KINDS:
+                continue  # an upscaler takes no prompt: nothing was lost
             warnings.append(
                 f"{provider} ({deployment.endpoint}) has no input for {field}; "
                 f"{field}={getattr(request, field)!r} was ignored"
