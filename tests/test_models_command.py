@@ -139,3 +139,10 @@ def test_the_table_reads_at_80_columns(
     header = lines[0].split()
     assert header[:3] == ["model", "kind", "provider"]
     assert "price" in header
+
+
+def test_provider_filters_by_config_key_with_a_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """With a config, --provider also takes a provider key."""
+    listed = rows(["-c", str(OFFLINE), "--provider", "sim-fast"], capsys)
+    assert listed
+    assert {r["provider"] for r in listed} == {"sim-fast"}
