@@ -134,7 +134,9 @@ class _Prediction:
 
     def outputs(self) -> Any:
         plan = self.plan
-        count = plan.outputs if plan.outputs is not None else int(self.input.get("num_outputs") or 1)
+        # FLUX and SDXL name the count num_outputs; OpenAI's GPT Image models number_of_images.
+        asked = self.input.get("num_outputs") or self.input.get("number_of_images") or 1
+        count = plan.outputs if plan.outputs is not None else int(asked)
         if plan.shape == "data":
             data = "data:image/png;base64," + base64.b64encode(TINY_PNG).decode()
             return [data] * count
