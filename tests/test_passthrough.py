@@ -6,11 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.replicate import SDXL_VERSION, TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AllProvidersFailedError, AsyncRouter, NoRouteError
+from genrouter._deployments import split_passthrough
 from genrouter.testing import set_testing
 
 FAL_KEY = "fal-key-passthrough-0123"
@@ -184,3 +187,13 @@ async def test_catalog_aliases_keep_working_beside_passthrough(
     async with AsyncRouter.from_config(fal_config(fal_servers)) as router:
         result = await router.generate("a red fox", model="flux-dev", providers=["fal"])
     assert result.endpoint == "fal-ai/flux/dev"
+
+
+@given(
+    st.sampled_from(["fal", "fal-b", "my-gpu"]),
+    st.text(st.characters(codec="ascii", categories=["L", "N"], include_characters="/:._-"), min_size=1),
+)
+def test_the_provider_key_is_the_part_before_the_first_colon(key: str, endpoint: str) -> None:
+    """Any '<key>:<endpoint>' splits at the first ':'; the endpoint keeps every later ':'."""
+    providers = {"fal": {}, "fal-b": {}, "my-gpu": {}}
+    assert split_passthrough(f"{key}:{endpoint}", providers) == (key, endpoint)
