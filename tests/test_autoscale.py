@@ -3,6 +3,7 @@ leave after an idle window, all on the router's clock (FakeClock here)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -203,5 +204,5 @@ def test_autoscale_model_invariants(
         assert current.containers_warm + current.containers_starting <= spec.max_containers
         assert current.containers_warm + current.containers_starting >= spec.min_containers
     for intervals in runs.values():
-        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(intervals):
             assert start >= end
