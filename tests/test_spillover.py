@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from genrouter import AsyncRouter
 from genrouter.routing.capacity import CapacityFacts
+from genrouter.routing.health import DeploymentHealth
 from genrouter.routing.spillover import predict_completion
 from genrouter.testing import FakeClock
 
@@ -165,3 +166,19 @@ def test_no_warm_slot_and_unknown_cold_start_never_fits(backlog: int, mean: floa
 
 def _fields(facts: CapacityFacts) -> dict[str, Any]:
     return {name: getattr(facts, name) for name in CapacityFacts.__slots__}
+
+
+# -- found by bench/spillover.py ------------------------------------------------------------------
+
+
+def test_a_change_detected_after_old_samples_expired_keeps_an_estimate() -> None:
+    """When a slowdown is detected while expiry has left fewer than 16 samples, the
+    deployment still gets a p95 estimate (the newest samples' p95), not an error."""
+    health = DeploymentHealth()
+    for _ in range(20):
+        health.record_success(1.0, 0.0)
+    for i in range(10):
+        health.record_success(50.0 + i, 119.0)
+    health.record_success(70.0, 125.0)  # the 20 fast samples expire here
+    health.record_success(71.0, 126.0)
+    assert health.estimated_p95 == 70.0

@@ -140,6 +140,12 @@ class AutoscaleModel:
         assert best is not None
         return Placement(now, best[0], best[1], best[2])
 
+    def next_start(self, now: float) -> float:
+        """When a job submitted at ``now`` would start on the containers there now (no scaling)."""
+        self.advance(now)
+        starts = [max(now, c.ready_at, free) for _, c in self._live() for free in c.slots]
+        return min(starts, default=float("inf"))
+
     def commit(self, request_id: str, placement: Placement, completes_at: float) -> None:
         """Occupy the placed slot until ``completes_at``."""
         container = self.containers[placement.container]
