@@ -92,7 +92,7 @@ def run_virtual(main: Callable[[LoopClock], Awaitable[T]], start: float = 0.0) -
     """Run ``main(clock)`` to completion on a fresh :class:`VirtualTimeLoop`."""
     loop = VirtualTimeLoop(start)
     try:
-        return loop.run_until_complete(main(LoopClock(loop)))  # type: ignore[arg-type]
+        return loop.run_until_complete(main(LoopClock(loop)))
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
