@@ -173,7 +173,7 @@ class SimulatedBackend:
 
     def _outcome(self, request_id: str) -> _Outcome:
         try:
-            _, wall_ms, offset_ms, queue_ms, _nonce = request_id.split("-")
+            _, wall_ms, offset_ms, queue_ms, nonce = request_id.split("-")
             submitted = int(wall_ms, 16) / 1000
             offset = int(offset_ms, 16) / 1000
             queued = int(queue_ms, 16) / 1000
@@ -181,7 +181,9 @@ class SimulatedBackend:
             raise InvalidRequestError(
                 f"{request_id!r} is not a simulated request id", provider=self.name
             ) from exc
-        rng = random.Random(f"{self.settings.seed}:{request_id}")
+        # Drawn from the seed and the nonce only, so a run on a fake or virtual clock is
+        # reproducible whatever the wall time (the wall time only anchors the timeline).
+        rng = random.Random(f"{self.settings.seed}:{nonce}")
         multiplier, failure_rate, hang_rate = self._incident(offset)
         latency = self._draw_latency(rng) * multiplier
         fails = rng.random() < failure_rate
