@@ -259,7 +259,7 @@ def main() -> None:
                 "bench": "spillover",
                 "variant": variant,
                 "phase": name,
-                "requests": repeats[0][variant][name]["requests"],
+                "requests": statistics.median(r[variant][name]["requests"] for r in repeats),
                 **{m: _summary([float(x) for x in v]) for m, v in values.items()},
             }
             print(json.dumps(line))
