@@ -163,6 +163,12 @@ def test_autoscale_and_max_concurrency_together_are_a_config_error() -> None:
         AsyncRouter.from_config(config)
 
 
+def test_scaledown_defaults_to_modals_60_second_window() -> None:
+    """Without scaledown_s, an idle container stays 60 s."""
+    router = AsyncRouter.from_config(gpu_config(max_containers=2))
+    assert router.backends["gpu"].settings.autoscale.scaledown_s == 60.0  # type: ignore[attr-defined]
+
+
 def test_autoscale_takes_duration_strings() -> None:
     """cold_start_s and scaledown_s accept durations like '20s' and '2m'."""
     router = AsyncRouter.from_config(gpu_config(max_containers=2, cold_start_s="20s", scaledown_s="2m"))

@@ -69,6 +69,20 @@ def test_json_prints_one_object_with_the_contract_keys(
     assert summary["cost_usd_by_provider"] == {"sim-a": "0.30"}
     assert summary["errors_by_type"] == {}
     assert summary["providers"]["sim-a"]["share"] == 1.0
+    assert set(summary) >= {"queue_s", "run_s", "cost_usd_total", "providers"}
+    assert set(summary["latency_s"]) == {"p50", "p95", "p99", "mean", "max"}
+
+
+def test_defaults_are_100_requests_at_concurrency_10(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --requests, --concurrency, --rate or --duration: 100 requests, 10 in flight."""
+    code, out, err = run(
+        ["loadtest", "-m", "flux-dev", "-c", str(instant_config(tmp_path)), "--json"], capsys
+    )
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["requests"], summary["mode"]) == (100, {"concurrency": 10})
 
 
 def test_failures_are_counted_by_type_and_all_failed_exits_1(

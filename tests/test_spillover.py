@@ -4,6 +4,7 @@ requests its predicted completion time fits within the SLO; the rest go to the n
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -14,6 +15,8 @@ from genrouter.routing.capacity import CapacityFacts
 from genrouter.routing.health import DeploymentHealth
 from genrouter.routing.spillover import predict_completion
 from genrouter.testing import FakeClock
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def spill_config(slo_s: float = 5.0, *, spillover: bool = True, **autoscale: Any) -> dict[str, Any]:
@@ -182,3 +185,19 @@ def test_a_change_detected_after_old_samples_expired_keeps_an_estimate() -> None
     health.record_success(70.0, 125.0)  # the 20 fast samples expire here
     health.record_success(71.0, 126.0)
     assert health.estimated_p95 == 70.0
+
+
+async def test_the_readmes_worked_example() -> None:
+    """examples/spillover.yaml, one warm container, 1.2 s jobs, SLO 4 s: predictions 1.2, 2.4,
+    3.6 s stay self-hosted; the fourth request (4.8 s predicted) goes to hosted."""
+    router = AsyncRouter.from_config(ROOT / "examples" / "spillover.yaml", clock=FakeClock())
+    predicted = []
+    for _ in range(4):
+        plan = router.explain("a fox", model="flux-dev")
+        predicted.append(next(c.estimated_p95_s for c in plan.candidates if c.provider == "self-hosted"))
+        await router.submit("a fox", model="flux-dev")
+    assert [round(p or 0, 1) for p in predicted] == [1.2, 2.4, 3.6, 4.8]
+    assert [c.provider for c in router.explain("a fox", model="flux-dev").candidates] == [
+        "hosted",
+        "self-hosted",
+    ]
