@@ -739,13 +739,13 @@ async def test_image_string_that_is_not_a_url_is_refused(
     assert caught.value.field == "image"
 
 
-async def test_oversized_inline_image_is_refused(
-    api: respx.MockRouter, backend: ReplicateBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Bytes over MAX_INLINE_BYTES raise InvalidRequestError asking for a URL."""
-    monkeypatch.setattr(replicate_module, "MAX_INLINE_BYTES", 8)
-    with pytest.raises(InvalidRequestError, match="https URL"):
-        await backend.submit(deployment(), request(image=PNG))
+async def test_oversized_image_is_refused(api: respx.MockRouter) -> None:
+    """Bytes over max_upload_bytes raise InvalidRequestError naming the field and the limit."""
+    capped = make_backend(api, max_upload_bytes=8)
+    with pytest.raises(InvalidRequestError, match="limit of 8 bytes") as caught:
+        await capped.submit(deployment(), request(image=PNG))
+    await capped.aclose()
+    assert caught.value.field == "image"
 
 
 async def test_unmapped_fields_are_dropped_with_warnings(
