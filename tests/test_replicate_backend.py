@@ -366,17 +366,16 @@ async def test_a_lost_create_found_in_the_listing_becomes_the_job(
     assert any("found its prediction by listing" in w for w in job.warnings)
 
 
-async def test_a_lost_create_missing_from_two_listings_is_retryable(
+async def test_a_lost_create_missing_from_two_listings_stays_outcome_unknown(
     api: respx.MockRouter, backend: ReplicateBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two clean listings without it: nothing was created, so sending again is safe."""
+    """Two complete listings without it: still SubmitOutcomeUnknownError, never sent there again."""
     monkeypatch.setattr("genrouter.backends.replicate.RECONCILE_PAUSE_S", 0.0)
     api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
     empty = api.get("/v1/predictions").mock(return_value=httpx.Response(200, json={"results": []}))
-    with pytest.raises(ProviderUnavailableError) as caught:
+    with pytest.raises(SubmitOutcomeUnknownError) as caught:
         await backend.submit(deployment(), request())
-    assert caught.value.retryable
-    assert not isinstance(caught.value, SubmitOutcomeUnknownError)
+    assert not caught.value.retryable
     assert empty.call_count == 2
 
 

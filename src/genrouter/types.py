@@ -364,10 +364,20 @@ class GenerationResult(BaseModel):
     outputs: list[Artifact]
     seed: int | None = None
     cost: Cost = Field(default_factory=Cost)
+    estimated_cost_usd: Decimal | None = Field(
+        default=None,
+        description="The estimate routing used before the job ran (None: no price known). "
+        "`cost` is what it cost: billed (estimated=False) when the provider reported it.",
+    )
     timings: Timings = Field(default_factory=Timings)
     attempts: list[Attempt] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @property
+    def actual_cost_usd(self) -> Decimal | None:
+        """What the provider reported it billed (``cost.amount_usd`` when not estimated), else None."""
+        return None if self.cost.estimated else self.cost.amount_usd
 
 
 class ProviderJob(BaseModel):

@@ -113,12 +113,16 @@ from genrouter.backends._params import media_inputs, merge_provider_options, tra
 from genrouter.backends._replicate_files import MAX_UPLOAD_BYTES, upload_file
 from genrouter.backends._uploads import MediaResolver
 from genrouter.backends._replicate_reconcile import (
+    CLOCK_SLACK_S,
     RECONCILE_LISTS,
+    RECONCILE_MAX_PAGES,
     RECONCILE_MAX_WAIT_S,
     RECONCILE_PAUSE_S,
     ClaimedPredictions,
     created_after,
+    holds_data_url,
     matching_prediction,
+    past_cutoff,
 )
 from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES, ReplicateSettings
 from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
@@ -332,41 +336,74 @@ class ReplicateBackend:
     async def _reconcile(
         self, payload: dict[str, Any], version: str | None, sent_at: float, lost: SubmitOutcomeUnknownError
     ) -> dict[str, Any]:
-        """The prediction a lost create made, or a retryable error when it made none.
+        """The prediction a lost create made; ``lost`` (the outcome stays unknown) otherwise.
 
-        See :mod:`genrouter.backends._replicate_reconcile`. Raises ``lost`` when the
-        listings themselves fail, or ask for a wait over ``RECONCILE_MAX_WAIT_S`` (the
-        outcome stays unknown).
+        See :mod:`genrouter.backends._replicate_reconcile`. Each look walks every page of
+        the listing back past the create's time; a create that is not found after two
+        complete looks, whose listings fail or ask for a wait over
+        ``RECONCILE_MAX_WAIT_S``, or whose input holds ``data:`` URLs (Replicate does
+        not store them, so it could never match) is never sent to this provider again.
         """
-        params = {"created_after": created_after(sent_at)}
-        clean_looks = 0
+        if holds_data_url(payload):
+            raise lost
+        looks = 0
         pause = 0.0
         for _ in range(RECONCILE_LISTS + 1):
             if pause:
                 await asyncio.sleep(pause)
             pause = RECONCILE_PAUSE_S
             try:
-                response = await self._send("GET", "/v1/predictions", idempotent=True, params=params)
-                if response.is_error:
-                    raise self._error(response, None)
-                listing = read_json(response, provider=self.name)
+                found = await self._find_created(payload, version, sent_at)
             except GenRouterError as exc:
                 pause = max(pause, exc.retry_after or 0.0)
                 if not exc.retryable or pause > RECONCILE_MAX_WAIT_S:
                     raise lost from exc
                 continue
-            results = listing.get("results") if isinstance(listing, dict) else None
-            found = matching_prediction(results or [], payload, version, self._claimed)
             if found is not None:
                 return found
-            clean_looks += 1
-            if clean_looks == 2:  # a second look covers a create still being written
-                raise ProviderUnavailableError(
-                    f"{self.name}: a create lost its answer ({describe_error(lost)}), and no "
-                    "prediction with its input exists, so it is safe to send again",
-                    provider=self.name,
-                ) from lost
+            looks += 1
+            if looks == 2:  # a second look covers a create still being written
+                break
         raise lost
+
+    async def _find_created(
+        self, payload: dict[str, Any], version: str | None, sent_at: float
+    ) -> dict[str, Any] | None:
+        """One look through the listing, page by page, for the lost create's prediction.
+
+        None when every page back past the create's time was read without a match;
+        ``ProviderUnavailableError`` when the listing could not be read to its end.
+        """
+        cutoff = sent_at - CLOCK_SLACK_S
+        url: str = "/v1/predictions"
+        params: dict[str, str] | None = {"created_after": created_after(sent_at)}
+        for _ in range(RECONCILE_MAX_PAGES):
+            response = await self._send("GET", url, idempotent=True, params=params)
+            if response.is_error:
+                raise self._error(response, None)
+            listing = read_json(response, provider=self.name)
+            results = listing.get("results") if isinstance(listing, dict) else None
+            if not isinstance(results, list):
+                raise ProviderUnavailableError(
+                    f"{self.name}: the prediction listing has no results", provider=self.name
+                )
+            found = matching_prediction(results, payload, version, self._claimed)
+            if found is not None:
+                return found
+            following = listing.get("next")
+            if not isinstance(following, str) or not following or past_cutoff(results, cutoff):
+                return None
+            if not self._same_host(following):
+                raise ProviderUnavailableError(
+                    f"{self.name}: the prediction listing's next page is on another host", provider=self.name
+                )
+            url, params = following, None
+        raise ProviderUnavailableError(
+            f"{self.name}: over {RECONCILE_MAX_PAGES} pages of predictions since the lost create; "
+            "not read to the end",
+            provider=self.name,
+            retryable=False,
+        )
 
     async def poll(self, job: ProviderJob) -> JobStatus:
         """The prediction's state: one GET, or none once it is known to be finished."""
