@@ -75,7 +75,9 @@ async def make() -> AsyncIterator[Build]:
     set_testing()
 
     def build(providers: dict[str, Any], hooks: list[MetricsHook] | None = None) -> AsyncRouter:
-        router = AsyncRouter.from_config({"version": 1, "providers": providers}, clock=FakeClock(), hooks=hooks or [])
+        router = AsyncRouter.from_config(
+            {"version": 1, "providers": providers}, clock=FakeClock(), hooks=hooks or []
+        )
         made.append(router)
         return router
 
@@ -153,6 +155,8 @@ async def test_metrics_hooks_see_estimated_and_actual_cost(
     """A hook's result carries the routing estimate and the billed cost side by side."""
     fal.behaviour = Behaviour(queue_polls=0, progress_polls=0, billable_units="2")
     hook = Recorder()
-    await make(fal_section(fal_server), hooks=[hook]).generate("a fox", model="flux-dev", width=1024, height=1024)
+    await make(fal_section(fal_server), hooks=[hook]).generate(
+        "a fox", model="flux-dev", width=1024, height=1024
+    )
     (seen,) = hook.results
     assert (seen.estimated_cost_usd, seen.actual_cost_usd) == (Decimal("0.025"), Decimal("0.05"))

@@ -85,7 +85,9 @@ async def test_a_fal_submit_carries_the_remaining_deadline(
     assert fal_timeouts(fal_server) == ["30"]
 
 
-async def test_a_fal_retry_carries_the_time_left(fal: FakeFal, fal_server: LoopbackServer, make: Build) -> None:
+async def test_a_fal_retry_carries_the_time_left(
+    fal: FakeFal, fal_server: LoopbackServer, make: Build
+) -> None:
     """After a 503 and 5 s of backoff, the retry's header says 25, not 30."""
     fal.by_prompt["a fox"] = Behaviour(queue_polls=0, progress_polls=0, submit_errors=(503,))
     fal_server.requests.clear()
@@ -104,7 +106,9 @@ async def test_the_fal_header_is_whole_seconds_and_at_least_one(
     assert fal_timeouts(fal_server) == ["1", "12"]
 
 
-async def test_the_policy_deadline_is_pushed_too(fal: FakeFal, fal_server: LoopbackServer, make: Build) -> None:
+async def test_the_policy_deadline_is_pushed_too(
+    fal: FakeFal, fal_server: LoopbackServer, make: Build
+) -> None:
     """Without a request deadline, the policy's timeouts.deadline_s is what is left."""
     fal_server.requests.clear()
     await make(["fal"], timeouts={"deadline_s": 90, "attempt_s": 60}).generate("a fox", model="flux-dev")

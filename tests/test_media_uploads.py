@@ -146,7 +146,8 @@ async def test_an_input_up_to_inline_max_bytes_is_sent_inline(
     """A 1 KB image goes in the submit as a data: URL; nothing is uploaded."""
     await make(config(fal_server.url)).generate("a fox", model="flux-dev", image=SMALL_PNG)
     assert fal.job_for("a fox").input["image_url"].startswith("data:image/png;base64,")
-    assert fal.uploads == [] and fal.token_requests == 0
+    assert fal.uploads == []
+    assert fal.token_requests == 0
 
 
 async def test_inline_max_bytes_sets_the_upload_threshold(
@@ -199,9 +200,7 @@ async def test_concurrent_requests_share_one_upload(
 ) -> None:
     """Five requests with the same image at once (a batch) upload it once."""
     router = make(config(fal_server.url))
-    await asyncio.gather(
-        *(router.generate(f"fox {i}", model="flux-dev", image=BIG_PNG) for i in range(5))
-    )
+    await asyncio.gather(*(router.generate(f"fox {i}", model="flux-dev", image=BIG_PNG) for i in range(5)))
     assert len(fal.uploads) == 1
     assert len({fal.job_for(f"fox {i}").input["image_url"] for i in range(5)}) == 1
 
@@ -217,7 +216,8 @@ async def test_an_input_over_the_provider_cap_is_an_invalid_request_naming_field
     assert isinstance(error, InvalidRequestError)
     assert error.field == "image"
     assert "1000000 bytes" in str(error)
-    assert fal.uploads == [] and fal.submit_count() == 0
+    assert fal.uploads == []
+    assert fal.submit_count() == 0
 
 
 async def test_a_string_that_is_not_a_url_is_refused(
@@ -227,7 +227,8 @@ async def test_a_string_that_is_not_a_url_is_refused(
     with pytest.raises(AllProvidersFailedError) as caught:
         await make(config(fal_server.url)).generate("a fox", model="flux-dev", image="/etc/passwd")
     (error,) = caught.value.errors
-    assert isinstance(error, InvalidRequestError) and error.field == "image"
+    assert isinstance(error, InvalidRequestError)
+    assert error.field == "image"
     assert "pathlib.Path" in str(error)
 
 
@@ -248,7 +249,9 @@ async def test_images_as_first_and_last_frame(fal: FakeFal, fal_server: Loopback
     """``images: [first_frame_url, last_frame_url]`` sends one image to each input, in order."""
     entry = {**FAL_EDIT, "params": {**BASE_PARAMS, "images": ["first_frame_url", "last_frame_url"]}}
     frames = ["https://example.test/first.png", "https://example.test/last.png"]
-    result = await make(config(fal_server.url, entry=entry)).generate("a fox", model="flux-dev", images=frames)
+    result = await make(config(fal_server.url, entry=entry)).generate(
+        "a fox", model="flux-dev", images=frames
+    )
     sent = fal.job_for("a fox").input
     assert (sent["first_frame_url"], sent["last_frame_url"]) == tuple(frames)
     assert not any("images" in w for w in result.warnings)

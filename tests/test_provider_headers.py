@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
+
 import pytest
 from tests.fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
 from tests.fakes.replicate import TOKEN, FakeReplicate
@@ -51,7 +52,9 @@ async def make(fal_server: LoopbackServer, replicate_server: LoopbackServer) -> 
     made: list[AsyncRouter] = []
     set_testing()
 
-    def build(fal_headers: dict[str, str] | None = None, replicate_headers: dict[str, str] | None = None) -> AsyncRouter:
+    def build(
+        fal_headers: dict[str, str] | None = None, replicate_headers: dict[str, str] | None = None
+    ) -> AsyncRouter:
         source = {
             "version": 1,
             "providers": {
@@ -136,9 +139,18 @@ async def test_a_credential_header_is_never_shown(
     with pytest.raises(AllProvidersFailedError) as caught:
         await router.generate("a fox", model="flux-dev", providers=["fal"])
     handle = await make().submit(
-        "a fox", model="flux-dev", providers=["replicate"], provider_headers={"replicate": {"X-Api-Key": SECRET}}
+        "a fox",
+        model="flux-dev",
+        providers=["replicate"],
+        provider_headers={"replicate": {"X-Api-Key": SECRET}},
     )
-    shown = [str(caught.value), repr(caught.value.errors), repr(router), caplog.text, handle.model_dump_json()]
+    shown = [
+        str(caught.value),
+        repr(caught.value.errors),
+        repr(router),
+        caplog.text,
+        handle.model_dump_json(),
+    ]
     shown.append(repr(JobHandle.model_validate_json(handle.model_dump_json()).request))
     assert all(SECRET not in text for text in shown)
     assert "x-proxy-token" in str(fal_server.requests[-1].headers)
@@ -157,6 +169,6 @@ async def test_a_bad_request_header_is_an_invalid_request(fal: FakeFal, make: Bu
             "a fox", model="flux-dev", providers=["fal"], provider_headers={"fal": {"X-Note": "a\r\nb"}}
         )
     (error,) = caught.value.errors
-    assert isinstance(error, InvalidRequestError) and error.field == "provider_headers.fal"
+    assert isinstance(error, InvalidRequestError)
+    assert error.field == "provider_headers.fal"
     assert fal.submit_count() == 0
-

@@ -32,7 +32,6 @@ from genrouter import (
     RateLimitedError,
     SubmitOutcomeUnknownError,
 )
-from genrouter.backends import replicate as replicate_module
 from genrouter.backends.base import Backend
 from genrouter.backends.replicate import ReplicateBackend
 from genrouter.catalog import Catalog, CatalogEntry, Deployment, Limits, build_deployment

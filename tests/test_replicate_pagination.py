@@ -49,7 +49,11 @@ async def make(server: LoopbackServer, backup: FakeBackend) -> AsyncIterator[Bui
                 "backup": {"type": "custom", "models": BACKUP},
             },
             "routing": {
-                "default": {"strategy": "priority", "order": ["replicate", "backup"], "retry": {"max_attempts": 3}}
+                "default": {
+                    "strategy": "priority",
+                    "order": ["replicate", "backup"],
+                    "retry": {"max_attempts": 3},
+                }
             },
         }
         router = AsyncRouter.from_config(source, backends={"backup": backup}, clock=FakeClock())

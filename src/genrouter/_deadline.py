@@ -14,7 +14,9 @@ from contextvars import ContextVar
 
 __all__ = ["SUBMIT_DEADLINE", "remaining_s"]
 
-SUBMIT_DEADLINE: ContextVar[Callable[[], float] | None] = ContextVar("genrouter_submit_deadline", default=None)
+SUBMIT_DEADLINE: ContextVar[Callable[[], float] | None] = ContextVar(
+    "genrouter_submit_deadline", default=None
+)
 
 
 def remaining_s() -> float | None:

@@ -76,7 +76,9 @@ class FalStorage:
     credentials for the upload host.
     """
 
-    def __init__(self, *, provider: str, api: httpx.AsyncClient, cdn: httpx.AsyncClient, rest_url: str) -> None:
+    def __init__(
+        self, *, provider: str, api: httpx.AsyncClient, cdn: httpx.AsyncClient, rest_url: str
+    ) -> None:
         self.provider = provider
         self._api = api
         self._cdn = cdn
@@ -154,7 +156,9 @@ class FalStorage:
 
     async def _multipart(self, media: LocalMedia, token: _Token) -> str:
         created = self._checked(
-            await self._cdn.post(f"{token.base_url}/files/upload/multipart", headers=self._headers(token, media)),
+            await self._cdn.post(
+                f"{token.base_url}/files/upload/multipart", headers=self._headers(token, media)
+            ),
             "multipart upload",
         )
         access_url = self._access_url(created)
@@ -188,7 +192,8 @@ class FalStorage:
 
         parts = await asyncio.gather(*(part(n) for n in range(1, count + 1)))
         self._checked(
-            await self._cdn.post(f"{base}/complete", json={"parts": parts}, headers=auth), "multipart complete"
+            await self._cdn.post(f"{base}/complete", json={"parts": parts}, headers=auth),
+            "multipart complete",
         )
         return access_url
 

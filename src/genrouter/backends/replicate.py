@@ -111,7 +111,6 @@ from genrouter.backends._headers import merged, request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, send
 from genrouter.backends._params import media_inputs, merge_provider_options, translate_fields
 from genrouter.backends._replicate_files import MAX_UPLOAD_BYTES, upload_file
-from genrouter.backends._uploads import MediaResolver
 from genrouter.backends._replicate_reconcile import (
     CLOCK_SLACK_S,
     RECONCILE_LISTS,
@@ -124,6 +123,7 @@ from genrouter.backends._replicate_reconcile import (
     matching_prediction,
     past_cutoff,
 )
+from genrouter.backends._uploads import MediaResolver
 from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES, ReplicateSettings
 from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
 from genrouter.errors import (
@@ -135,7 +135,6 @@ from genrouter.errors import (
     ProviderError,
     ProviderUnavailableError,
     SubmitOutcomeUnknownError,
-    describe_error,
 )
 from genrouter.types import (
     Artifact,
@@ -714,7 +713,10 @@ class ReplicateBackend:
         billed = None
         if isinstance(predict, int | float) and not isinstance(predict, bool) and math.isfinite(predict):
             billed = billed_cost(
-                job.data.get("price"), repr(float(predict)), what="metrics.predict_time", unit="per_gpu_second"
+                job.data.get("price"),
+                repr(float(predict)),
+                what="metrics.predict_time",
+                unit="per_gpu_second",
             )
         return GenerationResult(
             id="",
