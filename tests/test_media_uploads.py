@@ -16,7 +16,8 @@ from tests.fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
 from tests.fakes.replicate import TOKEN, FakeReplicate
 from tests.fakes.server import LoopbackServer, serve
 
-from genrouter import AllProvidersFailedError, AsyncRouter, InvalidRequestError
+from genrouter import AllProvidersFailedError, AsyncRouter, DeadlineExceededError, InvalidRequestError
+from genrouter._clock import MonotonicClock
 from genrouter.testing import FakeClock, set_testing
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -291,3 +292,51 @@ async def test_replicate_uploads_through_its_files_api(
     (create,) = replicate.creates
     file_id = create.json()["input"]["image"].rsplit("/", 1)[1]
     assert replicate.files[file_id][1] == BIG_PNG
+
+
+async def test_a_failed_upload_is_forgotten_and_tried_again(
+    fal: FakeFal, fal_server: LoopbackServer, make: Build
+) -> None:
+    """An upload answered 500 fails that attempt; the retry uploads again and succeeds."""
+    fal.cdn_faults = [500]
+    source = config(fal_server.url, retry={"max_attempts": 2})
+    result = await make(source).generate("a fox", model="flux-dev", image=BIG_PNG)
+    assert [a.outcome.value for a in result.attempts] == ["failed", "succeeded"]
+    assert len(fal.uploads) == 1
+    assert fal.job_for("a fox").input["image_url"] == f"{fal_server.url}{fal.uploads[0][0]}"
+
+
+async def test_an_upload_runs_inside_the_deadline_and_is_cancelled_with_it(
+    fal: FakeFal, fal_server: LoopbackServer
+) -> None:
+    """An upload still running at the deadline ends the request; the next request uploads anew."""
+    fal.cdn_delay_s = 3.0
+    source = config(fal_server.url)
+    async with AsyncRouter.from_config(source, clock=MonotonicClock()) as router:
+        with pytest.raises(DeadlineExceededError):
+            await router.generate("a fox", model="flux-dev", image=BIG_PNG, deadline_s=0.3)
+        fal.cdn_delay_s = 0.0
+        await router.generate("a fox", model="flux-dev", image=BIG_PNG, deadline_s=30)
+    assert len(fal.uploads) == 2
+    assert fal.submit_count() == 1
+
+
+async def test_the_readme_images_mapping_for_first_and_last_frame(
+    fal: FakeFal, fal_server: LoopbackServer, make: Build
+) -> None:
+    """The README's frames-video entry sends images[0] as first_frame_url, images[1] as last_frame_url."""
+    entry = {
+        "endpoint": "my-org/frames-to-video",
+        "kind": "video",
+        "capabilities": ["image-to-video"],
+        "price": {"per_video": "0.50"},
+        "params": {"prompt": "prompt", "images": ["first_frame_url", "last_frame_url"]},
+    }
+    source = config(fal_server.url)
+    source["providers"]["fal"]["models"] = {"frames-video": entry}
+    frames = ["https://example.test/first.png", SMALL_PNG]
+    result = await make(source).generate("a fox", model="frames-video", images=frames)
+    sent = fal.job_for("a fox").input
+    assert sent["first_frame_url"] == frames[0]
+    assert sent["last_frame_url"].startswith("data:image/png;base64,")
+    assert result.outputs[0].kind.value == "video"

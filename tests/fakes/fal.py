@@ -177,6 +177,10 @@ class FakeFal:
         self.cdn_authorizations: list[str] = []
         self.files: dict[str, tuple[str, bytes]] = {}
         self._multipart: dict[str, dict[str, Any]] = {}
+        self.cdn_faults: list[int] = []
+        """Statuses the next uploads answer instead (the file is not stored)."""
+        self.cdn_delay_s = 0.0
+        """How long each upload answer is held back (the file is stored at once)."""
 
     # -- inspection ------------------------------------------------------------------
 
@@ -347,11 +351,13 @@ class FakeFal:
             return Response.json({"detail": "invalid upload token"}, status=401)
         content_type = request.header("content-type") or "application/octet-stream"
         name = request.header("x-fal-file-name") or "upload.bin"
+        if method == "POST" and path == "/cdn/files/upload" and self.cdn_faults:
+            return Response.json({"detail": "upload failed"}, status=self.cdn_faults.pop(0))
         if method == "POST" and path == "/cdn/files/upload":
             stored = f"/cdn/files/{hashlib.sha256(request.body).hexdigest()[:16]}/{name}"
             self.files[stored] = (content_type, request.body)
             self.uploads.append((stored, content_type, request.body))
-            return Response.json({"access_url": host + stored})
+            return Response(body={"access_url": host + stored}, delay_s=self.cdn_delay_s)
         if method == "POST" and path == "/cdn/files/upload/multipart":
             upload_id = f"mp-{len(self._multipart) + 1}"
             stored = f"/cdn/files/{upload_id}/{name}"
