@@ -4,6 +4,7 @@ Through AsyncRouter against the loopback fakes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -13,9 +14,9 @@ from tests.fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
 from tests.fakes.replicate import SDXL_VERSION, TOKEN, FakeReplicate, Plan
 from tests.fakes.server import LoopbackServer, serve
 
-from genrouter import AsyncRouter, GenerationRequest, GenerationResult
+from genrouter import Artifact, AsyncRouter, Cost, GenerationRequest, GenerationResult
 from genrouter.observability import MetricsHook
-from genrouter.testing import FakeClock, set_testing
+from genrouter.testing import FakeClock, FunctionBackend, set_testing
 
 Build = Callable[..., AsyncRouter]
 
@@ -160,3 +161,45 @@ async def test_metrics_hooks_see_estimated_and_actual_cost(
     )
     (seen,) = hook.results
     assert (seen.estimated_cost_usd, seen.actual_cost_usd) == (Decimal("0.025"), Decimal("0.05"))
+
+
+async def test_a_backend_of_your_own_reports_an_actual_cost() -> None:
+    """A custom backend returning Cost(estimated=False) keeps that cost; the estimate sits beside it."""
+
+    async def billed(request: GenerationRequest) -> GenerationResult:
+        cost = Cost(amount_usd=Decimal("0.0042"), estimated=False, basis="3.5 GPU-s × $0.0012")
+        return GenerationResult(
+            id="",
+            model="",
+            provider="",
+            endpoint="",
+            outputs=[Artifact(url="https://example.test/a.png")],
+            cost=cost,
+        )
+
+    source = {
+        "version": 1,
+        "providers": {
+            "gpu": {
+                "type": "custom",
+                "models": {"flux-dev": {"endpoint": "flux", "price": {"per_image": "0.01"}}},
+            }
+        },
+    }
+    async with AsyncRouter.from_config(source, backends={"gpu": FunctionBackend(billed)}) as router:
+        result = await router.generate("a fox", model="flux-dev")
+    assert (result.cost.amount_usd, result.cost.estimated) == (Decimal("0.0042"), False)
+    assert result.estimated_cost_usd == Decimal("0.01")
+
+
+async def test_the_result_log_line_carries_both_costs(
+    fal: FakeFal, fal_server: LoopbackServer, make: Build, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The INFO "result" record has cost_usd, cost_estimated, estimated_cost_usd and actual_cost_usd."""
+    fal.behaviour = Behaviour(queue_polls=0, progress_polls=0, billable_units="1")
+    caplog.set_level(logging.INFO, logger="genrouter")
+    await make(fal_section(fal_server)).generate("a fox", model="flux-dev", width=1024, height=1024)
+    (record,) = [r for r in caplog.records if r.getMessage() == "result"]
+    fields = record.genrouter  # type: ignore[attr-defined]
+    assert (fields["cost_usd"], fields["cost_estimated"]) == (0.025, False)
+    assert (fields["estimated_cost_usd"], fields["actual_cost_usd"]) == (0.025, 0.025)
