@@ -229,3 +229,20 @@ def test_a_catalog_file_entry_that_cannot_place_the_prompt_names_the_file(tmp_pa
     }
     with pytest.raises(ConfigError, match=r"bad\.yaml: models\.bad-model"):
         AsyncRouter.from_config(config)
+
+
+def test_an_inline_entry_with_another_endpoint_drops_the_shipped_variants(fal_server: LoopbackServer) -> None:
+    """Re-pointing fal's flux-dev at another endpoint leaves one deployment: the shipped variants go."""
+    models = {"flux-dev": {"endpoint": "my-org/flux-app", "price": PRICE}}
+    router = AsyncRouter.from_config(fal_config(fal_server, models=models))
+    assert [d.endpoint for d in router.deployments("flux-dev")] == ["my-org/flux-app"]
+
+
+def test_an_inline_entry_keeping_the_endpoint_keeps_the_shipped_variants(fal_server: LoopbackServer) -> None:
+    """A price-only override of fal's flux-dev keeps its image-to-image variant."""
+    models = {"flux-dev": {"endpoint": "fal-ai/flux/dev", "price": PRICE}}
+    router = AsyncRouter.from_config(fal_config(fal_server, models=models))
+    assert [d.endpoint for d in router.deployments("flux-dev")] == [
+        "fal-ai/flux/dev",
+        "fal-ai/flux/dev/image-to-image",
+    ]

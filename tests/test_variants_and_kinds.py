@@ -61,10 +61,10 @@ async def test_fal_flux_dev_without_an_image_stays_on_text_to_image(
 
 
 async def test_a_variant_is_priced_by_its_own_price(fal_server: LoopbackServer, fal: FakeFal) -> None:
-    """The image-to-image variant bills $0.03 per megapixel rounded up: 1024x1024 is 2 MP, $0.06."""
+    """The image-to-image variant bills $0.03 per fal megapixel (1024x1024 pixels) rounded up."""
     async with fal_router(fal_server) as router:
         result = await router.generate("a red fox", model="flux-dev", image=IMAGE, width=1024, height=1024)
-    assert result.cost.amount_usd == Decimal("0.06")
+    assert result.cost.amount_usd == Decimal("0.03")
 
 
 def test_explain_shows_the_other_variant_excluded_for_lack_of_a_capability(

@@ -116,6 +116,9 @@ class Price(BaseModel):
     per_video_second: Decimal | None = Field(default=None, ge=0)
     per_gpu_second: Decimal | None = Field(default=None, ge=0)
     megapixel_rounding: Literal["exact", "ceil"] = "exact"
+    megapixel_pixels: int = Field(default=1_000_000, ge=1)
+    """Pixels in one billed megapixel: 1000000, or 1048576 (1024×1024) where the provider
+    counts so (fal bills a 1024×1024 image as one megapixel)."""
     source: str | None = None
     date: str | None = None
 
@@ -154,6 +157,7 @@ class Price(BaseModel):
             unit=PriceUnit(unit),
             amount=amount,
             ceil_megapixels=self.megapixel_rounding == "ceil",
+            megapixel_pixels=self.megapixel_pixels,
             source=self.source,
             date=self.date,
         )
@@ -274,6 +278,11 @@ class CatalogVariant(BaseModel):
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
 
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
+
     @field_validator("params")
     @classmethod
     def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
@@ -295,6 +304,11 @@ class CatalogEntry(BaseModel):
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
     variants: list[CatalogVariant] | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
 
     @field_validator("params")
     @classmethod
@@ -322,6 +336,21 @@ class CatalogEntry(BaseModel):
         return out
 
 
+def _media_param_shapes(value: Any) -> Any:
+    """``images: {to: image_urls}`` → ``image_urls``; ``images: [first_frame_url, last_frame_url]``
+    (one input per image, in order) → ``"first_frame_url,last_frame_url"``."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for key, target in value.items():
+        if isinstance(target, dict) and set(target) == {"to"}:
+            target = target["to"]
+        if isinstance(target, list) and key == "images" and all(isinstance(t, str) for t in target):
+            target = ",".join(target)
+        out[key] = target
+    return out
+
+
 def _check_param_keys(value: ParamMapping | None) -> ParamMapping | None:
     """``params`` keys must be GenerationRequest fields (a typo would silently do nothing)."""
     if value:
@@ -347,6 +376,11 @@ class CatalogDefaults(BaseModel):
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
     params: ParamMapping | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
 
     @field_validator("params")
     @classmethod
@@ -382,13 +416,14 @@ class Pricing:
     ceil_megapixels: bool = False
     source: str | None = None
     date: str | None = None
+    megapixel_pixels: int = 1_000_000
 
     def describe(self) -> str:
         """``"$0.025 per_megapixel (fal.ai pricing, 2026-05-01)"``."""
         return _describe_pricing(self.unit, self.amount, self.source, self.date)
 
     def _megapixels(self, width: int, height: int) -> Decimal:
-        mp = Decimal(width * height) / Decimal(1_000_000)
+        mp = Decimal(width * height) / Decimal(self.megapixel_pixels)
         return Decimal(math.ceil(mp)) if self.ceil_megapixels else mp
 
     def estimate(self, request: GenerationRequest, deployment: Deployment) -> Decimal | None:
@@ -722,6 +757,8 @@ class Catalog:
             return merge_entry(entry, defaults).model_copy(update={"params": params})
         update: dict[str, Any] = {name: getattr(entry, name) for name in entry.model_fields_set}
         update["params"] = {**(base.params or {}), **(entry.params or {})}
+        if "variants" not in entry.model_fields_set and entry.endpoint != base.endpoint:
+            update["variants"] = None  # another endpoint: the shipped variants belong to the old one
         if entry.limits is not None and base.limits is not None:
             update["limits"] = base.limits.model_copy(
                 update={name: getattr(entry.limits, name) for name in entry.limits.model_fields_set}
