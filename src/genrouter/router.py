@@ -514,7 +514,7 @@ class AsyncRouter:
             attempts=[*handle.attempts, attempt],
             total_s=elapsed,
         )
-        self.budget.record(handle.provider, result.cost.amount_usd)
+        self.budget.settle_job(handle.provider, handle.provider_request_id, result.cost.amount_usd)
         return result
 
     async def _wait_for_job(
@@ -565,6 +565,7 @@ class AsyncRouter:
         backend = self._backend_for(handle)
         for job in handle.jobs:
             await backend.cancel(job)
+        self.budget.release_job(handle.provider, handle.provider_request_id)
 
     # -- lifecycle ---------------------------------------------------------------------
 
