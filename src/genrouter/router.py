@@ -34,6 +34,7 @@ from genrouter._attempts import (
 )
 from genrouter._clock import Clock, MonotonicClock
 from genrouter._execution import Execution
+from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
@@ -338,9 +339,18 @@ class AsyncRouter:
         return plan, policy
 
     async def generate(
-        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
+        self,
+        request: GenerationRequest | str | None = None,
+        /,
+        *,
+        on_progress: ProgressCallback | None = None,
+        **kwargs: Any,
     ) -> GenerationResult:
         """Generate: route ``request`` (a :class:`GenerationRequest`, a prompt, or keyword fields).
+
+        ``on_progress`` (a function, or a coroutine function) is called with a
+        :class:`~genrouter.types.Progress` whenever a job's state, queue position or
+        logs change; one that raises is logged once and ignored.
 
         Raises :class:`InvalidRequestError` for bad input, :class:`NoRouteError` when no
         deployment can serve it, :class:`DeadlineExceededError` when the one deadline
@@ -349,11 +359,11 @@ class AsyncRouter:
         req = self._request(request, kwargs)
         hooks = self.hooks
         if not hooks and not logger.isEnabledFor(logging.INFO):
-            execution = self._execution(req)
+            execution = self._execution(req, on_progress=on_progress)
             return await execution.generate()
         started = self.clock.now()
         try:
-            execution = self._execution(req, hooks=hooks)
+            execution = self._execution(req, hooks=hooks, on_progress=on_progress)
             result = await execution.generate()
         except Exception as exc:
             request_ended(hooks, req, None, exc, self.clock.now() - started)
@@ -362,7 +372,11 @@ class AsyncRouter:
         return result
 
     def _execution(
-        self, req: GenerationRequest, webhook_url: str | None = None, hooks: Sequence[MetricsHook] = ()
+        self,
+        req: GenerationRequest,
+        webhook_url: str | None = None,
+        hooks: Sequence[MetricsHook] = (),
+        on_progress: ProgressCallback | None = None,
     ) -> Execution:
         """Plan ``req`` and set up its execution (hedging only when waiting for the result).
 
@@ -388,6 +402,8 @@ class AsyncRouter:
             background=self._background,
             hooks=hooks,
         )
+        if on_progress is not None:
+            execution.backends = watch_all(self._backends, on_progress, self.clock, execution.started)
         return execution
 
     # -- jobs API -----------------------------------------------------------------------
@@ -449,8 +465,16 @@ class AsyncRouter:
             return statuses[0]
         return statuses[0].model_copy(update={"state": terminal_state_of(statuses)})
 
-    async def result(self, handle: JobHandle, timeout: float | None = None) -> GenerationResult:  # noqa: ASYNC109
+    async def result(
+        self,
+        handle: JobHandle,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
         """Wait for the job and return its result; never resubmits.
+
+        ``on_progress`` works as in :meth:`generate` (elapsed from this call).
 
         ``timeout`` (seconds; default the policy's ``deadline_s``) bounds the wait:
         when it passes, :class:`DeadlineExceededError` is raised and the job keeps
@@ -458,6 +482,8 @@ class AsyncRouter:
         :class:`JobFailedError` with ``state == "cancelled"``.
         """
         backend = self._backend_for(handle)
+        if on_progress is not None:
+            backend = watch(backend, ProgressReporter(on_progress, self.clock))
         deployment = self._deployment_for(handle)
         policy = self.policy_for(handle.model)
         wait_s = timeout if timeout is not None else policy.timeouts.deadline_s
