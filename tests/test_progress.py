@@ -127,9 +127,7 @@ async def test_agenerate_takes_on_progress(
 ) -> None:
     """genrouter.agenerate(..., on_progress=fn) with a discovered config file."""
     path = tmp_path / "genrouter.yaml"
-    path.write_text(
-        f"version: 1\nproviders:\n  fal:\n    api_key: {KEY}\n    base_url: {fal_server.url}\n"
-    )
+    path.write_text(f"version: 1\nproviders:\n  fal:\n    api_key: {KEY}\n    base_url: {fal_server.url}\n")
     monkeypatch.setenv("GENROUTER_CONFIG", str(path))
     seen: list[Progress] = []
     await genrouter.agenerate("a fox", model="flux-dev", on_progress=seen.append)

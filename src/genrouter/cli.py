@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from genrouter._live import LiveLine
 from genrouter.config import RouterConfig, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
@@ -55,6 +56,11 @@ DEFAULT_OUTDIR = Path("genrouter-output")
 
 def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+def _status_console() -> Console:
+    """Where ``generate``'s live line goes: stderr (shown only when it is a terminal)."""
+    return Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -144,9 +150,14 @@ def generate(
             fields["providers"] = provider
         cfg = _config(config)
 
+        live = LiveLine(_status_console(), model, enabled=not as_json)
+
         async def run() -> tuple[GenerationResult, list[Path]]:
             async with AsyncRouter.from_config(cfg) as router:
-                result = await router.generate(**fields)
+                with live:
+                    result = await router.generate(
+                        on_progress=live.update if live.enabled else None, **fields
+                    )
             outdir.mkdir(parents=True, exist_ok=True)
             saved = []
             for i, artifact in enumerate(result.outputs):
