@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from genrouter import (
     GenerationResult,
     JobFailedError,
 )
+from genrouter.batch import run_batch
 from genrouter.config import load_config
 from genrouter.routing.redis_store import RedisStateStore
 from genrouter.testing import FunctionBackend
@@ -279,3 +281,55 @@ async def test_a_live_processes_reservation_is_renewed_past_its_ttl(namespace: s
         with pytest.raises(BudgetExceededError, match="reserved"):
             await two.submit("a fox", model="flux-dev")
         await one.cancel(handle)
+
+
+# -- batch ---------------------------------------------------------------------------------
+
+
+async def started(gate: Gate, n: int) -> None:
+    """Wait until ``n`` jobs are running, then a while longer (time for any that should not)."""
+    for _ in range(5000):
+        if gate.started >= n:
+            break
+        await asyncio.sleep(0.001)
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+
+
+def items(n: int) -> list[dict[str, str]]:
+    return [{"id": f"fox-{i}", "prompt": "a fox"} for i in range(n)]
+
+
+async def test_a_batch_budget_holds_with_many_items_in_flight(tmp_path: Path) -> None:
+    """--budget-usd 0.10 at $0.025 an item with 10 in flight: 4 items submitted, $0.10 spent."""
+    gate = Gate()
+    cfg = config(limit="100")
+    async with AsyncRouter.from_config(cfg, backends={"gpu": FunctionBackend(gate, name="gpu")}) as router:
+        batch = asyncio.ensure_future(
+            run_batch(router, items(20), tmp_path, model="flux-dev", concurrency=10, budget_usd="0.10")
+        )
+        await started(gate, 4)
+        gate.opened.set()
+        report = await batch
+    assert gate.started == 4
+    assert report.spend_usd == Decimal("0.100")
+    assert report.counts["succeeded"] == 4
+    assert report.stopped == "budget"
+
+
+async def test_a_batch_under_a_config_budget_spends_within_it_and_counts_once(tmp_path: Path) -> None:
+    """A top-level $0.05 budget over a batch of 4 at $0.025: 2 succeed, 2 are refused, spend $0.05."""
+    gate = Gate()
+    async with AsyncRouter.from_config(
+        config(limit="0.05"), backends={"gpu": FunctionBackend(gate, name="gpu")}
+    ) as router:
+        batch = asyncio.ensure_future(run_batch(router, items(4), tmp_path, model="flux-dev", concurrency=4))
+        await started(gate, 2)
+        gate.opened.set()
+        report = await batch
+        assert gate.started == 2
+        assert router.state.spend("*", "total") == Decimal("0.050")
+    assert report.counts["succeeded"] == 2
+    failed = [item for item in report.items if item.status == "failed"]
+    assert len(failed) == 2
+    assert all("budget" in (item.error or "") for item in failed)
