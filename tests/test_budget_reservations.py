@@ -24,7 +24,7 @@ from genrouter import (
 from genrouter.batch import run_batch
 from genrouter.config import load_config
 from genrouter.routing.redis_store import RedisStateStore
-from genrouter.testing import FunctionBackend
+from genrouter.testing import FakeClock, FunctionBackend
 from genrouter.types import Artifact
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -163,6 +163,36 @@ async def test_cancelling_a_submitted_job_releases_its_reservation() -> None:
         again = await router.submit("a fox", model="flux-dev")
         await router.cancel(again)
         assert router.state.spend("*", "total") == 0
+
+
+async def test_a_submitted_job_nobody_collects_gives_its_hold_back_after_its_deadline() -> None:
+    """A job submitted and never collected holds budget only until its deadline has passed."""
+    gate = Gate()
+    clock = FakeClock()
+    async with AsyncRouter.from_config(
+        config(limit=PRICE), backends={"gpu": FunctionBackend(gate, name="gpu")}, clock=clock
+    ) as router:
+        await router.submit("a fox", model="flux-dev", deadline_s=30)
+        with pytest.raises(BudgetExceededError):
+            await router.submit("a fox", model="flux-dev")
+        await clock.sleep(31)
+        later = await router.submit("a fox", model="flux-dev")
+        await router.cancel(later)
+
+
+async def test_a_submitted_job_that_fails_releases_its_hold() -> None:
+    """result() of a failed job raises, and its hold is dropped without spending."""
+    gate = Gate(fail=True)
+    async with AsyncRouter.from_config(
+        config(limit=PRICE), backends={"gpu": FunctionBackend(gate, name="gpu")}
+    ) as router:
+        handle = await router.submit("a fox", model="flux-dev")
+        gate.opened.set()
+        with pytest.raises(JobFailedError):
+            await router.result(handle)
+        assert router.state.spend("*", "total") == 0
+        again = await router.submit("a fox", model="flux-dev")
+        await router.cancel(again)
 
 
 async def test_a_request_over_the_budget_is_refused_before_it_is_submitted() -> None:

@@ -657,7 +657,7 @@ class Execution:
         finally:
             health.end_request(token)
         if hold is not None:
-            hold.settle(outcome)  # the cost to spend; a job only submitted keeps the hold
+            hold.settle(outcome, keep_s=self.deadline_s)  # cost to spend; a submitted job keeps it
         return outcome
 
     async def _reserve(self, provider: str, estimate: Decimal | None) -> Hold | None:

@@ -46,6 +46,7 @@ from genrouter.errors import (
     DeadlineExceededError,
     GenRouterError,
     InvalidRequestError,
+    JobFailedError,
     NoRouteError,
 )
 from genrouter.observability import MetricsHook, logger, request_ended
@@ -106,7 +107,7 @@ class AsyncRouter:
         self.throttle: RetryThrottle | None = (
             RetryThrottle(retry_budget.max_tokens, retry_budget.token_ratio) if retry_budget.enabled else None
         )
-        self.budget = BudgetGuard(config.budgets, self.state)
+        self.budget = BudgetGuard(config.budgets, self.state, clock=self.clock)
         self._budget = self.budget if config.budgets else None
         self._explore_rules: dict[int, ExploreRule | None] = {}
         # A shared store syncs in the background once the router runs in an event loop.
@@ -511,6 +512,8 @@ class AsyncRouter:
             exc.provider = exc.provider or handle.provider
             exc.provider_request_id = exc.provider_request_id or handle.provider_request_id
             observe_failure(self.state, self.clock.now(), deployment, exc, policy)
+            if isinstance(exc, JobFailedError):
+                self.budget.release_job(handle.provider, handle.provider_request_id)
             raise
         elapsed = self.clock.now() - started
         merged = merge_results(results)

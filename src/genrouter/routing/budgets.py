@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from genrouter._clock import Clock, MonotonicClock
 from genrouter.config import Budget
 from genrouter.routing.reservations import BudgetLine, Hold, Ledger, MemoryLedger, refused
 from genrouter.routing.store import StateStore
@@ -49,6 +50,8 @@ class BudgetGuard:
         budgets: Sequence[Budget],
         store: StateStore,
         wall_clock: Callable[[], float] = time.time,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.budgets = list(budgets)
         self.store = store
@@ -56,7 +59,8 @@ class BudgetGuard:
         shared = getattr(store, "reservation_ledger", None)
         self.ledger: Ledger = shared() if shared is not None else MemoryLedger(store)
         """Where reservations are held: Redis for a shared store, else this process."""
-        self._kept: dict[tuple[str, str], Hold] = {}
+        self._clock: Clock = clock or MonotonicClock()
+        self._kept: dict[tuple[str, str], tuple[Hold, float]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.budgets)
@@ -69,6 +73,8 @@ class BudgetGuard:
 
     def exclusion(self, provider: str, estimate: Decimal | None) -> str | None:
         """Why ``provider`` cannot take a request costing ``estimate`` now, or None."""
+        if self._kept:
+            self._sweep_kept()
         now = self._now()
         for budget in self._covering(provider):
             scope = budget.provider or ALL_PROVIDERS
@@ -114,6 +120,8 @@ class BudgetGuard:
         lines = self._lines(provider)
         if not lines:
             return None
+        if self._kept:
+            self._sweep_kept()
         amount = estimate if estimate is not None and estimate > 0 else Decimal(0)
         hold = Hold(self, provider, lines, amount)
         reason = await self.ledger.reserve(hold.id, lines, amount)
@@ -121,20 +129,34 @@ class BudgetGuard:
             raise refused(provider, reason)
         return hold
 
-    def keep(self, hold: Hold, provider_request_id: str) -> None:
-        """A submitted job keeps its hold until :meth:`settle_job` or :meth:`release_job`."""
-        self._kept[(hold.provider, provider_request_id)] = hold
+    def keep(self, hold: Hold, provider_request_id: str, keep_s: float) -> None:
+        """A submitted job keeps its hold until :meth:`settle_job`, :meth:`release_job`, or
+        ``keep_s`` (its deadline: by then the provider has been told to stop it) has passed.
+
+        A job collected after that still has its cost recorded; the cap only keeps a job
+        nobody collects (webhook users) from holding budget forever.
+        """
+        self._sweep_kept()
+        self._kept[(hold.provider, provider_request_id)] = (hold, self._clock.now() + keep_s)
+
+    def _sweep_kept(self) -> None:
+        now = self._clock.now()
+        for key, (hold, until) in list(self._kept.items()):
+            if until > now:
+                break  # kept in the order taken: the rest are younger (near enough)
+            del self._kept[key]
+            hold.release()
 
     def settle_job(self, provider: str, provider_request_id: str, amount: Decimal | None) -> None:
         """A collected job's cost: settles its hold, or is recorded (a job from another router)."""
-        hold = self._kept.pop((provider, provider_request_id), None)
-        if hold is not None:
-            hold.settle_cost(amount)
+        kept = self._kept.pop((provider, provider_request_id), None)
+        if kept is not None:
+            kept[0].settle_cost(amount)
         else:
             self.record(provider, amount)
 
     def release_job(self, provider: str, provider_request_id: str) -> None:
-        """A cancelled job's hold is dropped."""
-        hold = self._kept.pop((provider, provider_request_id), None)
-        if hold is not None:
-            hold.release()
+        """A cancelled or failed job's hold is dropped."""
+        kept = self._kept.pop((provider, provider_request_id), None)
+        if kept is not None:
+            kept[0].release()

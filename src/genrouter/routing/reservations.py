@@ -374,14 +374,15 @@ class Hold:
         self.amount = amount
         self._done = False
 
-    def settle(self, outcome: Any) -> None:
-        """A result adds its cost to spend; jobs only submitted keep the hold until collected."""
+    def settle(self, outcome: Any, *, keep_s: float) -> None:
+        """A result adds its cost to spend; jobs only submitted keep the hold until collected
+        (for at most ``keep_s``, see :meth:`BudgetGuard.keep`)."""
         if isinstance(outcome, GenerationResult):
             self.settle_cost(outcome.cost.amount_usd)
             return
         jobs = getattr(outcome, "jobs", None) or ()
         if jobs:
-            self._guard.keep(self, jobs[0].provider_request_id)
+            self._guard.keep(self, jobs[0].provider_request_id, keep_s)
         else:  # pragma: no cover - a submission always has a job
             self.release()
 
