@@ -195,6 +195,72 @@ async def test_a_submitted_job_that_fails_releases_its_hold() -> None:
         await router.cancel(again)
 
 
+async def test_a_provider_whose_budget_is_held_sends_the_next_request_elsewhere() -> None:
+    """With a provider's budget held by a job in flight, the next request goes to the next provider."""
+    gate = Gate()
+    cfg: dict[str, Any] = {
+        "version": 1,
+        "providers": {
+            name: {
+                "type": "custom",
+                "models": {"flux-dev": {"endpoint": f"{name}/flux-dev", "price": {"per_image": PRICE}}},
+            }
+            for name in ("a", "b")
+        },
+        "routing": {"default": {"strategy": "priority", "order": ["a", "b"]}},
+        "budgets": [{"provider": "a", "limit_usd": PRICE, "period": "day"}],
+    }
+    backends = {name: FunctionBackend(gate, name=name) for name in ("a", "b")}
+    async with AsyncRouter.from_config(cfg, backends=backends) as router:
+        first = asyncio.ensure_future(router.generate("a fox", model="flux-dev"))
+        await settle_in_flight([first], gate)
+        second = asyncio.ensure_future(router.generate("a fox", model="flux-dev"))
+        await started(gate, 2)
+        gate.opened.set()
+        assert [(await first).provider, (await second).provider] == ["a", "b"]
+
+
+async def test_a_deployment_without_a_price_is_admitted_while_spend_is_below_the_limit() -> None:
+    """An unknown estimate reserves nothing: such requests run while spend + holds < limit."""
+    gate = Gate()
+    cfg = config(limit="0.01")
+    del cfg["providers"]["gpu"]["models"]["flux-dev"]["price"]
+    async with AsyncRouter.from_config(cfg, backends={"gpu": FunctionBackend(gate, name="gpu")}) as router:
+        outcomes = await run_concurrently([router], gate, 3)
+    assert all(isinstance(o, GenerationResult) for o in outcomes)
+
+
+async def test_a_lost_hedge_releases_its_reservation() -> None:
+    """The hedge that loses is cancelled and spends nothing: only the winner's cost is spent."""
+    slow, fast = Gate(), Gate()
+    fast.opened.set()
+    cfg: dict[str, Any] = {
+        "version": 1,
+        "providers": {
+            name: {
+                "type": "custom",
+                "models": {"flux-dev": {"endpoint": f"{name}/flux-dev", "price": {"per_image": PRICE}}},
+            }
+            for name in ("slow", "fast")
+        },
+        "routing": {
+            "default": {
+                "strategy": "priority",
+                "order": ["slow", "fast"],
+                "hedge": {"enabled": True, "delay": 0.01, "max_extra_fraction": 1.0},
+            }
+        },
+        "budgets": [{"limit_usd": "0.05", "period": "total"}],
+    }
+    backends = {"slow": FunctionBackend(slow, name="slow"), "fast": FunctionBackend(fast, name="fast")}
+    async with AsyncRouter.from_config(cfg, backends=backends) as router:
+        result = await router.generate("a fox", model="flux-dev")
+        assert result.provider == "fast"
+        assert router.state.spend("*", "total") == Decimal(PRICE)
+        plan = router.explain("a fox", model="flux-dev")
+    assert plan.viable  # $0.025 spent + est. $0.025 fits $0.05: the loser holds nothing
+
+
 async def test_a_request_over_the_budget_is_refused_before_it_is_submitted() -> None:
     """With the budget fully held, a request fails with BudgetExceededError and submits nothing."""
     gate = Gate()
