@@ -348,8 +348,7 @@ class Progress(BaseModel):
     Sent when the state or queue position changes or new log lines arrive (at most
     once per poll). ``logs`` holds only lines not sent before; ``queue_position`` is
     the provider's (fal), None where it does not say; ``elapsed_s`` counts from the
-    start of the request (or of ``result()``). A hedged request reports each
-    provider's job, each with its own ``provider``.
+    start of the request (or of ``result()``).
     """
 
     model_config = _FROZEN
