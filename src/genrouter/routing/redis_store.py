@@ -6,6 +6,9 @@ request and must not wait on the network, so this store keeps a local mirror (a
 
 - every write (a breaker failure or success, a Retry-After block, a disabled provider,
   spend) updates the mirror at once and is published to Redis in the background;
+- budget reservations are the exception: they are checked and taken in Redis itself
+  (one Lua script), since two processes must never both take the last dollar; see
+  :mod:`genrouter.routing.reservations`;
 - a background task pulls the other processes' writes every ``sync_interval_s``
   (0.25 s by default) into the mirror, and exchanges each process's latency p95 per
   deployment, which the planner blends with its own by sample count.
