@@ -192,6 +192,8 @@ end
 local value = string.format('%d %d', amount, now + tonumber(ARGV[3]))
 for i = 1, n do
   redis.call('HSET', KEYS[2 * i], ARGV[1], value)
+  -- Every live hold is renewed within a TTL: a hash untouched for two holds only dead ones.
+  redis.call('PEXPIRE', KEYS[2 * i], 2 * tonumber(ARGV[3]))
 end
 return {0}
 """
@@ -221,6 +223,9 @@ for i = 1, #KEYS do
       local nanos = string.match(value, '(%d+) ')
       redis.call('HSET', KEYS[i], ARGV[j], string.format('%s %d', nanos, now + tonumber(ARGV[1])))
     end
+  end
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('PEXPIRE', KEYS[i], 2 * tonumber(ARGV[1]))
   end
 end
 return 0
@@ -297,9 +302,7 @@ class RedisLedger:
         if index:
             line = unique[index - 1]
             spent, held = Decimal(int(answer[1])) / _NANOS, Decimal(int(answer[2])) / _NANOS
-            return _refusal(line, spent.normalize(), held.normalize(), amount) or (
-                f"budget would be exceeded for {line.label}"
-            )
+            return _refusal(line, spent, held, amount) or (f"budget would be exceeded for {line.label}")
         self._local_hold(hold_id, unique, amount)
         self._mine[hold_id] = keys[1::2]
         self._start_renewing()
