@@ -21,7 +21,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genrouter._live import LiveLine
 from genrouter.config import RouterConfig, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
@@ -149,6 +148,8 @@ def generate(
         if provider:
             fields["providers"] = provider
         cfg = _config(config)
+
+        from genrouter._live import LiveLine
 
         live = LiveLine(_status_console(), model, enabled=not as_json)
 
