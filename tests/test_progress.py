@@ -137,6 +137,23 @@ async def test_agenerate_takes_on_progress(
     await router.aclose()
 
 
+def test_generate_takes_on_progress(
+    fal_server: LoopbackServer, fal: FakeFal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """genrouter.generate(..., on_progress=fn), blocking, with a discovered config file."""
+    path = tmp_path / "genrouter.yaml"
+    path.write_text(f"version: 1\nproviders:\n  fal:\n    api_key: {KEY}\n    base_url: {fal_server.url}\n")
+    monkeypatch.setenv("GENROUTER_CONFIG", str(path))
+    monkeypatch.setattr(genrouter, "_default_sync", None)
+    seen: list[Progress] = []
+    try:
+        genrouter.generate("a fox", model="flux-dev", on_progress=seen.append)
+    finally:
+        if genrouter._default_sync is not None:
+            genrouter._default_sync.close()
+    assert states(seen) == [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
+
+
 async def test_replicate_logs_arrive_once_each(replicate: LoopbackServer) -> None:
     """Replicate's cumulative logs reach the callback as new lines only."""
     seen: list[Progress] = []
