@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -305,6 +306,22 @@ async def namespace() -> AsyncIterator[str]:
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+async def test_with_redis_unreachable_reservations_fall_back_to_this_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down never fails a request: holds are checked against this process's own view."""
+    gate = Gate()
+    cfg = config(limit=PRICE, store="redis://127.0.0.1:1/0")
+    with caplog.at_level(logging.WARNING, logger="genrouter.state"):
+        async with AsyncRouter.from_config(
+            cfg, backends={"gpu": FunctionBackend(gate, name="gpu")}
+        ) as router:
+            outcomes = await run_concurrently([router], gate, 3)
+    assert sum(isinstance(o, GenerationResult) for o in outcomes) == 1
+    assert all(isinstance(o, BudgetExceededError) for o in outcomes if not isinstance(o, GenerationResult))
+    assert any("reservation failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_concurrent_requests_across_routers_never_overspend_a_shared_budget(namespace: str) -> None:

@@ -14,8 +14,8 @@ from tests.fakes.server import LoopbackServer, serve
 
 import genrouter
 from fakes.fal import Behaviour, FakeFal, start_server
-from genrouter import AsyncRouter, JobState, Progress, Router
-from genrouter.testing import FakeClock
+from genrouter import Artifact, AsyncRouter, GenerationRequest, JobState, Progress, Router
+from genrouter.testing import FakeClock, FunctionBackend
 
 KEY = "fal-key-progress-0123456789"
 
@@ -196,3 +196,20 @@ async def test_result_takes_on_progress(fal_server: LoopbackServer, fal: FakeFal
         handle = await router.submit("a fox", model="flux-dev")
         await router.result(handle, on_progress=seen.append)
     assert states(seen) == [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
+
+
+async def test_a_backend_that_waits_instead_of_polling_reports_progress_too() -> None:
+    """A backend with wait() (like Modal's long poll) reports what each wait returns."""
+
+    async def instant(request: GenerationRequest) -> list[Artifact]:
+        return [Artifact(url="data:image/png;base64,iVBORw0KGgo=", content_type="image/png")]
+
+    cfg = {
+        "version": 1,
+        "providers": {"gpu": {"type": "custom", "models": {"flux-dev": {"endpoint": "gpu/flux-dev"}}}},
+    }
+    seen: list[Progress] = []
+    backend = FunctionBackend(instant, name="gpu")
+    async with AsyncRouter.from_config(cfg, backends={"gpu": backend}) as router:
+        await router.generate("a fox", model="flux-dev", on_progress=seen.append)
+    assert [(p.provider, p.state) for p in seen][-1] == ("gpu", JobState.SUCCEEDED)
