@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,18 @@ async def test_a_callback_that_raises_does_not_break_the_request(
 
 
 def test_the_sync_router_calls_a_plain_callback(fal_server: LoopbackServer, fal: FakeFal) -> None:
-    """Router.generate(on_progress=fn) reports the same states, blocking."""
+    """Router.generate(on_progress=fn) reports the same states, blocking, on the router's loop thread."""
     seen: list[Progress] = []
+    threads: set[str] = set()
+
+    def callback(progress: Progress) -> None:
+        seen.append(progress)
+        threads.add(threading.current_thread().name)
+
     with Router.from_config(fal_config(fal_server), clock=FakeClock()) as router:
-        router.generate("a fox", model="flux-dev", on_progress=seen.append)
+        router.generate("a fox", model="flux-dev", on_progress=callback)
     assert states(seen) == [JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED]
+    assert threads == {"genrouter-portal"}
 
 
 async def test_agenerate_takes_on_progress(
