@@ -344,6 +344,21 @@ async def test_concurrent_requests_across_routers_never_overspend_a_shared_budge
             await later.generate("a fox", model="flux-dev")
 
 
+async def test_a_burst_of_submissions_waits_for_redis_connections_instead_of_failing(
+    namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 submissions at once (more than redis-py's pool of 100) all reserve in Redis."""
+    gate = Gate()
+    cfg = config(limit="100", store=REDIS_URL, namespace=namespace)
+    with caplog.at_level(logging.WARNING, logger="genrouter.state"):
+        async with AsyncRouter.from_config(
+            cfg, backends={"gpu": FunctionBackend(gate, name="gpu")}
+        ) as router:
+            outcomes = await run_concurrently([router], gate, 300)
+    assert all(isinstance(o, GenerationResult) for o in outcomes)
+    assert not [r for r in caplog.records if "redis" in r.getMessage()]
+
+
 async def test_a_live_routers_reservation_is_seen_by_another(namespace: str) -> None:
     """A job held by one router blocks another router's submit while it runs; settling frees it."""
     gate = Gate()

@@ -66,6 +66,14 @@ the holds of requests still running. It is not tied to the request deadline: job
 submitted with ``submit()`` are collected whenever the caller asks.
 """
 
+REDIS_CALLS_IN_FLIGHT = 32
+"""Reservation scripts one process runs in Redis at once; the rest wait their turn.
+
+redis-py's pool refuses a 101st connection ("Too many connections") rather than wait,
+and a burst of 200 submissions would otherwise ask for 200. Each script takes tens of
+microseconds in Redis, so 32 at a time is thousands a second and leaves the pool room
+for the store's sync and writes."""
+
 _NANOS = Decimal(10) ** 9
 """Redis keeps holds in whole nano-dollars (integers, so sums do not drift)."""
 
@@ -269,6 +277,7 @@ class RedisLedger:
         self._mine: dict[str, list[str]] = {}
         self._renewing: asyncio.Task[None] | None = None
         self._closed = False
+        self._calls = asyncio.Semaphore(REDIS_CALLS_IN_FLIGHT)
         self._reserve: Any = redis.register_script(_RESERVE)
         self._settle: Any = redis.register_script(_SETTLE)
         self._renew: Any = redis.register_script(_RENEW)
@@ -292,9 +301,10 @@ class RedisLedger:
         limits = [_nanos(line.limit_usd, ROUND_FLOOR) for line in unique]
         keys = self._keys(unique)
         try:
-            answer = await self._reserve(
-                keys=keys, args=[hold_id, _nanos(amount, ROUND_CEILING), self._ttl_ms, *limits]
-            )
+            async with self._calls:
+                answer = await self._reserve(
+                    keys=keys, args=[hold_id, _nanos(amount, ROUND_CEILING), self._ttl_ms, *limits]
+                )
         except Exception as exc:  # the shared store failing never fails a request by itself
             log.warning("genrouter: redis budget reservation failed, using this process's view: %s", exc)
             return self._local.reserve_now(hold_id, lines, amount)
@@ -321,7 +331,8 @@ class RedisLedger:
         spend = "" if amount is None or amount <= 0 else str(amount)
 
         async def write() -> None:
-            totals = await self._settle(keys=keys, args=[hold_id, spend])
+            async with self._calls:
+                totals = await self._settle(keys=keys, args=[hold_id, spend])
             for line, total in zip(unique, totals, strict=False):
                 shared = Decimal(repr(float(total)))
                 local = self._mirror.spend(line.scope, line.period)
@@ -348,7 +359,8 @@ class RedisLedger:
                 break
             keys = sorted({key for hashes in mine.values() for key in hashes})
             try:
-                await self._renew(keys=keys, args=[self._ttl_ms, *mine])
+                async with self._calls:
+                    await self._renew(keys=keys, args=[self._ttl_ms, *mine])
             except Exception as exc:
                 log.warning("genrouter: renewing budget reservations in redis failed: %s", exc)
 
