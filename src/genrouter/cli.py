@@ -1,4 +1,4 @@
-"""The ``genrouter`` command line: generate, models, route --explain, batch, config check/schema.
+"""The ``genrouter`` command line: generate, models, route --explain, batch, loadtest, config check/schema.
 
 Every command takes ``-c/--config`` (else ``GENROUTER_CONFIG``, ``./genrouter.yaml``,
 or credentials in the environment). An error prints exactly one line on stderr
@@ -385,6 +385,11 @@ def config_check(
 def config_schema() -> None:
     """Print the config file's JSON Schema (for editors via yaml-language-server)."""
     sys.stdout.write(dump_schema() + "\n")
+
+
+from genrouter.loadtest.command import register as _register_loadtest  # noqa: E402 - needs the helpers above
+
+_register_loadtest(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,7 @@ from genrouter.observability import MetricsHook, logger, request_ended
 from genrouter.routing.budgets import BudgetGuard
 from genrouter.routing.plan import ExploreRule, Plan, build_plan
 from genrouter.routing.policies import SmoothWeightedRoundRobin
+from genrouter.routing.spillover import CapacitySource
 from genrouter.routing.store import MemoryStateStore, StateStore
 from genrouter.routing.throttle import HedgeBudget, RetryThrottle
 from genrouter.types import (
@@ -98,6 +100,7 @@ class AsyncRouter:
         self._backends: dict[str, Backend] = {}
         self._deployments: dict[str, list[Deployment]] = {}
         self._latency_hints: dict[str, float] = {}
+        self._capacity: dict[str, CapacitySource] = {}
         self._unavailable: dict[str, str] = {}
         self._round_robins: dict[str, SmoothWeightedRoundRobin] = {}
         self._ranks: dict[int, dict[str, int]] = {}
@@ -183,6 +186,9 @@ class AsyncRouter:
                     value = hint(deployment)
                     if value is not None:
                         self._latency_hints[deployment.key] = value
+                capacity = getattr(backend, "capacity", None)
+                if callable(capacity):
+                    self._capacity[deployment.key] = functools.partial(capacity, deployment)
             reason = getattr(backend, "unavailable_reason", None)
             if isinstance(reason, str) and reason:
                 self._unavailable[key] = reason
@@ -273,6 +279,7 @@ class AsyncRouter:
             half_open_probes=policy.circuit_breaker.half_open_probes,
             explore=self._explore_rule(policy),
             budget=self._budget,
+            capacity=self._capacity if policy.spillover.enabled else None,
         )
         return plan, policy
 

@@ -62,6 +62,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from genrouter.backends._modal_capacity import ModalCapacity
 from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
 from genrouter.catalog import Limits, PriceUnit
@@ -91,6 +92,7 @@ from genrouter.types import (
 
 if TYPE_CHECKING:
     from genrouter.catalog import Deployment
+    from genrouter.routing.capacity import CapacityFacts
 
 __all__ = [
     "MODAL_LIMITS",
@@ -379,6 +381,13 @@ class SdkModalTransport:
         self._stats[model_id] = (now, count)
         return count
 
+    async def current_stats(self, model_id: str) -> dict[str, int]:
+        """``get_current_stats()`` of the class for ``model_id`` (backlog, runners, running inputs)."""
+        method = await self._method(model_id)
+        stats = await self._bounded(method.get_current_stats.aio(), 2.0, "stats")
+        names = ("backlog", "num_total_runners", "num_running_inputs")
+        return {name: int(getattr(stats, name)) for name in names if getattr(stats, name, None) is not None}
+
     async def aclose(self) -> None:
         """Close the client this transport created (an environment client is modal's own)."""
         client, self._client = self._client, None
@@ -457,6 +466,14 @@ class ModalBackend:
         return self._transport
 
     # -- optional hooks --------------------------------------------------------------
+
+    _capacity: ModalCapacity | None = None
+
+    def capacity(self, deployment: Deployment) -> CapacityFacts | None:
+        """Backlog and runners of the live deployment, for spillover (see ``_modal_capacity``)."""
+        if self._capacity is None:
+            self._capacity = ModalCapacity(lambda: self.transport, self.settings.cold_start_s)
+        return self._capacity.facts(deployment.endpoint)
 
     def latency_hint(self, deployment: Deployment) -> float | None:
         """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s`` (queueing, transfer)."""
@@ -736,6 +753,8 @@ class ModalBackend:
             _, stuck = await asyncio.wait(self._stats_queries, timeout=_STATS_CLOSE_WAIT_S)
             for query in stuck:
                 query.cancel()
+        if self._capacity is not None:
+            await self._capacity.aclose()
         transport = self._transport
         if transport is not None and self._owns_transport:
             self._transport = None
