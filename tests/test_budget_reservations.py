@@ -6,13 +6,15 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
+from fakes.server import LoopbackServer
 from genrouter import (
     AllProvidersFailedError,
     AsyncRouter,
@@ -461,3 +463,29 @@ async def test_a_batch_under_a_config_budget_spends_within_it_and_counts_once(tm
     failed = [item for item in report.items if item.status == "failed"]
     assert len(failed) == 2
     assert all("budget" in (item.error or "") for item in failed)
+
+
+# -- fal's billed units ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fal_server() -> Iterator[LoopbackServer]:
+    server = start_server()
+    yield server
+    server.stop()
+
+
+async def test_fal_billable_units_settle_the_reservation(fal_server: LoopbackServer) -> None:
+    """fal bills 3 units ($0.075) for a job estimated at $0.025: the budget records $0.075."""
+    fal_server.handler = FakeFal(
+        api_key=DEFAULT_KEY, behaviour=Behaviour(queue_polls=0, progress_polls=0, billable_units="3")
+    )
+    cfg = {
+        "version": 1,
+        "providers": {"fal": {"api_key": DEFAULT_KEY, "base_url": fal_server.url}},
+        "budgets": [{"limit_usd": "1", "period": "total"}],
+    }
+    async with AsyncRouter.from_config(cfg, clock=FakeClock()) as router:
+        result = await router.generate("a fox", model="flux-dev", width=1024, height=1024)
+        assert result.estimated_cost_usd == Decimal("0.025")
+        assert router.state.spend("*", "total") == Decimal("0.075")
