@@ -16,6 +16,16 @@ own through ``catalogs:`` or inline ``models:`` in a provider section)::
         params: {guidance: guidance_scale}
         price: {per_megapixel: "0.025", megapixel_rounding: ceil,
                 source: "fal.ai model page", date: "2026-05-01"}
+        variants:                 # more endpoints of this model, picked by capability
+          - endpoint: fal-ai/flux/dev/image-to-image
+            capabilities: [image-to-image]
+            params: {image: image_url, strength: strength}
+
+A ``params`` value is the provider's input name, null (no such input), or a value map
+(:class:`ParamRule`: ``{to, wrap, values, allowed, as, invert}``). User-declared entries
+are merged over the shipped entry of their provider type and model, else over the type's
+``defaults`` (:meth:`Catalog.inherit`). Model names and aliases never contain ``:``
+(``"<provider-key>:<endpoint>"`` is a passthrough).
 
 This module is data only: it knows units and shapes, never a provider's wire format.
 """

@@ -1,8 +1,8 @@
 """Recording doubles: a provider backend (custom and import-path types) and a Modal transport.
 
-It builds its own input from ``deployment.params`` (request field → its input name),
-as a third-party backend would, and answers every job at once with one placeholder
-image per requested output.
+The backend builds its own input from ``deployment.params`` (request field → its input
+name), as a third-party backend would, and answers every job at once with one placeholder
+image per requested output. The transport records each Modal payload and answers at once.
 """
 
 from __future__ import annotations
