@@ -689,11 +689,14 @@ class Catalog:
                 for alias in raw_entry.aliases:
                     self._shipped_aliases.setdefault(alias, name)
             self._shipped.setdefault(catalog.provider, {}).update(bucket)
+        shipped_names = {name for bucket in self._shipped.values() for name in bucket}
         for source, catalog in user_files:
             bucket = self._entries.setdefault(catalog.provider, {})
             user = self._user.setdefault(catalog.provider, {})
-            for name, raw_entry in catalog.models.items():
+            for given, raw_entry in catalog.models.items():
                 entry = merge_entry(raw_entry, catalog.defaults)
+                # An alias of a shipped model names that model (flux.1-dev is flux-dev).
+                name = given if given in shipped_names else self._shipped_aliases.get(given, given)
                 user[name] = (source, entry)
                 # Over the shipped entry (or the type's defaults) when ``provider`` is a type;
                 # a provider key is inherited by its type when a router is built.
