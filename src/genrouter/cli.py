@@ -60,6 +60,11 @@ def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+def _status_console() -> Console:
+    """Where ``generate``'s live line goes: stderr (shown only when it is a terminal)."""
+    return Console(stderr=True, highlight=False)
+
+
 def _fail(message: str, code: int) -> NoReturn:
     one_line = " ".join(str(message).split())
     sys.stderr.write(f"genrouter: error: {one_line}\n")
@@ -147,9 +152,16 @@ def generate(
             fields["providers"] = provider
         cfg = _config(config)
 
+        from genrouter._live import LiveLine
+
+        live = LiveLine(_status_console(), model, enabled=not as_json)
+
         async def run() -> tuple[GenerationResult, list[Path]]:
             async with AsyncRouter.from_config(cfg) as router:
-                result = await router.generate(**fields)
+                with live:
+                    result = await router.generate(
+                        on_progress=live.update if live.enabled else None, **fields
+                    )
             outdir.mkdir(parents=True, exist_ok=True)
             saved = []
             for i, artifact in enumerate(result.outputs):
