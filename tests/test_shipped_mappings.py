@@ -9,17 +9,16 @@ input name, and the result must parse.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from fakes.fal import FakeFal, start_server
+from fakes.recording import RecordingTransport
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AsyncRouter
-from genrouter._png import placeholder_png
 from genrouter.backends.modal import ModalBackend
 from genrouter.catalog import (
     IMAGE_INPUT_KINDS,
@@ -174,41 +173,6 @@ async def test_every_replicate_entry_maps_onto_replicate(
 
 
 # -- Modal -------------------------------------------------------------------------------------
-
-
-class RecordingTransport:
-    """A ModalTransport that records each payload and answers with placeholder outputs at once."""
-
-    def __init__(self) -> None:
-        self.spawned: list[tuple[str, dict[str, Any]]] = []
-        self._ids = itertools.count(1)
-        self._results: dict[str, dict[str, Any]] = {}
-
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
-        call_id = f"fc-rec{next(self._ids):04d}"
-        self.spawned.append((model_id, payload))
-        width, height = payload.get("width", 64), payload.get("height", 64)
-        self._results[call_id] = {
-            "outputs": [placeholder_png(8, 8, i) for i in range(int(payload.get("num_outputs", 1)))],
-            "content_type": "image/png",
-            "width": width,
-            "height": height,
-            "seed": payload.get("seed"),
-            "gpu_seconds": 1.0,
-        }
-        return call_id
-
-    async def get(self, call_id: str, timeout_s: float) -> dict[str, Any] | None:
-        return self._results[call_id]
-
-    async def cancel(self, call_id: str) -> None:
-        return None
-
-    async def warm_containers(self, model_id: str) -> int | None:
-        return 1
-
-    async def aclose(self) -> None:
-        return None
 
 
 @pytest.mark.parametrize("deployment", _params("modal"))

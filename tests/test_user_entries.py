@@ -246,3 +246,18 @@ def test_an_inline_entry_keeping_the_endpoint_keeps_the_shipped_variants(fal_ser
         "fal-ai/flux/dev",
         "fal-ai/flux/dev/image-to-image",
     ]
+
+
+async def test_a_catalog_file_entry_under_a_shipped_alias_joins_that_model(
+    fal_server: LoopbackServer, fal: FakeFal, tmp_path: Path
+) -> None:
+    """A catalogs: entry named flux.1-dev (an alias of flux-dev) overrides flux-dev, not a new model."""
+    path = tmp_path / "alias.yaml"
+    entry = {"endpoint": "fal-ai/flux/dev", "price": {"per_image": "0.01"}}
+    path.write_text(yaml.safe_dump({"version": 1, "provider": "fal", "models": {"flux.1-dev": entry}}))
+    config = {**fal_config(fal_server), "catalogs": [str(path)]}
+    async with AsyncRouter.from_config(config) as router:
+        result = await router.generate("a red fox", model="flux-dev", steps=12)
+    assert str(result.cost.amount_usd) == "0.01"
+    (sent,) = fal_inputs(fal)
+    assert sent["num_inference_steps"] == 12

@@ -16,6 +16,16 @@ own through ``catalogs:`` or inline ``models:`` in a provider section)::
         params: {guidance: guidance_scale}
         price: {per_megapixel: "0.025", megapixel_rounding: ceil,
                 source: "fal.ai model page", date: "2026-05-01"}
+        variants:                 # more endpoints of this model, picked by capability
+          - endpoint: fal-ai/flux/dev/image-to-image
+            capabilities: [image-to-image]
+            params: {image: image_url, strength: strength}
+
+A ``params`` value is the provider's input name, null (no such input), or a value map
+(:class:`ParamRule`: ``{to, wrap, values, allowed, as, invert}``). User-declared entries
+are merged over the shipped entry of their provider type and model, else over the type's
+``defaults`` (:meth:`Catalog.inherit`). Model names and aliases never contain ``:``
+(``"<provider-key>:<endpoint>"`` is a passthrough).
 
 This module is data only: it knows units and shapes, never a provider's wire format.
 """
@@ -679,11 +689,14 @@ class Catalog:
                 for alias in raw_entry.aliases:
                     self._shipped_aliases.setdefault(alias, name)
             self._shipped.setdefault(catalog.provider, {}).update(bucket)
+        shipped_names = {name for bucket in self._shipped.values() for name in bucket}
         for source, catalog in user_files:
             bucket = self._entries.setdefault(catalog.provider, {})
             user = self._user.setdefault(catalog.provider, {})
-            for name, raw_entry in catalog.models.items():
+            for given, raw_entry in catalog.models.items():
                 entry = merge_entry(raw_entry, catalog.defaults)
+                # An alias of a shipped model names that model (flux.1-dev is flux-dev).
+                name = given if given in shipped_names else self._shipped_aliases.get(given, given)
                 user[name] = (source, entry)
                 # Over the shipped entry (or the type's defaults) when ``provider`` is a type;
                 # a provider key is inherited by its type when a router is built.

@@ -1,8 +1,8 @@
-"""A provider backend that records what it was asked, for tests of custom and import-path types.
+"""Recording doubles: a provider backend (custom and import-path types) and a Modal transport.
 
-It builds its own input from ``deployment.params`` (request field → its input name),
-as a third-party backend would, and answers every job at once with one placeholder
-image per requested output.
+The backend builds its own input from ``deployment.params`` (request field → its input
+name), as a third-party backend would, and answers every job at once with one placeholder
+image per requested output. The transport records each Modal payload and answers at once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from genrouter._png import sim_url
+from genrouter._png import placeholder_png, sim_url
 from genrouter.catalog import Deployment
 from genrouter.types import (
     Artifact,
@@ -22,7 +22,7 @@ from genrouter.types import (
     ProviderJob,
 )
 
-__all__ = ["RECEIVED", "RecordingBackend"]
+__all__ = ["RECEIVED", "RecordingBackend", "RecordingTransport"]
 
 RECEIVED: list[dict[str, Any]] = []
 """Every input any RecordingBackend built, oldest first (tests clear it)."""
@@ -81,6 +81,41 @@ class RecordingBackend:
 
     async def cancel(self, job: ProviderJob) -> None:
         return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RecordingTransport:
+    """A ModalTransport that records each payload and answers with placeholder outputs at once."""
+
+    def __init__(self) -> None:
+        self.spawned: list[tuple[str, dict[str, Any]]] = []
+        self._ids = itertools.count(1)
+        self._results: dict[str, dict[str, Any]] = {}
+
+    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
+        call_id = f"fc-rec{next(self._ids):04d}"
+        self.spawned.append((model_id, payload))
+        width, height = payload.get("width", 64), payload.get("height", 64)
+        self._results[call_id] = {
+            "outputs": [placeholder_png(8, 8, i) for i in range(int(payload.get("num_outputs", 1)))],
+            "content_type": "image/png",
+            "width": width,
+            "height": height,
+            "seed": payload.get("seed"),
+            "gpu_seconds": 1.0,
+        }
+        return call_id
+
+    async def get(self, call_id: str, timeout_s: float) -> dict[str, Any] | None:
+        return self._results[call_id]
+
+    async def cancel(self, call_id: str) -> None:
+        return None
+
+    async def warm_containers(self, model_id: str) -> int | None:
+        return 1
 
     async def aclose(self) -> None:
         return None

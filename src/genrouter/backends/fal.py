@@ -42,7 +42,11 @@ their URL; ``max_upload_bytes`` (default 1 GiB) refuses larger ones up front.
 loras → ``[{path, scale}]``; duration_s → the nearest of ``limits.durations_s`` as
 a string (``"5"``), warned when changed; ``provider_options["fal"]`` and then
 ``provider_options[<provider key>]`` are merged last. Every field dropped or changed
-leaves a warning on the job, which the router copies onto the result.
+leaves a warning on the job, which the router copies onto the result. An entry's value
+maps (``{to, wrap, values, allowed, as, invert}``, :mod:`genrouter.backends._mapping`) are
+applied before the options and decide what they govern (an ``output_format`` map replaces
+the jpeg|png rule, a ``duration_s`` list the ``limits.durations_s`` one); a width and
+height sent to an endpoint that takes only ``aspect_ratio`` go as the nearest allowed ratio.
 
 **Time-to-start.** A routed submit sends ``X-Fal-Request-Timeout`` = the request's
 remaining deadline in whole seconds (rounded down, at least 1): fal's deadline for the

@@ -64,8 +64,11 @@ and the safety filter ("NSFW content") are not.
 
 **Inputs.** The catalog's ``params`` map request fields to input names (inline entries
 without ``params`` get the shipped catalog's standard mapping). FLUX models take aspect
-ratios, not sizes: a size goes to the nearest supported ratio (and ``megapixels: "0.25"``
-for small sizes on flux-dev/schnell) with a warning when the result differs. Models that
+ratios, not sizes: a size goes to the nearest ratio of the entry's ``aspect_ratio`` value
+map (``allowed``; FLUX's list when it has none), and under ``limits.reduced_size`` (flux-dev
+and schnell: 0.5 MP) adds its input (``megapixels: "0.25"``), with a warning when the
+result differs; output sizes come from ``limits.sizes``. All of it is catalog data, so a new
+model is a YAML edit. Models that
 map both a size and ``aspect_ratio`` (flux-1.1-pro) get ``aspect_ratio: "custom"`` with the
 size in multiples of 16 within 256-1440. ``output_format: jpeg`` is sent as ``jpg``;
 ``safety_checker`` goes to ``disable_safety_checker`` inverted. Image, mask and ``images``
