@@ -197,3 +197,15 @@ def test_the_provider_key_is_the_part_before_the_first_colon(key: str, endpoint:
     """Any '<key>:<endpoint>' splits at the first ':'; the endpoint keeps every later ':'."""
     providers = {"fal": {}, "fal-b": {}, "my-gpu": {}}
     assert split_passthrough(f"{key}:{endpoint}", providers) == (key, endpoint)
+
+
+def test_a_passthrough_gets_the_backends_latency_hint() -> None:
+    """explain() estimates a passthrough's p95 from its backend's hint, as for catalog models."""
+    config = {
+        "version": 1,
+        "providers": {"sim": {"type": "simulated", "latency": {"median_s": 1, "p99_s": 2}}},
+    }
+    router = AsyncRouter.from_config(config)
+    (candidate,) = router.explain(model="sim:my-checkpoint", prompt="a red fox").candidates
+    assert candidate.estimated_p95_s is not None
+    assert 1 < candidate.estimated_p95_s < 2

@@ -159,11 +159,7 @@ class AsyncRouter:
             backend = self._backends[key]
             for deployment in provider_deployments(self.catalog, key, section, backend):
                 self._deployments.setdefault(deployment.model, []).append(deployment)
-                hint = getattr(backend, "latency_hint", None)
-                if hint is not None:
-                    value = hint(deployment)
-                    if value is not None:
-                        self._latency_hints[deployment.key] = value
+                self._hint(deployment)
                 capacity = getattr(backend, "capacity", None)
                 if callable(capacity):
                     self._capacity[deployment.key] = functools.partial(capacity, deployment)
@@ -171,6 +167,14 @@ class AsyncRouter:
             if isinstance(reason, str) and reason:
                 self._unavailable[key] = reason
         self._passthrough = PassthroughDeployments(self.catalog, self.config.providers, self._backends)
+
+    def _hint(self, deployment: Deployment) -> None:
+        """Record the backend's latency hint for ``deployment``, if it gives one."""
+        hint = getattr(self._backends[deployment.provider], "latency_hint", None)
+        if hint is not None:
+            value = hint(deployment)
+            if value is not None:
+                self._latency_hints[deployment.key] = value
 
     def _check_model_overrides(self) -> None:
         for model in self.config.routing.models:
@@ -234,6 +238,8 @@ class AsyncRouter:
         passthrough = not deployments and ":" in request.model
         if passthrough:
             deployments = [self._passthrough.get(request.model, request)]
+            if deployments[0].key not in self._latency_hints:
+                self._hint(deployments[0])
         if not deployments:
             known = sorted(self._deployments)
             close = difflib.get_close_matches(request.model, known, n=1)
