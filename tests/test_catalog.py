@@ -844,6 +844,7 @@ def test_estimate_is_none_iff_price_or_quantity_unknown(
         PriceUnit.PER_MEGAPIXEL: sizing == "explicit" or default_size is not None,
         PriceUnit.PER_VIDEO_SECOND: duration is not None or default_duration is not None,
         PriceUnit.PER_GPU_SECOND: gpu_seconds is not None,
+        PriceUnit.PER_RUN: True,
     }[unit]
     estimate = dep.estimate_cost(request(**fields))
     assert (estimate is None) == (not priced or not known)

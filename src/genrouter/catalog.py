@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genrouter._workflows import InputSpec, parse_inputs
 from genrouter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class PriceUnit(StrEnum):
     PER_MEGAPIXEL = "per_megapixel"
     PER_VIDEO_SECOND = "per_video_second"
     PER_GPU_SECOND = "per_gpu_second"
+    PER_RUN = "per_run"
+    """One run of a workflow (a fal ComfyUI endpoint bills per request)."""
 
 
 _UNITS = tuple(u.value for u in PriceUnit)
@@ -97,6 +100,7 @@ class Price(BaseModel):
     per_megapixel: Decimal | None = Field(default=None, ge=0)
     per_video_second: Decimal | None = Field(default=None, ge=0)
     per_gpu_second: Decimal | None = Field(default=None, ge=0)
+    per_run: Decimal | None = Field(default=None, ge=0)
     megapixel_rounding: Literal["exact", "ceil"] = "exact"
     source: str | None = None
     date: str | None = None
@@ -181,7 +185,7 @@ class CatalogEntry(BaseModel):
     model_config = _CATALOG
 
     endpoint: str = Field(min_length=1)
-    kind: Literal["image", "video"] | None = None
+    kind: Literal["image", "video", "workflow"] | None = None
     aliases: list[str] = Field(default_factory=list)
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
@@ -189,11 +193,23 @@ class CatalogEntry(BaseModel):
     price: Price | None = None
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
+    inputs: dict[str, InputSpec] | None = None
+    """A workflow's named inputs and their types (see :mod:`genrouter._workflows`)."""
 
-    @field_validator("params")
+    @field_validator("inputs", mode="before")
     @classmethod
-    def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
-        return _check_param_keys(value)
+    def _input_specs(cls, value: Any) -> Any:
+        return parse_inputs(value) if isinstance(value, Mapping) else value
+
+    @model_validator(mode="after")
+    def _request_fields(self) -> CatalogEntry:
+        # A workflow's params also map its input names; the router checks those keys
+        # against the model's declared inputs (which may live on another entry).
+        if self.kind != "workflow":
+            _check_param_keys(self.params)
+        if self.inputs is not None and self.kind not in (None, "workflow"):
+            raise ValueError(f"inputs are declared by workflow entries, not {self.kind} ones")
+        return self
 
 
 def _check_param_keys(value: dict[str, str | None] | None) -> dict[str, str | None] | None:
@@ -262,6 +278,8 @@ class Pricing:
         """Estimated cost of ``request`` on ``deployment`` before running it, or None if unknowable."""
         outputs = request.num_outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            return _money(self.amount * _runs(request, deployment))
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * outputs)
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -281,6 +299,9 @@ class Pricing:
         """Cost of a finished result from what was actually produced, and how it was computed."""
         outputs = result.outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            runs = _runs(request, deployment)
+            return _money(self.amount * runs), f"{runs} run(s) × {self.describe()}"
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * len(outputs)), f"{len(outputs)} × {self.describe()}"
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -317,6 +338,11 @@ def _describe_pricing(unit: PriceUnit, amount: Decimal, source: str | None, date
     return f"${amount} {unit.value}" + (f" ({origin})" if origin else "")
 
 
+def _runs(request: GenerationRequest, deployment: Deployment) -> int:
+    """Calls made for ``request``: ``ceil(num_outputs / max_outputs_per_call)``."""
+    return -(-request.num_outputs // deployment.limits.max_outputs_per_call)
+
+
 def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
@@ -348,6 +374,8 @@ class Deployment:
     pricing: Pricing | None
     gpu_seconds_per_output: float | None = None
     source: str | None = None
+    inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+    """A workflow's declared inputs (empty for other kinds)."""
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -501,6 +529,8 @@ class Catalog:
 def _default_capabilities(kind: str) -> set[Capability]:
     if kind == "video":
         return {Capability.TEXT_TO_VIDEO}
+    if kind == "workflow":
+        return set()  # a workflow takes what its inputs declare
     return {Capability.TEXT_TO_IMAGE}
 
 
@@ -523,7 +553,7 @@ def build_deployment(
     """A :class:`Deployment` from a catalog entry, filling gaps from the model's shipped spec."""
     capabilities = entry.capabilities
     if capabilities is None:
-        capabilities = list(spec.capabilities) if spec else list(_default_capabilities("image"))
+        capabilities = list(spec.capabilities) if spec else list(_default_capabilities(entry.kind or "image"))
     kind = entry.kind or (spec.kind if spec else "image")
     price = entry.price or price_override
     return Deployment(
@@ -538,4 +568,5 @@ def build_deployment(
         pricing=price.to_pricing() if price else None,
         gpu_seconds_per_output=entry.gpu_seconds_per_output,
         source=source,
+        inputs=dict(entry.inputs or {}),
     )

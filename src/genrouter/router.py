@@ -35,6 +35,7 @@ from genrouter._attempts import (
 from genrouter._clock import Clock, MonotonicClock
 from genrouter._execution import Execution
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
+from genrouter._workflows import check_inputs, check_workflow_deployments
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
 from genrouter.catalog import Catalog, CatalogEntry, Deployment, build_deployment
@@ -127,6 +128,7 @@ class AsyncRouter:
             if bind_clock is not None:
                 bind_clock(self.clock)
         self._build_deployments()
+        self._workflow_inputs = check_workflow_deployments(self.deployments())
         self._check_model_overrides()
 
     @classmethod
@@ -164,14 +166,16 @@ class AsyncRouter:
             default_limits = getattr(backend, "default_limits", None)
             for model, entry in entries.items():
                 name = self.catalog.resolve(model) or model
-                if entry.limits is None and default_limits is not None:
+                spec = models.get(name)
+                workflow = (entry.kind or (spec.kind if spec else None)) == "workflow"
+                if entry.limits is None and default_limits is not None and not workflow:
                     entry = entry.model_copy(update={"limits": default_limits})
                 deployment = build_deployment(
                     provider=key,
                     provider_type=section.type,
                     model=name,
                     entry=entry,
-                    spec=models.get(name),
+                    spec=spec,
                     price_override=price_override,
                     source=f"providers.{key}.models" if model in section.models else None,
                 )
@@ -249,13 +253,16 @@ class AsyncRouter:
             close = difflib.get_close_matches(request.model, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
             raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
+        kind = deployments[0].kind
+        if request.inputs or kind == "workflow":
+            check_inputs(request, model=name, kind=kind, schema=self._workflow_inputs.get(name))
         policy = self.config.routing.policy_for(name)
         strategy = request.strategy or policy.strategy
         max_cost = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd
         plan = build_plan(
             request,
             model=name,
-            kind=deployments[0].kind,
+            kind=kind,
             deployments=deployments,
             strategy=strategy,
             provider_rank=self._rank(policy),

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from genrouter._clock import Clock
     from genrouter.catalog import Deployment
 
-__all__ = [  # noqa: F822 - BackendContract is served lazily by __getattr__ (it needs pytest)
+__all__ = [  # noqa: F822 - BackendContract and comfy_transport are served lazily by __getattr__
     "BackendContract",
     "FailJob",
     "FailSubmit",
@@ -43,6 +43,7 @@ __all__ = [  # noqa: F822 - BackendContract is served lazily by __getattr__ (it 
     "Hang",
     "InProcessModalTransport",
     "Succeed",
+    "comfy_transport",
     "set_testing",
 ]
 
@@ -376,4 +377,8 @@ def __getattr__(name: str) -> Any:
         from genrouter._modal_testing import InProcessModalTransport
 
         return InProcessModalTransport
+    if name == "comfy_transport":
+        from genrouter._comfy_testing import comfy_transport
+
+        return comfy_transport
     raise AttributeError(f"module 'genrouter.testing' has no attribute {name!r}")

@@ -139,6 +139,10 @@ class GenerationRequest(BaseModel):
     output_format: OutputFormat | None = None
     safety_checker: bool | None = None
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A workflow model's named inputs (JSON values; images as URL, bytes or path).",
+    )
     providers: list[str] | None = None
     strategy: Strategy | None = None
     max_cost_usd: Annotated[Decimal | None, Field(ge=0)] = None
@@ -182,6 +186,30 @@ class GenerationRequest(BaseModel):
         if isinstance(value, str) and value.startswith(_BYTES_DATA_URL):
             return base64.b64decode(value[len(_BYTES_DATA_URL) :])
         return value
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _input_bytes_from_json(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: base64.b64decode(v[len(_BYTES_DATA_URL) :])
+                if isinstance(v, str) and v.startswith(_BYTES_DATA_URL)
+                else v
+                for k, v in value.items()
+            }
+        return value
+
+    @field_serializer("inputs", when_used="json")
+    def _input_bytes_to_json(self, value: dict[str, Any]) -> dict[str, Any]:
+        # Image inputs given as bytes or a path round-trip like ``image`` does.
+        return {
+            k: _BYTES_DATA_URL + base64.b64encode(v).decode("ascii")
+            if isinstance(v, bytes)
+            else str(v)
+            if isinstance(v, Path)
+            else v
+            for k, v in value.items()
+        }
 
     @field_serializer("image", "mask", when_used="json")
     def _bytes_to_json(self, value: MediaInput | None) -> str | None:

@@ -85,6 +85,8 @@ import httpx
 
 from genrouter import __version__
 from genrouter._secrets import register_secret, scrub
+from genrouter._workflows import resolve_media, workflow_values
+from genrouter.backends._comfy import comfy_artifacts
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
 from genrouter.backends._params import (
     DIRECT_FIELDS,
@@ -650,6 +652,8 @@ class FalBackend:
         """fal's input for ``request`` on ``deployment``, per the catalog's ``params`` mapping."""
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
+        if deployment.kind == "workflow":
+            return await self._translate_workflow(deployment, request, where)
         payload, warnings = translate_fields(request, deployment, provider=self.name)
         out = _Input(payload=payload, warnings=warnings)
         for name in requested_fields(request, DIRECT_FIELDS):
@@ -672,6 +676,21 @@ class FalBackend:
                 self._put(out, params, name, await media_data_url(value, name, provider=self.name), where)
             else:
                 out.warnings.append(f"{where} has no input for {name}; the {name} given was ignored")
+        keys = ("fal", self.name) if self.name != "fal" else ("fal",)
+        out.payload = merge_provider_options(out.payload, request, *keys)
+        return out
+
+    async def _translate_workflow(
+        self, deployment: Deployment, request: GenerationRequest, where: str
+    ) -> _Input:
+        """A ComfyUI endpoint's input: each mapped request field and input under the endpoint's name."""
+        values, warnings = workflow_values(request, deployment, where=where)
+
+        async def media(value: MediaInput, name: str) -> str:
+            return await media_data_url(value, name, provider=self.name)
+
+        out = _Input(payload=dict(await resolve_media(values, media)), warnings=warnings)
+        out.names = {v.target: f"inputs.{v.name}" if v.name in request.inputs else v.name for v in values}
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out
@@ -800,6 +819,8 @@ class FalBackend:
         flags = nsfw if isinstance(nsfw, list) else []
         fmt = job.data.get("output_format")
         duration = job.data.get("duration_s")
+        if not files and isinstance(output.get("outputs"), Mapping):
+            return comfy_artifacts(output["outputs"])  # a comfy/ endpoint: files per output node
         artifacts = []
         for index, (kind, item) in enumerate(files):
             info: Mapping[str, Any] = {"url": item} if isinstance(item, str) else item

@@ -62,6 +62,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from genrouter._workflows import resolve_media, workflow_values
+from genrouter.backends._comfy import service_artifacts
 from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
 from genrouter.catalog import Limits, PriceUnit
@@ -470,6 +472,8 @@ class ModalBackend:
     ) -> tuple[dict[str, Any], list[str]]:
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
+        if deployment.kind == "workflow":
+            return await self._workflow_payload(deployment, request, where)
         warnings: list[str] = []
 
         def supported(field: str) -> bool:
@@ -520,6 +524,23 @@ class ModalBackend:
             payload["output_format"] = request.output_format
         elif request.output_format is not None:
             warnings.append(f"{where} cannot make {request.output_format}; made {formats[0]} instead")
+        keys = ("modal", self.name) if self.name != "modal" else ("modal",)
+        return merge_provider_options(payload, request, *keys), warnings
+
+    async def _workflow_payload(
+        self, deployment: Deployment, request: GenerationRequest, where: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """For the ComfyUI class (``deploy/modal/comfy``): node-path → value, images as bytes."""
+        values, warnings = workflow_values(request, deployment, where=where)
+
+        async def media(value: MediaInput, name: str) -> bytes:
+            return await self._image_bytes(value)
+
+        payload: dict[str, Any] = {
+            "model": deployment.endpoint,
+            "workflow": deployment.endpoint,
+            "inputs": dict(await resolve_media(values, media)),
+        }
         keys = ("modal", self.name) if self.name != "modal" else ("modal",)
         return merge_provider_options(payload, request, *keys), warnings
 
@@ -683,6 +704,8 @@ class ModalBackend:
             )
             for data in value.get("outputs", [])
         ]
+        if job.data.get("kind") == "workflow":
+            outputs = service_artifacts(value)
         gpu_s = float(value.get("gpu_seconds") or 0.0)
         queued = None
         finished, submitted = value.get("finished_at"), job.data.get("submitted_at")

@@ -112,6 +112,8 @@ def required_capabilities(request: GenerationRequest, kind: str) -> frozenset[Ca
 @functools.lru_cache(maxsize=64)
 def _capabilities(kind: str, image: bool, mask: bool, loras: bool) -> frozenset[Capability]:
     needed: set[Capability] = set()
+    if kind == "workflow":
+        return frozenset()  # a workflow's inputs were checked against its declaration
     if kind == "video":
         needed.add(Capability.IMAGE_TO_VIDEO if image else Capability.TEXT_TO_VIDEO)
     else:
