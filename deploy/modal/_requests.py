@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import urllib.parse
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -40,6 +41,9 @@ KNOWN_FIELDS = frozenset(
         "output_format",
         "duration_s",
         "fps",
+        "webhook_url",
+        "checkpoint",
+        "output_volume",
     }
 )
 
@@ -65,6 +69,12 @@ class Request:
     num_frames: int | None
     fps: int | None
     warnings: list[str]
+    webhook_url: str | None = None
+    """Where to POST the signed job event when the request ends (``_webhooks.py``)."""
+    checkpoint: str | None = None
+    """A single-file checkpoint in the checkpoint folder, served instead of the model's weights."""
+    output_volume: bool | None = None
+    """Write outputs to the output folder (a Volume): True, False, or None (when large)."""
 
     @property
     def key(self) -> Hashable:
@@ -82,6 +92,7 @@ class Request:
             self.strength if img2img else None,
             loras,
             self.num_frames,
+            self.checkpoint,
         )
 
 
@@ -169,6 +180,7 @@ def parse_request(raw: Mapping[str, Any], models: Mapping[str, Any], config: Any
         num_frames = max(5, 4 * round(duration * fps / 4) + 1)  # Wan needs 4k + 1 frames
     elif raw.get("duration_s") is not None or raw.get("fps") is not None:
         warnings.append(f"{model} makes images; duration_s and fps were ignored")
+    webhook_url = _webhook_url(raw.get("webhook_url"))
     return Request(
         model=model,
         prompt=prompt,
@@ -186,7 +198,19 @@ def parse_request(raw: Mapping[str, Any], models: Mapping[str, Any], config: Any
         num_frames=num_frames,
         fps=fps,
         warnings=warnings,
+        webhook_url=webhook_url,
     )
+
+
+def _webhook_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"webhook_url must be a string, not {type(value).__name__}")
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"webhook_url {value[:200]!r} is not an http(s) URL with a host")
+    return value
 
 
 def _image(

@@ -101,6 +101,7 @@ _batching = _sibling("_batching")
 _loras = _sibling("_loras")
 _media = _sibling("_media")
 _requests = _sibling("_requests")
+_webhooks = _sibling("_webhooks")
 
 DynamicBatcher = _batching.DynamicBatcher
 builtin_error = _batching.builtin_error
@@ -178,6 +179,9 @@ class ServiceConfig:
     cpu_threads: int | None = None
     """``torch.set_num_threads`` on a CPU device (``GENROUTER_CPU_THREADS``): 1 keeps tiny models
     fast on a busy machine, where OpenMP threads otherwise spin waiting for each other."""
+    webhook_secret: str = dataclasses.field(default="", repr=False)
+    """``whsec_...`` key that signs webhook deliveries (``GENROUTER_WEBHOOK_SECRET``, from a Modal
+    Secret, never baked into the image); empty: requests with ``webhook_url`` get a warning."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
@@ -211,6 +215,8 @@ class ServiceConfig:
             values["compile"] = _flag(env["GENROUTER_COMPILE"])
         if env.get("GENROUTER_WARMUP"):
             values["warmup"] = _flag(env["GENROUTER_WARMUP"])
+        if env.get(_webhooks.SECRET_ENV):
+            values["webhook_secret"] = env[_webhooks.SECRET_ENV]
         sources = {
             key[len("GENROUTER_SOURCE_") :].lower().replace("_", "-"): value
             for key, value in env.items()
@@ -373,6 +379,9 @@ class DiffusionService:
         )
         self._gpu_lock = threading.Lock()
         self._on_device = False
+        self._webhooks: Any = (
+            _webhooks.WebhookSender(self.config.webhook_secret) if self.config.webhook_secret else None
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -547,6 +556,8 @@ class DiffusionService:
         self._batcher.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._webhooks is not None:
+            self._webhooks.close()
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -559,15 +570,50 @@ class DiffusionService:
         """Validate a request dict; ``ValueError`` names the problem."""
         return parse_request(raw, self.models, self.config)
 
-    def submit(self, raw: Mapping[str, Any]) -> cf.Future[dict[str, Any]]:
-        """Queue a request for the batcher; the future gives the result dict or the error."""
+    def submit(self, raw: Mapping[str, Any], *, call_id: str | None = None) -> cf.Future[dict[str, Any]]:
+        """Queue a request for the batcher; the future gives the result dict or the error.
+
+        With a ``webhook_url`` in the request, the signed job event (``_webhooks.py``) is
+        POSTed there when the future resolves (not when it is cancelled); ``call_id`` is the
+        job's id in it (Modal's call id; a random one when None).
+        """
         try:
             request = self.parse(raw)
         except Exception as exc:
             future: cf.Future[dict[str, Any]] = cf.Future()
             future.set_exception(builtin_error(exc))
+            self._announce(raw.get("webhook_url") if isinstance(raw, Mapping) else None, call_id, future)
             return future
-        return self._batcher.submit(request, request.key, request.num_outputs)
+        if request.webhook_url is not None and self._webhooks is None:
+            request.warnings.append(
+                f"no webhook sent: {_webhooks.SECRET_ENV} is not set in this deployment (see its README)"
+            )
+            request.webhook_url = None
+        future = self._batcher.submit(request, request.key, request.num_outputs)
+        self._announce(request.webhook_url, call_id, future)
+        return future
+
+    def _announce(self, url: Any, call_id: str | None, future: cf.Future[dict[str, Any]]) -> None:
+        """Send the job's webhook once ``future`` resolves (if there is a URL and a secret)."""
+        sender = self._webhooks
+        if sender is None or not isinstance(url, str):
+            return
+        job_id = call_id or f"req-{os.urandom(8).hex()}"
+
+        def done(f: cf.Future[dict[str, Any]]) -> None:
+            if f.cancelled():
+                return  # the caller cancelled: nobody waits for this job any more
+            error = f.exception()
+            if error is None:
+                body = _webhooks.job_body(job_id, f.result())
+            else:
+                body = _webhooks.job_body(job_id, error=f"{type(error).__name__}: {error}")
+            try:
+                sender.send(url, body, _webhooks.message_id(job_id))
+            except RuntimeError:  # closing: the sender's threads are gone
+                log.warning("webhook for %s not sent: the service is closing", job_id)
+
+        future.add_done_callback(done)
 
     def generate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Generate one request (through the batcher); raises ValueError or RuntimeError."""

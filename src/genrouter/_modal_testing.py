@@ -76,7 +76,7 @@ def modal_error(name: str, message: str = "") -> Exception:
 
 
 class _Service(Protocol):
-    def submit(self, request: dict[str, Any]) -> Any: ...
+    def submit(self, request: dict[str, Any], *, call_id: str | None = None) -> Any: ...
 
 
 @dataclass
@@ -144,7 +144,7 @@ class InProcessModalTransport:
         request.setdefault("model", model_id)
         call_id = f"fc-inproc{self._prefix}{next(self._ids):06d}"
         loop = asyncio.get_running_loop()
-        future = self.service.submit(request)
+        future = self.service.submit(request, call_id=call_id)
         self.calls[call_id] = _Call(model_id, future, loop.time() + self.latency_s)
         self.spawned.append((model_id, request))
         return call_id

@@ -577,7 +577,8 @@ class ModalBackend:
         seed = request.seed if request.seed is not None else random.randrange(2**32)
         payload, warnings = await self._payload(deployment, request, seed)
         if webhook_url is not None:
-            warnings.append(f"{self.name} sends no webhooks; the result is awaited instead")
+            # The deployment POSTs a Standard Webhooks-signed event there when the call ends.
+            payload["webhook_url"] = webhook_url
         transport = self.transport
         warm = asyncio.ensure_future(transport.warm_containers(deployment.endpoint))
         try:

@@ -227,6 +227,8 @@ class ModalSettings(ProviderSettings):
     token_id: SecretStr | None = None
     token_secret: SecretStr | None = None
     cold_start_s: Annotated[float, Field(ge=0)] = 20.0
+    webhook_secret: SecretStr | None = None
+    """The ``whsec_...`` secret the deployment signs webhooks with (its ``GENROUTER_WEBHOOK_SECRET``)."""
 
 
 class LatencySpec(SettingsModel):
