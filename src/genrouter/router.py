@@ -33,12 +33,13 @@ from genrouter._attempts import (
     terminal_state_of,
 )
 from genrouter._clock import Clock, MonotonicClock
+from genrouter._deployments import PassthroughDeployments, provider_deployments
 from genrouter._execution import Execution
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
 from genrouter._workflows import check_inputs, check_workflow_deployments
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
-from genrouter.catalog import Catalog, CatalogEntry, Deployment, build_deployment
+from genrouter.catalog import Catalog, Deployment
 from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
 from genrouter.errors import (
     BudgetExceededError,
@@ -151,35 +152,10 @@ class AsyncRouter:
     # -- construction helpers ------------------------------------------------------
 
     def _build_deployments(self) -> None:
-        models = self.catalog.models
         for key, section in self.config.providers.items():
             backend = self._backends[key]
-            default_entries = getattr(backend, "default_entries", None)
-            entries: dict[str, CatalogEntry] = dict(
-                default_entries(self.catalog)
-                if default_entries is not None
-                else self.catalog.entries_for(section.type)
-            )
-            entries.update(self.catalog.entries_for(key))
-            entries.update(section.models)
-            price_override = getattr(section, "price", None)
-            default_limits = getattr(backend, "default_limits", None)
-            for model, entry in entries.items():
-                name = self.catalog.resolve(model) or model
-                spec = models.get(name)
-                workflow = (entry.kind or (spec.kind if spec else None)) == "workflow"
-                if entry.limits is None and default_limits is not None and not workflow:
-                    entry = entry.model_copy(update={"limits": default_limits})
-                deployment = build_deployment(
-                    provider=key,
-                    provider_type=section.type,
-                    model=name,
-                    entry=entry,
-                    spec=spec,
-                    price_override=price_override,
-                    source=f"providers.{key}.models" if model in section.models else None,
-                )
-                self._deployments.setdefault(name, []).append(deployment)
+            for deployment in provider_deployments(self.catalog, key, section, backend):
+                self._deployments.setdefault(deployment.model, []).append(deployment)
                 hint = getattr(backend, "latency_hint", None)
                 if hint is not None:
                     value = hint(deployment)
@@ -188,6 +164,7 @@ class AsyncRouter:
             reason = getattr(backend, "unavailable_reason", None)
             if isinstance(reason, str) and reason:
                 self._unavailable[key] = reason
+        self._passthrough = PassthroughDeployments(self.catalog, self.config.providers, self._backends)
 
     def _check_model_overrides(self) -> None:
         for model in self.config.routing.models:

@@ -37,24 +37,46 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import hashlib
+import importlib.util
 import json
 import mimetypes
 import os
 import re
 import shlex
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ENV_VARIABLES", "ComfyConfig", "ComfyService", "WorkflowError", "patch_workflow"]
+
+
+def _webhooks_module() -> Any:
+    """``_webhooks.py`` (Standard Webhooks delivery), shared with the diffusion class: beside this
+    file in the container, one folder up (``deploy/modal/``) in a checkout."""
+    name = "genrouter_modal.webhooks"
+    if name in sys.modules:
+        return sys.modules[name]
+    here = Path(__file__).resolve().parent
+    path = next((p for p in (here / "_webhooks.py", here.parent / "_webhooks.py") if p.is_file()), None)
+    spec = importlib.util.spec_from_file_location(name, path) if path else None
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot find _webhooks.py beside {__file__} or one folder up")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_webhooks = _webhooks_module()
 
 ENV_VARIABLES = (
     "GENROUTER_COMFY_URL",
@@ -63,7 +85,7 @@ ENV_VARIABLES = (
     "GENROUTER_COMFY_START_TIMEOUT_S",
     "GENROUTER_COMFY_RUN_TIMEOUT_S",
     "GENROUTER_COMFY_MAX_CONCURRENT",
-    "GENROUTER_COMFY_WEBHOOK_SECRET",
+    _webhooks.SECRET_ENV,
 )
 """Environment variables :meth:`ComfyConfig.from_env` reads (``app.py`` copies them into the image)."""
 
@@ -98,7 +120,8 @@ class ComfyConfig:
     http_timeout_s: float = 60.0
     max_concurrent: int = 5
     webhook_secret: str | None = field(default=None, repr=False)
-    """``whsec_...``: sign webhook deliveries (Standard Webhooks)."""
+    """``whsec_...`` that signs webhook deliveries (``GENROUTER_WEBHOOK_SECRET``, from a Modal Secret);
+    None: a request's ``webhook_url`` is ignored with a warning."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ComfyConfig:
@@ -112,7 +135,7 @@ class ComfyConfig:
             start_timeout_s=float(env.get("GENROUTER_COMFY_START_TIMEOUT_S", d.start_timeout_s)),
             run_timeout_s=float(env.get("GENROUTER_COMFY_RUN_TIMEOUT_S", d.run_timeout_s)),
             max_concurrent=int(env.get("GENROUTER_COMFY_MAX_CONCURRENT", d.max_concurrent)),
-            webhook_secret=env.get("GENROUTER_COMFY_WEBHOOK_SECRET") or None,
+            webhook_secret=env.get(_webhooks.SECRET_ENV) or None,
         )
         return replace(config, **overrides)
 
@@ -153,20 +176,17 @@ def _extension(data: bytes) -> str:
 class ComfyService:
     """Runs API-format workflows on one ComfyUI server (see the module docstring).
 
-    ``deliver`` is called as ``deliver(webhook, result_or_error_dict)`` after each run
-    whose request carried a ``webhook`` (``{"url", "id"}``); failures to deliver are
-    logged, never raised.
+    A request with a ``webhook_url`` gets the diffusion class's Standard Webhooks delivery
+    (``deploy/modal/_webhooks.py``: a signed ``job.succeeded``/``job.failed`` event, sent
+    from background threads with retries, ``webhook-id`` = ``msg_<call id>``) when the run
+    ends, if ``webhook_secret`` is set; without it the result carries a warning.
     """
 
-    def __init__(
-        self,
-        config: ComfyConfig | None = None,
-        *,
-        deliver: Callable[[Mapping[str, Any], dict[str, Any]], None] | None = None,
-    ) -> None:
+    def __init__(self, config: ComfyConfig | None = None) -> None:
         self.config = config or ComfyConfig()
         self.client_id = uuid.uuid4().hex
-        self.deliver = deliver
+        secret = self.config.webhook_secret
+        self._webhooks: Any = _webhooks.WebhookSender(secret) if secret else None
         self._process: subprocess.Popen[bytes] | None = None
         self._workflows: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -198,6 +218,8 @@ class ComfyService:
     def close(self) -> None:
         """Stop taking requests, finish running ones, and stop a ComfyUI this service launched."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._webhooks is not None:
+            self._webhooks.close()
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
@@ -223,9 +245,14 @@ class ComfyService:
 
     # -- serving -------------------------------------------------------------------------
 
-    def submit(self, request: dict[str, Any]) -> concurrent.futures.Future[dict[str, Any]]:
-        """Run ``request`` on one of ``max_concurrent`` threads; the future holds the result."""
-        return self._pool.submit(self.run_workflow, request)
+    def submit(
+        self, request: Mapping[str, Any], *, call_id: str | None = None
+    ) -> concurrent.futures.Future[dict[str, Any]]:
+        """Run ``request`` on one of ``max_concurrent`` threads; the future holds the result.
+
+        A cancelled future that had not started never runs, and sends no webhook.
+        """
+        return self._pool.submit(self.run_workflow, request, call_id=call_id)
 
     def workflow(self, name: str) -> dict[str, Any]:
         """The API-format workflow ``<workflows_dir>/<name>.json`` (read once, then cached)."""
@@ -250,18 +277,35 @@ class ComfyService:
             self._workflows[name] = loaded
         return loaded
 
-    def run_workflow(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """Patch, submit, wait and collect one workflow run (see the module docstring)."""
-        webhook = request.get("webhook")
+    def run_workflow(self, request: Mapping[str, Any], *, call_id: str | None = None) -> dict[str, Any]:
+        """Patch, submit, wait and collect one workflow run (see the module docstring).
+
+        ``call_id`` (Modal's function call id) names the job in its webhook event.
+        """
+        url = request.get("webhook_url")
+        if url is not None:
+            _webhooks.check_url(url)
+        job_id = call_id or f"req-{os.urandom(8).hex()}"
         try:
             result = self._run(request)
         except Exception as exc:
-            if isinstance(webhook, Mapping) and self.deliver is not None:
-                self._deliver(webhook, {"error": {"type": type(exc).__name__, "message": str(exc)}})
+            if url is not None and self._webhooks is not None:
+                self._announce(url, _webhooks.job_body(job_id, error=f"{type(exc).__name__}: {exc}"), job_id)
             raise
-        if isinstance(webhook, Mapping) and self.deliver is not None:
-            self._deliver(webhook, result)
+        if url is not None:
+            if self._webhooks is None:
+                result["warnings"].append(
+                    f"no webhook sent: {_webhooks.SECRET_ENV} is not set in this deployment (see its README)"
+                )
+            else:
+                self._announce(url, _webhooks.job_body(job_id, result), job_id)
         return result
+
+    def _announce(self, url: str, body: bytes, job_id: str) -> None:
+        try:
+            self._webhooks.send(url, body, _webhooks.message_id(job_id))
+        except RuntimeError:  # closing: the sender's threads are gone; polling is the backstop
+            print(f"genrouter comfy: webhook for {job_id} not sent: the service is closing")
 
     def _run(self, request: Mapping[str, Any]) -> dict[str, Any]:
         started = time.monotonic()
@@ -367,13 +411,6 @@ class ComfyService:
         if not outputs:
             raise WorkflowError("the workflow finished without any output file (add a SaveImage node)")
         return outputs, files
-
-    def _deliver(self, webhook: Mapping[str, Any], body: dict[str, Any]) -> None:
-        assert self.deliver is not None
-        try:
-            self.deliver(webhook, body)
-        except Exception as exc:  # a webhook must never fail the run; polling is the backstop
-            print(f"genrouter comfy: webhook delivery failed: {type(exc).__name__}: {exc}")
 
     # -- HTTP ------------------------------------------------------------------------------
 

@@ -88,6 +88,13 @@ from genrouter._secrets import register_secret, scrub
 from genrouter._workflows import resolve_media, workflow_values
 from genrouter.backends._comfy import comfy_artifacts
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
+from genrouter.backends._mapping import (
+    allowed_ratios,
+    apply_rules,
+    nearest_ratio,
+    ratio_of,
+    snapped_aspect_ratio,
+)
 from genrouter.backends._params import (
     DIRECT_FIELDS,
     media_data_url,
@@ -118,7 +125,7 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
-    from genrouter.catalog import Deployment
+    from genrouter.catalog import Deployment, ParamRule
 
 __all__ = ["DEFAULT_BASE_URL", "IMAGE_SIZE_PRESETS", "FalBackend"]
 
@@ -661,7 +668,7 @@ class FalBackend:
             if target:
                 out.names[target] = name
         self._translate_size(deployment, request, out, where)
-        self._translate_format(params, request, out, where)
+        self._translate_format(params, request, out, where, deployment.rules)
         if request.safety_checker is not None:
             self._put(out, params, "safety_checker", request.safety_checker, where)
         if request.loras:
@@ -676,6 +683,8 @@ class FalBackend:
                 self._put(out, params, name, await media_data_url(value, name, provider=self.name), where)
             else:
                 out.warnings.append(f"{where} has no input for {name}; the {name} given was ignored")
+        out.warnings += apply_rules(out.payload, deployment, where)
+        self._rule_duration(deployment, out)
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out
@@ -696,6 +705,17 @@ class FalBackend:
         return out
 
     @staticmethod
+    def _rule_duration(deployment: Deployment, out: _Input) -> None:
+        """The clip length a ``duration_s`` value map settled on, for the result and cost."""
+        rule = deployment.rules.get("duration_s")
+        if rule is None or not rule.to or rule.to not in out.payload:
+            return
+        try:
+            out.duration_s = float(out.payload[rule.to])
+        except (TypeError, ValueError):
+            return
+
+    @staticmethod
     def _put(
         out: _Input, params: Mapping[str, str | None], name: str, value: Any, where: str, shown: str = ""
     ) -> None:
@@ -714,7 +734,20 @@ class FalBackend:
         params = deployment.params
         if request.width is not None and request.height is not None:
             width_to, height_to = params.get("width"), params.get("height")
-            if not width_to or not height_to:
+            ratio_to = params.get("aspect_ratio")
+            if (not width_to or not height_to) and ratio_to and ratio_to != "image_size":
+                # Takes only a ratio: the nearest one it allows (the size's own without a list).
+                allowed = allowed_ratios(deployment)
+                shown = f"{request.width}x{request.height}"
+                sent = (
+                    nearest_ratio(request.width, request.height, allowed)
+                    if allowed
+                    else ratio_of(request.width, request.height)
+                )
+                out.payload[ratio_to] = sent
+                out.names[ratio_to] = "aspect_ratio"
+                out.warnings.append(f"{where} takes aspect ratios, not sizes: {shown} was sent as {sent}")
+            elif not width_to or not height_to:
                 out.warnings.append(
                     f"{where} has no input for width/height; {request.width}x{request.height} was ignored"
                 )
@@ -734,7 +767,10 @@ class FalBackend:
             return
         out.names[target] = "aspect_ratio"
         if target != "image_size" and target != params.get("width"):
-            out.payload[target] = ratio
+            snapped, note = snapped_aspect_ratio(request, deployment, where)
+            out.payload[target] = snapped
+            if note is not None:
+                out.warnings.append(note)
             return
         size = deployment.size_for(request) or deployment.limits.default_size or (1024, 1024)
         preset, exact = _nearest_preset(ratio, size[0] * size[1])
@@ -747,8 +783,13 @@ class FalBackend:
 
     @staticmethod
     def _translate_format(
-        params: Mapping[str, str | None], request: GenerationRequest, out: _Input, where: str
+        params: Mapping[str, str | None],
+        request: GenerationRequest,
+        out: _Input,
+        where: str,
+        rules: Mapping[str, ParamRule] | None = None,
     ) -> None:
+        rules = rules or {}
         wanted = request.output_format
         if wanted is None:
             return
@@ -758,7 +799,10 @@ class FalBackend:
                 f"{where} has no input for output_format; output_format={wanted!r} was ignored"
             )
             return
-        if wanted not in OUTPUT_FORMATS:
+        rule = rules.get("output_format")
+        if rule is not None and (rule.values is not None or rule.allowed is not None):
+            pass  # the entry's value map says what this endpoint takes (apply_rules)
+        elif wanted not in OUTPUT_FORMATS:
             out.warnings.append(f"{where} cannot output {wanted}; asked for png instead")
             wanted = "png"
         out.payload[target] = wanted
@@ -780,6 +824,11 @@ class FalBackend:
             out.duration_s = limits.default_duration_s if deployment.kind == "video" else None
             return
         out.names[target] = "duration_s"
+        rule = deployment.rules.get("duration_s")
+        if rule is not None and rule.allowed is not None:
+            out.payload[target] = seconds  # snapped and converted by the value map
+            out.duration_s = seconds
+            return
         if limits.durations_s:
             wanted = seconds
             # fal's enumerated durations are strings ("5" | "10"); the nearest wins, ties go shorter.

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from genrouter._workflows import resolve_media, workflow_values
 from genrouter.backends._comfy import service_artifacts
+from genrouter.backends._mapping import apply_rules, snapped_aspect_ratio
 from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
 from genrouter.catalog import Limits, PriceUnit
@@ -481,6 +482,9 @@ class ModalBackend:
             return not (field in params and params[field] is None)
 
         width, height = deployment.size_for(request) or (1024, 1024)
+        _, snapped = snapped_aspect_ratio(request, deployment, where)
+        if snapped is not None:
+            warnings.append(snapped)
         payload: dict[str, Any] = {
             "model": deployment.endpoint,
             "prompt": request.prompt,
@@ -524,6 +528,7 @@ class ModalBackend:
             payload["output_format"] = request.output_format
         elif request.output_format is not None:
             warnings.append(f"{where} cannot make {request.output_format}; made {formats[0]} instead")
+        warnings += apply_rules(payload, deployment, where)
         keys = ("modal", self.name) if self.name != "modal" else ("modal",)
         return merge_provider_options(payload, request, *keys), warnings
 

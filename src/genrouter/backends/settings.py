@@ -163,6 +163,17 @@ class ProviderSettings(SettingsModel):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     models: dict[str, CatalogEntry] = Field(default_factory=dict)
 
+    @field_validator("models")
+    @classmethod
+    def _no_colons(cls, value: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+        for name in value:
+            if ":" in name:
+                raise ValueError(
+                    f"model {name!r} contains ':'; aliases never contain ':' (a model of the form "
+                    "'<provider-key>:<endpoint>' is a passthrough), so rename it"
+                )
+        return value
+
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
