@@ -51,7 +51,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,12 @@ class ComfyService:
     ends, if ``webhook_secret`` is set; without it the result carries a warning.
     """
 
-    def __init__(self, config: ComfyConfig | None = None) -> None:
+    def __init__(
+        self, config: ComfyConfig | None = None, *, on_workflow_miss: Callable[[], None] | None = None
+    ) -> None:
         self.config = config or ComfyConfig()
+        self.on_workflow_miss = on_workflow_miss
+        """Called once before a missing workflow file is reported (``app.py`` reloads the Volume)."""
         self.client_id = uuid.uuid4().hex
         secret = self.config.webhook_secret
         self._webhooks: Any = _webhooks.WebhookSender(secret) if secret else None
@@ -263,6 +267,8 @@ class ComfyService:
         if cached is not None:
             return cached
         path = Path(self.config.workflows_dir) / f"{name.removesuffix('.json')}.json"
+        if not path.is_file() and self.on_workflow_miss is not None:
+            self.on_workflow_miss()  # a workflow uploaded after this container started
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
