@@ -185,7 +185,7 @@ async def test_bad_inputs_are_refused_before_anything_is_submitted(
     field: str,
     says: str,
 ) -> None:
-    """An unknown name, a wrong type, an out-of-range value or a missing required input: InvalidRequestError."""
+    """Unknown name, wrong type, out of range, required but missing: InvalidRequestError, nothing sent."""
     async with workflow_router(*urls(servers)) as (router, transport):
         with pytest.raises(InvalidRequestError) as caught:
             await router.generate(model="restyle", prompt="a fox", inputs=inputs)

@@ -1,4 +1,6 @@
-"""genrouter's self-hosted ComfyUI class, a thin Modal wrapper over ``service.py``: ``modal deploy deploy/modal/comfy/app.py``.
+"""genrouter's self-hosted ComfyUI class, a thin Modal wrapper over ``service.py``.
+
+Deploy: ``modal deploy deploy/modal/comfy/app.py``.
 
 Shape (Modal's ComfyUI pattern): ``ComfyUI`` is an ``@app.cls`` on an L40S with
 ``@modal.concurrent(max_inputs=5)`` and ``scaledown_window=300``. ComfyUI is installed in
