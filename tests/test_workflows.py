@@ -363,3 +363,16 @@ def test_the_example_config_declares_both_deployments() -> None:
     assert deployments["fal"].endpoint.startswith("comfy/")
     assert deployments["comfy-gpu"].provider_type == "modal"
     assert deployments["fal"].kind == deployments["comfy-gpu"].kind == "workflow"
+
+
+async def test_a_comfyui_that_stays_down_opens_the_circuit_and_fal_takes_over(
+    servers: tuple[LoopbackServer, LoopbackServer], fal: FakeFal, comfy: FakeComfy
+) -> None:
+    """ComfyUI unreachable is a retryable unavailability: after repeated failures requests go to fal."""
+    comfy.unavailable = 1000
+    async with workflow_router(*urls(servers)) as (router, _):
+        results = [
+            await router.generate(model="restyle", prompt=f"fox {i}", inputs={"image": PNG}) for i in range(8)
+        ]
+    assert {r.provider for r in results} == {"fal"}
+    assert results[-1].attempts[0].provider == "fal"  # the circuit is open: comfy-gpu is not tried first

@@ -319,6 +319,7 @@ class ComfyService:
         inputs = request.get("inputs") or {}
         if not isinstance(inputs, Mapping):
             raise TypeError("inputs must be a mapping of '<node id>.inputs.<name>' to values")
+        patch_workflow(self.workflow(str(name)), inputs)  # every path checked before any upload
         values = {
             path: self._upload(value) if isinstance(value, bytes) else value for path, value in inputs.items()
         }
@@ -437,6 +438,8 @@ class ComfyService:
             raise ConnectionError(
                 f"ComfyUI answered {method} {path.split('?')[0]} with HTTP {exc.code}"
             ) from None
+        except urllib.error.URLError as exc:  # refused, reset, timed out: ComfyUI is not answering
+            raise ConnectionError(f"ComfyUI at {self.config.url} is not answering: {exc.reason}") from None
 
     def _get_json(self, path: str) -> dict[str, Any]:
         data, _ = self._request("GET", path)

@@ -37,6 +37,7 @@ builtin ``TimeoutError`` from ``FunctionCall.get``  still running (not an error)
 ``AuthError`` / ``PermissionDeniedError``           :class:`AuthenticationError` (401 / 403)
 ``InvalidError``, ``RequestSizeError``,             :class:`InvalidRequestError`
 ``SerializationError``, a remote ``ValueError``
+a remote ``ConnectionError`` (ComfyUI down)         :class:`ProviderUnavailableError` (retryable)
 ``ExecutionError``, ``DeserializationError``,       :class:`ConfigError` (client and deployed
 ``VersionError``                                    class disagree: redeploy or upgrade)
 other remote exceptions (``RuntimeError``)          :class:`JobFailedError`, not retryable
@@ -191,6 +192,8 @@ def map_modal_error(
     if not names:  # raised by the class's own code and pickled back
         if isinstance(exc, ValueError | TypeError):
             return InvalidRequestError(text, provider=provider, provider_request_id=rid, status_code=422)
+        if isinstance(exc, ConnectionError):  # the class could not reach what it serves from (ComfyUI)
+            return ProviderUnavailableError(text, provider=provider, provider_request_id=rid)
         return JobFailedError(text, provider=provider, provider_request_id=rid, retryable=False)
     for name in names:
         error = _by_name(name, text, provider, rid, at_submit)
@@ -251,6 +254,8 @@ def _consume(task: asyncio.Future[Any]) -> None:
 def _item_error(error: Mapping[str, Any]) -> Exception:
     """A per-item error dict from the batched method as the builtin exception it stands for."""
     message = str(error.get("message", "unknown error"))
+    if error.get("type") == "ConnectionError":
+        return ConnectionError(message)
     return ValueError(message) if error.get("type") in ("ValueError", "TypeError") else RuntimeError(message)
 
 
