@@ -376,3 +376,9 @@ async def test_a_comfyui_that_stays_down_opens_the_circuit_and_fal_takes_over(
         ]
     assert {r.provider for r in results} == {"fal"}
     assert results[-1].attempts[0].provider == "fal"  # the circuit is open: comfy-gpu is not tried first
+
+
+def test_a_comfyui_provider_serves_only_its_own_models() -> None:
+    """With shipped_models: false the ComfyUI class is no deployment of the shipped Modal models."""
+    router = AsyncRouter.from_config(example_config("http://127.0.0.1:9"))
+    assert {d.model for d in router.deployments() if d.provider == "comfy-gpu"} == {"restyle"}

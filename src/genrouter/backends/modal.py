@@ -94,7 +94,7 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
-    from genrouter.catalog import Deployment
+    from genrouter.catalog import Catalog, CatalogEntry, Deployment
 
 __all__ = [
     "MODAL_LIMITS",
@@ -465,6 +465,10 @@ class ModalBackend:
         return self._transport
 
     # -- optional hooks --------------------------------------------------------------
+
+    def default_entries(self, catalog: Catalog) -> Mapping[str, CatalogEntry]:
+        """The shipped Modal models, or none with ``shipped_models: false`` (a ComfyUI class)."""
+        return catalog.entries_for("modal") if self.settings.shipped_models else {}
 
     def latency_hint(self, deployment: Deployment) -> float | None:
         """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s`` (queueing, transfer)."""

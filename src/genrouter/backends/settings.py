@@ -240,6 +240,9 @@ class ModalSettings(ProviderSettings):
     cold_start_s: Annotated[float, Field(ge=0)] = 20.0
     webhook_secret: SecretStr | None = None
     """The ``whsec_...`` secret the deployment signs webhooks with (its ``GENROUTER_WEBHOOK_SECRET``)."""
+    shipped_models: bool = True
+    """Serve the shipped catalog's Modal models (``sdxl``...); false for a class that serves only
+    its ``models:`` (the ComfyUI class in ``deploy/modal/comfy``)."""
 
 
 class LatencySpec(SettingsModel):
