@@ -8,6 +8,7 @@ import base64
 import copy
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from decimal import Decimal
 from typing import Any
 
@@ -382,3 +383,14 @@ def test_a_comfyui_provider_serves_only_its_own_models() -> None:
     """With shipped_models: false the ComfyUI class is no deployment of the shipped Modal models."""
     router = AsyncRouter.from_config(example_config("http://127.0.0.1:9"))
     assert {d.model for d in router.deployments() if d.provider == "comfy-gpu"} == {"restyle"}
+
+
+async def test_an_image_input_given_as_a_path_reaches_fal_as_a_data_url(
+    servers: tuple[LoopbackServer, LoopbackServer], fal: FakeFal, comfy: FakeComfy, tmp_path: Path
+) -> None:
+    """A pathlib.Path image input is read and sent inline, like the image field."""
+    path = tmp_path / "fox.png"
+    path.write_bytes(PNG)
+    async with workflow_router(*urls(servers)) as (router, _):
+        await router.generate(model="restyle", prompt="a fox", inputs={"image": path}, providers=["fal"])
+    assert fal.job_for("a fox").input["loadimage_1"] == PNG_URL
