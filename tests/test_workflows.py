@@ -8,8 +8,8 @@ import base64
 import copy
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
