@@ -88,13 +88,7 @@ def test_genrouter_batch_runs_the_workflow_across_both_deployments(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The CLI batch runs every line (two of them allowed only on fal) and exits 0."""
-    config = example_config(servers[0].url)
-    section = config["providers"]["comfy-gpu"]
-    section.update(
-        type="workflow_helpers:InProcessComfyModal", comfy_url=servers[1].url, workflows_dir=str(EXAMPLE_DIR)
-    )
-    path = tmp_path / "genrouter.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = cli_config(servers, tmp_path)
     source = tmp_path / "in.jsonl"
     items = lines(4)
     for item in items[::2]:
@@ -183,3 +177,82 @@ async def test_without_a_signing_secret_the_class_warns_instead_of_sending(
         result = await router.result(handle, timeout=30)
     assert any("no webhook sent" in w for w in result.warnings)
     assert receiver.server.requests == []
+
+
+def cli_config(servers: tuple[LoopbackServer, LoopbackServer], tmp_path: Path) -> Path:
+    """The example config with comfy-gpu as the in-process class (an import-path backend)."""
+    config = example_config(servers[0].url)
+    config["providers"]["comfy-gpu"].update(
+        type="workflow_helpers:InProcessComfyModal", comfy_url=servers[1].url, workflows_dir=str(EXAMPLE_DIR)
+    )
+    path = tmp_path / "genrouter.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_genrouter_generate_takes_workflow_inputs(
+    servers: tuple[LoopbackServer, LoopbackServer],
+    tmp_path: Path,
+    fal: FakeFal,
+    comfy: FakeComfy,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-i NAME=VALUE sets an input (JSON values; @file reads an image) and the output is saved."""
+    image = tmp_path / "fox.png"
+    image.write_bytes(PNG)
+    out = tmp_path / "out"
+    argv = [
+        "generate",
+        "a fox",
+        "-m",
+        "restyle",
+        "-c",
+        str(cli_config(servers, tmp_path)),
+        "-o",
+        str(out),
+        "-i",
+        f"image=@{image}",
+        "-i",
+        "strength=0.4",
+        "-i",
+        "negative_prompt=blurry",
+    ]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert exited.value.code == 0, err
+    [prompt] = comfy.prompts
+    assert prompt["3"]["inputs"]["denoise"] == 0.4
+    assert prompt["7"]["inputs"]["text"] == "blurry"
+    assert comfy.uploads[prompt["10"]["inputs"]["image"]] == PNG
+    assert len(list(out.glob("*.png"))) == 1
+
+
+def test_genrouter_generate_names_a_bad_input_in_one_line(
+    servers: tuple[LoopbackServer, LoopbackServer],
+    tmp_path: Path,
+    fal: FakeFal,
+    comfy: FakeComfy,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unknown input is one error line naming it; nothing is submitted."""
+    argv = [
+        "generate",
+        "a fox",
+        "-m",
+        "restyle",
+        "-c",
+        str(cli_config(servers, tmp_path)),
+        "-i",
+        f"image={PNG_URL}",
+        "-i",
+        "denoise=0.4",
+    ]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert exited.value.code != 0
+    assert err.count("\n") == 1
+    assert "inputs.denoise" in err
+    assert comfy.prompts == []
+    assert fal.submit_count() == 0

@@ -26,6 +26,7 @@ This module knows no provider.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "WorkflowValue",
     "check_inputs",
     "check_workflow_deployments",
+    "parse_cli_input",
     "parse_inputs",
     "workflow_schema",
     "workflow_values",
@@ -329,3 +331,20 @@ async def resolve_media(
         value = await media(item.value, item.name) if item.media else item.value
         out.append((item.target, value))
     return out
+
+
+def parse_cli_input(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from ``genrouter generate -i``: VALUE as JSON when it parses (``7``,
+    ``0.5``, ``true``, ``{"a": 1}``), ``@path`` as a file (an image input), else the text."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise InvalidRequestError(
+            f"--input {text[:80]!r} is not NAME=VALUE (e.g. -i strength=0.5 or -i image=@fox.png)",
+            field="inputs",
+        )
+    if raw.startswith("@"):
+        return name.strip(), Path(raw[1:])
+    try:
+        return name.strip(), json.loads(raw)
+    except ValueError:
+        return name.strip(), raw
