@@ -23,10 +23,12 @@ from genrouter import (
     ConfigError,
     DeadlineExceededError,
     InvalidRequestError,
+    Router,
 )
 from genrouter._png import placeholder_png
-from genrouter.testing import set_testing
-from workflow_helpers import example_config, workflow_router
+from genrouter.backends.modal import ModalBackend
+from genrouter.testing import comfy_transport, set_testing
+from workflow_helpers import EXAMPLE_DIR, example_config, workflow_router
 
 PNG = placeholder_png(8, 8, 1)
 PNG_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
@@ -394,3 +396,19 @@ async def test_an_image_input_given_as_a_path_reaches_fal_as_a_data_url(
     async with workflow_router(*urls(servers)) as (router, _):
         await router.generate(model="restyle", prompt="a fox", inputs={"image": path}, providers=["fal"])
     assert fal.job_for("a fox").input["loadimage_1"] == PNG_URL
+
+
+def test_the_sync_router_runs_a_workflow(
+    servers: tuple[LoopbackServer, LoopbackServer], fal: FakeFal, comfy: FakeComfy
+) -> None:
+    """genrouter.Router.generate(model=..., inputs=...) is the same call, synchronously."""
+    config = example_config(servers[0].url)
+    transport = comfy_transport(servers[1].url, workflows_dir=EXAMPLE_DIR)
+    backend = ModalBackend(name="comfy-gpu", settings=config["providers"]["comfy-gpu"], transport=transport)
+    try:
+        with Router.from_config(config, backends={"comfy-gpu": backend}) as router:
+            result = router.generate(model="restyle", prompt="a fox", inputs={"image": PNG, "strength": 0.7})
+    finally:
+        asyncio.run(transport.aclose())
+    assert result.provider == "comfy-gpu"
+    assert comfy.prompts[0]["3"]["inputs"]["denoise"] == 0.7
