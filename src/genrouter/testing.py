@@ -7,6 +7,9 @@
 - :func:`set_testing` removes every backoff and Retry-After sleep from the router.
 - ``BackendContract`` (lazily imported; needs pytest) is the conformance suite that
   every backend's tests subclass.
+- ``InProcessModalTransport`` runs ``deploy/modal/service.py`` in-process behind the Modal
+  backend; ``comfy_transport(comfy_url, workflows_dir=...)`` does the same for the ComfyUI
+  class (``deploy/modal/comfy/service.py``) against a ComfyUI server at ``comfy_url``.
 """
 
 from __future__ import annotations

@@ -40,6 +40,10 @@ loras → ``[{path, scale}]``; duration_s → the nearest of ``limits.durations_
 a string (``"5"``), warned when changed; ``provider_options["fal"]`` and then
 ``provider_options[<provider key>]`` are merged last. Every field dropped or changed
 leaves a warning on the job, which the router copies onto the result.
+A ``kind: workflow`` deployment (a ``comfy/<owner>/<name>`` endpoint) is sent only what its
+``params`` map, request fields and ``inputs`` alike, under the endpoint's own names (image
+inputs as URLs); its outputs are read from ComfyUI's per-node ``outputs`` when the answer has
+no top-level ``images``.
 
 **Time-to-start.** ``X-Fal-Request-Timeout`` (fal's deadline for a job to *start*) is
 not sent: no setting says how long a job may queue, and the router's deadline and

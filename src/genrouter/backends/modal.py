@@ -16,6 +16,9 @@ The payload is a dict of builtins under genrouter's own field names (``prompt``,
 ``width``, ``loras: [{source, scale}]``, ``image`` as bytes...); a catalog ``params``
 entry mapped to ``null`` marks a field the model lacks (it is dropped with a
 warning). Outputs come back as bytes and become ``data:`` URLs.
+A ``kind: workflow`` deployment is the ComfyUI class (``deploy/modal/comfy``): its payload
+is ``{"workflow": endpoint, "inputs": {"<node id>.inputs.<name>": value}}`` from the
+deployment's ``params`` (image inputs as bytes), and each output keeps its own content type.
 
 **Cost** = GPU-seconds the service measured × the deployment's ``per_gpu_second``
 price, plus ``cold_start_s`` × that price when Modal reported no warm container at
