@@ -28,6 +28,7 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -56,6 +57,7 @@ from genrouter._attempts import (
     retry_same_provider,
     split_request,
 )
+from genrouter._deadline import SUBMIT_DEADLINE
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
@@ -742,14 +744,24 @@ class Execution:
         # leaves a submitting lane alone for the grace period, and the lane stops
         # itself here once the job is recorded, so that the job gets cancelled.
         lane.submitting += 1
+        # The backend may pass the time left on to the provider (fal's X-Fal-Request-Timeout,
+        # Replicate's Cancel-After). A submit-only job outlives the submit unless the
+        # request itself set a deadline.
+        pushed = not self._submit_only or self.request.deadline_s is not None
+        token = SUBMIT_DEADLINE.set(self._time_left if pushed else None)
         try:
             job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
         finally:
             lane.submitting -= 1
+            with contextlib.suppress(ValueError):  # resumed in another task's context (3.11 eager start)
+                SUBMIT_DEADLINE.reset(token)
         self._live[id(job)] = (backend, job, lane)
         if lane.stop_requested:
             raise asyncio.CancelledError
         return job
+
+    def _time_left(self) -> float:
+        return self.deadline_at - self.clock.now()
 
     async def _cancel_unfinished(self, backend: Backend, jobs: Sequence[ProviderJob], parts: int) -> None:
         """A failed split attempt must not leave its other accepted jobs running (and billing)."""

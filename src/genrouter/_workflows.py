@@ -29,7 +29,7 @@ import difflib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,6 +49,7 @@ __all__ = [
     "check_workflow_deployments",
     "parse_cli_input",
     "parse_inputs",
+    "workflow_inputs",
     "workflow_schema",
     "workflow_values",
 ]
@@ -322,15 +323,26 @@ def workflow_values(
     return values, warnings
 
 
-async def resolve_media(
-    values: Sequence[WorkflowValue], media: Callable[[Any, str], Any]
-) -> list[tuple[str, Any]]:
-    """``(target, value)`` pairs with every media value passed through ``await media(value, name)``."""
-    out: list[tuple[str, Any]] = []
+async def workflow_inputs(
+    request: GenerationRequest,
+    deployment: Deployment,
+    *,
+    where: str,
+    media: Callable[[Any, str], Awaitable[Any]],
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """(the deployment's input, warnings, target → request field or ``inputs.<name>``).
+
+    :func:`workflow_values` with every media value passed through ``await media(value,
+    field)``: the backend's media path (inline, uploaded or passed through).
+    """
+    values, warnings = workflow_values(request, deployment, where=where)
+    payload: dict[str, Any] = {}
+    names: dict[str, str] = {}
     for item in values:
-        value = await media(item.value, item.name) if item.media else item.value
-        out.append((item.target, value))
-    return out
+        field = f"inputs.{item.name}" if item.name in request.inputs else item.name
+        payload[item.target] = await media(item.value, field) if item.media else item.value
+        names[item.target] = field
+    return payload, warnings, names
 
 
 def parse_cli_input(text: str) -> tuple[str, Any]:

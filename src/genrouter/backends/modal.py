@@ -66,7 +66,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from genrouter._workflows import resolve_media, workflow_values
+from genrouter._workflows import workflow_inputs
 from genrouter.backends._comfy import service_artifacts
 from genrouter.backends._mapping import apply_rules, snapped_aspect_ratio
 from genrouter.backends._params import merge_provider_options
@@ -548,15 +548,15 @@ class ModalBackend:
         self, deployment: Deployment, request: GenerationRequest, where: str
     ) -> tuple[dict[str, Any], list[str]]:
         """For the ComfyUI class (``deploy/modal/comfy``): node-path → value, images as bytes."""
-        values, warnings = workflow_values(request, deployment, where=where)
 
         async def media(value: MediaInput, name: str) -> bytes:
             return await self._image_bytes(value)
 
+        inputs, warnings, _ = await workflow_inputs(request, deployment, where=where, media=media)
         payload: dict[str, Any] = {
             "model": deployment.endpoint,
             "workflow": deployment.endpoint,
-            "inputs": dict(await resolve_media(values, media)),
+            "inputs": inputs,
         }
         keys = ("modal", self.name) if self.name != "modal" else ("modal",)
         return merge_provider_options(payload, request, *keys), warnings

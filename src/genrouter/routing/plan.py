@@ -106,7 +106,8 @@ class Plan:
 
 def required_capabilities(request: GenerationRequest, kind: str) -> frozenset[Capability]:
     """The capabilities a deployment of a ``kind`` model needs to serve ``request``."""
-    return _capabilities(kind, request.image is not None, request.mask is not None, bool(request.loras))
+    image = request.image is not None or bool(request.images)
+    return _capabilities(kind, image, request.mask is not None, bool(request.loras))
 
 
 @functools.lru_cache(maxsize=64)
