@@ -412,3 +412,19 @@ def test_the_sync_router_runs_a_workflow(
         asyncio.run(transport.aclose())
     assert result.provider == "comfy-gpu"
     assert comfy.prompts[0]["3"]["inputs"]["denoise"] == 0.7
+
+
+async def test_a_large_image_input_is_uploaded_to_fal_storage_once(
+    servers: tuple[LoopbackServer, LoopbackServer], fal: FakeFal, comfy: FakeComfy
+) -> None:
+    """An image input over inline_max_bytes takes the same upload path as image: one upload, reused."""
+    big = PNG + bytes(300_000)
+    config = example_config(servers[0].url)
+    config["providers"]["fal"]["rest_url"] = servers[0].url
+    async with workflow_router(*urls(servers), config=config) as (router, _):
+        for prompt in ("a fox", "a second fox"):
+            await router.generate(model="restyle", prompt=prompt, inputs={"image": big}, providers=["fal"])
+    assert len(fal.uploads) == 1
+    sent = [fal.job_for(p).input["loadimage_1"] for p in ("a fox", "a second fox")]
+    assert sent[0] == sent[1]
+    assert sent[0].startswith("http://")
