@@ -50,7 +50,8 @@ class CheckpointCache:
         """``(key, path)`` for a checkpoint name; ``ValueError`` when it is not in the folder."""
         if self.folder is None:
             raise ValueError(
-                "this deployment has no checkpoint folder (GENROUTER_CHECKPOINT_DIR); checkpoints are unavailable"
+                "this deployment has no checkpoint folder (GENROUTER_CHECKPOINT_DIR); "
+                "checkpoints are unavailable"
             )
         if not isinstance(name, str):
             raise ValueError(f"checkpoint must be a string, not {type(name).__name__}")

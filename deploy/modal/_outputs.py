@@ -5,9 +5,9 @@ whose outputs together exceed ``output_inline_max_bytes``, or whose request aske
 ``output_volume: true``, carries no bytes: each output is written to
 ``<output_dir>/<YYYY-MM-DD>/<random id>-<i>.<ext>`` and the result lists
 ``output_paths`` (relative to the Volume's root, for ``modal volume get``) and, when the
-deployment has a public URL (``GENROUTER_PUBLIC_URL``, its web endpoint) and a signing
+deployment has a public URL (``GENROUTER_PUBLIC_URL``, its ``downloads`` endpoint) and a signing
 secret (``GENROUTER_WEBHOOK_SECRET``), ``output_urls``:
-``<public_url>/outputs/<path>?expires=<unix s>&sig=<hex HMAC-SHA256 of "path:expires">``,
+``<public_url>?path=<path>&expires=<unix s>&sig=<hex HMAC-SHA256 of "path:expires">``,
 valid for ``GENROUTER_DOWNLOAD_TTL_S`` (default 24 h). The web endpoint serves them
 (:func:`verify_download`).
 """
@@ -45,7 +45,7 @@ def download_url(
     """A signed URL for ``path`` in the output Volume, valid ``ttl_s`` seconds."""
     expires = int(time.time() if now is None else now) + ttl_s
     sig = _mac(secret, path, expires)
-    return f"{base_url.rstrip('/')}/outputs/{quote(path)}?expires={expires}&sig={sig}"
+    return f"{base_url}?path={quote(path)}&expires={expires}&sig={sig}"
 
 
 def verify_download(

@@ -583,7 +583,8 @@ class DiffusionService:
         img2img = None
         img2img_name = _PIPELINES[spec.family][1]
         if spec.img2img and img2img_name:
-            img2img = getattr(diffusers, img2img_name).from_pipe(pipe)
+            # from_pipe casts the shared components to float32 unless told the dtype.
+            img2img = getattr(diffusers, img2img_name).from_pipe(pipe, dtype=self._dtype)
             img2img.set_progress_bar_config(disable=True)
         attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
         vae_scale = int(
@@ -614,7 +615,7 @@ class DiffusionService:
             local = Path(self.config.weights_dir) / spec.model_id
             if (local / "model_index.json").is_file():
                 source = str(local)
-        kwargs: dict[str, Any] = {"torch_dtype": self._dtype, "use_safetensors": True}
+        kwargs: dict[str, Any] = {"dtype": self._dtype, "use_safetensors": True}
         if source is None:
             source = spec.source
             if spec.variant:
