@@ -95,8 +95,9 @@ def _load(path: str, base: Any, config: str | None) -> Any:
 
     with safe_open(path, framework="pt") as opened:
         keys = set(opened.keys())
-    base_state = base.state_dict()
-    if keys == set(base_state):
+    # The base denoiser may carry LoRA layers (peft renames x.weight to x.base_layer.weight).
+    base_keys = {k.replace(".base_layer.", ".") for k in base.state_dict() if ".lora_" not in k}
+    if keys == base_keys:
         from safetensors.torch import load_file
 
         module = type(base).from_config(base.config)
