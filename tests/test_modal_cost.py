@@ -223,7 +223,7 @@ def _save_checkpoint(service: Any, path: Path, seed: int) -> None:
 def test_a_checkpoint_named_per_request_changes_the_output_and_the_base_returns(
     service: Any, folders: dict[str, Path]
 ) -> None:
-    """checkpoint="anime" serves that single file's denoiser for the request; the next one is the base model's."""
+    """checkpoint="anime" serves that file's denoiser for the request; the next request gets the base one."""
     _save_checkpoint(service, folders["checkpoints"] / "sdxl" / "anime.safetensors", seed=1)
     request = {"prompt": "a fox", "width": 32, "height": 32, "seed": 2}
     base = service.generate(request)

@@ -507,7 +507,7 @@ if SETTINGS.web:
         )
         @modal.fastapi_endpoint(method="GET", docs=False)
         def downloads(path: str, expires: str, sig: str) -> Any:
-            """A file of the output Volume for a link the class signed (no proxy auth: the link is the key)."""
+            """A file of the output Volume, for a signed link (no proxy auth: the link is the key)."""
             from fastapi import HTTPException
             from fastapi.responses import FileResponse
 
