@@ -266,3 +266,35 @@ def test_warmup_sizes_are_read_from_the_environment(svc: ModuleType) -> None:
     """GENROUTER_WARMUP_SIZES="1024x1024,832x1216" lists the sizes to warm."""
     config = svc.ServiceConfig.from_env({"GENROUTER_WARMUP_SIZES": "1024x1024, 832x1216"})
     assert config.warmup_sizes == ((1024, 1024), (832, 1216))
+
+
+async def test_a_checkpoint_is_asked_for_through_provider_options(
+    service: Any, folders: dict[str, Path]
+) -> None:
+    """provider_options={"modal": {"checkpoint": name}} reaches the class and serves that checkpoint."""
+    _save_checkpoint(service, folders["checkpoints"] / "sdxl" / "routed.safetensors", seed=3)
+    transport = InProcessModalTransport(service=service)
+    config = sdxl_config()
+    config["providers"] = {"modal": config["providers"]["gpu"]}
+    backend = ModalBackend(name="modal", settings={}, transport=transport)
+    async with AsyncRouter.from_config(config, backends={"modal": backend}) as router:
+        result = await router.generate(
+            REQUEST.model_copy(update={"provider_options": {"modal": {"checkpoint": "routed"}}})
+        )
+    assert transport.spawned[0][1]["checkpoint"] == "routed"
+    assert result.raw["checkpoint"] == "routed.safetensors"
+
+
+def test_a_checkpoint_with_loras_is_refused(service: Any, folders: dict[str, Path]) -> None:
+    """A request naming a checkpoint and LoRAs is a ValueError saying to pick one."""
+    _save_checkpoint(service, folders["checkpoints"] / "sdxl" / "solo.safetensors", seed=4)
+    with pytest.raises(ValueError, match="checkpoint with LoRAs"):
+        service.generate(
+            {
+                "prompt": "a fox",
+                "width": 32,
+                "height": 32,
+                "checkpoint": "solo",
+                "loras": [{"source": "style"}],
+            }
+        )
