@@ -66,8 +66,9 @@ log = logging.getLogger("genrouter.webhooks")
 SECRET_ENV = "GENROUTER_WEBHOOK_SECRET"
 """The container's environment variable holding the ``whsec_...`` signing secret (a Modal Secret)."""
 
-DEFAULT_MAX_INLINE_BYTES = 8 * 1024 * 1024
-"""Largest total of output bytes carried in a delivery body (before base64)."""
+DEFAULT_MAX_INLINE_BYTES = 6 * 1024 * 1024
+"""Largest total of output bytes carried in a delivery body (before base64: 8 MiB after, under
+the 10 MiB body limit of genrouter's receiver, ``genrouter.webhooks.MAX_BODY_BYTES``)."""
 
 RETRY_DELAYS_S = (1.0, 5.0, 30.0)
 """Waits before the second, third and fourth attempt."""

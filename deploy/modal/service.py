@@ -99,9 +99,11 @@ def _sibling(name: str) -> Any:
 
 _batching = _sibling("_batching")
 _loras = _sibling("_loras")
+_checkpoints = _sibling("_checkpoints")
 _media = _sibling("_media")
 _requests = _sibling("_requests")
 _webhooks = _sibling("_webhooks")
+_outputs = _sibling("_outputs")
 
 DynamicBatcher = _batching.DynamicBatcher
 builtin_error = _batching.builtin_error
@@ -131,6 +133,14 @@ ENV_VARIABLES = (
     "GENROUTER_WARMUP",
     "GENROUTER_RANDOM_WEIGHTS",
     "GENROUTER_CPU_THREADS",
+    "GENROUTER_CHECKPOINT_DIR",
+    "GENROUTER_MAX_CHECKPOINTS",
+    "GENROUTER_WARMUP_SIZES",
+    "GENROUTER_OUTPUT_DIR",
+    "GENROUTER_OUTPUT_INLINE_MAX_BYTES",
+    "GENROUTER_COMPILE_BACKEND",
+    "GENROUTER_PUBLIC_URL",
+    "GENROUTER_DOWNLOAD_TTL_S",
 )
 """The variables the service reads, besides ``GENROUTER_SOURCE_<MODEL>``."""
 
@@ -159,6 +169,24 @@ class ServiceConfig:
     """``torch.compile`` the denoiser (``GENROUTER_COMPILE``)."""
     compile_mode: str = "max-autotune-no-cudagraphs"
     """``torch.compile`` mode (``GENROUTER_COMPILE_MODE``)."""
+    compile_backend: str = "inductor"
+    """``torch.compile`` backend (``GENROUTER_COMPILE_BACKEND``; ``eager`` checks graphs quickly in tests)."""
+    checkpoint_dir: str | None = None
+    """Folder of single-file checkpoints (``GENROUTER_CHECKPOINT_DIR``); None: ``checkpoint`` is refused."""
+    max_checkpoints: int = 1
+    """Checkpoint denoisers kept loaded per model besides the base one (``GENROUTER_MAX_CHECKPOINTS``)."""
+    warmup_sizes: tuple[tuple[int, int], ...] = ()
+    """Sizes warmed up besides each model's default (``GENROUTER_WARMUP_SIZES="1024x1024,832x1216"``):
+    with compile on, every size served should be here, or its first request compiles."""
+    output_dir: str | None = None
+    """Folder (a Volume) for outputs written instead of returned (``GENROUTER_OUTPUT_DIR``)."""
+    public_url: str | None = None
+    """The deployment's web endpoint URL (``GENROUTER_PUBLIC_URL``): base of signed download links."""
+    download_ttl_s: int = 24 * 3600
+    """How long a signed download link stays valid (``GENROUTER_DOWNLOAD_TTL_S``)."""
+    output_inline_max_bytes: int = 32 * 1024 * 1024
+    """Outputs larger than this in total go to ``output_dir`` when it is set
+    (``GENROUTER_OUTPUT_INLINE_MAX_BYTES``); a request's ``output_volume`` overrides."""
     max_batch_size: int = 4
     """Most images in one pipeline call (``GENROUTER_MAX_BATCH_SIZE``)."""
     wait_ms: float = 20.0
@@ -197,6 +225,10 @@ class ServiceConfig:
             ("dtype", "GENROUTER_DTYPE"),
             ("compile_mode", "GENROUTER_COMPILE_MODE"),
             ("random_weights", "GENROUTER_RANDOM_WEIGHTS"),
+            ("compile_backend", "GENROUTER_COMPILE_BACKEND"),
+            ("checkpoint_dir", "GENROUTER_CHECKPOINT_DIR"),
+            ("output_dir", "GENROUTER_OUTPUT_DIR"),
+            ("public_url", "GENROUTER_PUBLIC_URL"),
         ):
             if env.get(key):
                 values[name] = env[key]
@@ -206,6 +238,9 @@ class ServiceConfig:
             ("encode_threads", "GENROUTER_ENCODE_THREADS"),
             ("png_compress_level", "GENROUTER_PNG_COMPRESS_LEVEL"),
             ("cpu_threads", "GENROUTER_CPU_THREADS"),
+            ("max_checkpoints", "GENROUTER_MAX_CHECKPOINTS"),
+            ("output_inline_max_bytes", "GENROUTER_OUTPUT_INLINE_MAX_BYTES"),
+            ("download_ttl_s", "GENROUTER_DOWNLOAD_TTL_S"),
         ):
             if env.get(key):
                 values[name] = int(env[key])
@@ -215,6 +250,8 @@ class ServiceConfig:
             values["compile"] = _flag(env["GENROUTER_COMPILE"])
         if env.get("GENROUTER_WARMUP"):
             values["warmup"] = _flag(env["GENROUTER_WARMUP"])
+        if env.get("GENROUTER_WARMUP_SIZES"):
+            values["warmup_sizes"] = _sizes(env["GENROUTER_WARMUP_SIZES"])
         if env.get(_webhooks.SECRET_ENV):
             values["webhook_secret"] = env[_webhooks.SECRET_ENV]
         sources = {
@@ -226,6 +263,16 @@ class ServiceConfig:
             values["sources"] = sources
         values.update(overrides)
         return cls(**values)
+
+
+def _sizes(value: str) -> tuple[tuple[int, int], ...]:
+    sizes = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        width, _, height = item.lower().partition("x")
+        if not (width.isdigit() and height.isdigit()):
+            raise ValueError(f"GENROUTER_WARMUP_SIZES item {item!r} is not WIDTHxHEIGHT")
+        sizes.append((int(width), int(height)))
+    return tuple(sizes)
 
 
 # -- the model registry ---------------------------------------------------------------
@@ -254,7 +301,13 @@ class ModelSpec:
     lora: bool = True
     variant: str | None = None
     fps: int = 16
+    """Video: the frame rate the model was trained at; output plays at it, whatever was asked."""
     num_frames: int = 33
+    """Video: frames by default."""
+    max_frames: int = 81
+    """Video: the longest clip the model was trained on; longer requests are capped (a warning)."""
+    image_to_video: bool = False
+    """Video: the request's ``image`` is the first frame (required)."""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -305,6 +358,21 @@ MODELS: dict[str, ModelSpec] = {
         img2img=False,
         lora=False,
     ),
+    "wan-i2v": ModelSpec(
+        "wan-i2v",
+        "wan-i2v",
+        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+        "wan-i2v",
+        kind="video",
+        default_steps=30,
+        default_guidance=5.0,
+        default_size=(832, 480),
+        size_factor=2,
+        max_sequence_length=512,
+        img2img=False,
+        lora=False,
+        image_to_video=True,
+    ),
 }
 """Every model the service knows, by id. Add fine-tunes with :func:`register_model`."""
 
@@ -334,6 +402,43 @@ if os.environ.get("GENROUTER_EXTRA_MODELS"):
     _register_extra_models(os.environ["GENROUTER_EXTRA_MODELS"])
 
 
+_GPU_NAMES = (
+    ("H200", "H200"),
+    ("H100", "H100"),
+    ("B200", "B200"),
+    ("A100", "A100"),
+    ("L40S", "L40S"),
+    ("A10", "A10"),
+    ("L4", "L4"),
+    ("T4", "T4"),
+    ("RTX PRO 6000", "RTX-PRO-6000"),
+)
+
+
+def gpu_type(device_name: str) -> str:
+    """Modal's GPU type for a CUDA device name (``NVIDIA A100-SXM4-80GB`` → ``A100-80GB``).
+
+    An unknown name is returned as it is, so the result still says what ran.
+    """
+    upper = device_name.upper()
+    for marker, name in _GPU_NAMES:
+        if marker in upper:
+            if name == "A100":
+                return "A100-80GB" if "80GB" in upper else "A100-40GB"
+            return name
+    return device_name
+
+
+def _patch_wan_prompt_cleaning() -> None:
+    """diffusers 0.42's Wan image-to-video pipeline calls ``ftfy`` without checking it is installed
+    (the text-to-video one checks); use the checking cleaner when ``ftfy`` is absent."""
+    import diffusers.utils
+    from diffusers.pipelines.wan import pipeline_wan, pipeline_wan_i2v
+
+    if not diffusers.utils.is_ftfy_available():
+        pipeline_wan_i2v.basic_clean = pipeline_wan.basic_clean
+
+
 # -- the service -------------------------------------------------------------------------
 
 
@@ -349,12 +454,17 @@ class _Loaded:
     default_size: tuple[int, int]
     default_steps: int
     loras: LoraCache
+    checkpoints: Any = None
+    """The model's :class:`_checkpoints.CheckpointCache`."""
+    config_source: str | None = None
+    """Where the model's diffusers configs are (the weights' path or hub id); None for random weights."""
 
 
 _PIPELINES = {
     "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
     "flux": ("FluxPipeline", "FluxImg2ImgPipeline"),
     "wan": ("WanPipeline", None),
+    "wan-i2v": ("WanImageToVideoPipeline", None),
 }
 
 
@@ -379,6 +489,13 @@ class DiffusionService:
         )
         self._gpu_lock = threading.Lock()
         self._on_device = False
+        self.gpu = "cpu"
+        """The GPU type serving (Modal's names: ``H100``, ``A100-80GB``...), or ``cpu``."""
+        self.warmed: list[tuple[str, int, int, int]] = []
+        """``(model, width, height, batch)`` of each warm-up generation, in order."""
+        self.cold_start_s: float | None = None
+        """Seconds this container spent starting (set by ``app.py``); reported on its first result."""
+        self._cold_start_reported = False
         self._webhooks: Any = (
             _webhooks.WebhookSender(self.config.webhook_secret) if self.config.webhook_secret else None
         )
@@ -392,7 +509,21 @@ class DiffusionService:
         self.start()
         return self
 
+    def _load_dtype(self) -> Any:
+        """The dtype weights are loaded in before the device is known (touches no CUDA).
+
+        ``auto`` means bfloat16 unless the device is explicitly ``cpu``: a container loads
+        to CPU memory in the snapshot phase and serves on the GPU in bfloat16, so the
+        snapshot holds bfloat16 weights (half the memory, and nothing to convert later).
+        """
+        import torch
+
+        if self.config.dtype != "auto":
+            return getattr(torch, self.config.dtype)
+        return torch.float32 if self.config.device == "cpu" else torch.bfloat16
+
     def _resolve_device(self) -> tuple[str, Any]:
+        """The serving device and dtype: called in :meth:`to_device` (the GPU phase), never before."""
         import torch
 
         device = self.config.device
@@ -404,19 +535,23 @@ class DiffusionService:
         return device, getattr(torch, dtype_name)
 
     def load_cpu(self) -> None:
-        """Load every configured model into CPU memory (no GPU needed: the snapshot phase).
+        """Load every configured model into CPU memory: the memory-snapshot phase.
 
-        Random full-size weights (``random_weights="full"``) are created on the target
-        device directly: a float32 CPU copy would be 50 GB of noise.
+        Nothing here touches CUDA (no GPU exists in that phase): the device is resolved by
+        :meth:`to_device`. Weights load in :meth:`_load_dtype` (bfloat16 for a GPU
+        deployment). Random full-size weights (``random_weights="full"``) are built by
+        :meth:`to_device` on the device itself: a CPU copy would be tens of GB of noise.
         """
-        self.device, self._dtype = self._resolve_device()
-        if self.device == "cpu" and self.config.cpu_threads:
+        self._dtype = self._load_dtype()
+        if self.config.device == "cpu" and self.config.cpu_threads:
             import torch
 
             torch.set_num_threads(self.config.cpu_threads)
         unknown = [m for m in self.config.models if m not in MODELS]
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(MODELS))}")
+        if self.config.random_weights == "full":
+            return
         for model_id in self.config.models:
             if model_id not in self.models:
                 self.models[model_id] = self._load(MODELS[model_id])
@@ -426,13 +561,20 @@ class DiffusionService:
 
         started = time.perf_counter()
         random_scale = self.config.random_weights
+        config_source = None
         if random_scale:
             build_device = self.device if random_scale == "full" else "cpu"
             pipe = _sibling("random_models").build_pipeline(
                 spec.random_family, random_scale, device=build_device, dtype=self._dtype
             )
         else:
-            pipe = self._from_pretrained(getattr(diffusers, _PIPELINES[spec.family][0]), spec)
+            pipe, config_source = self._from_pretrained(getattr(diffusers, _PIPELINES[spec.family][0]), spec)
+        if spec.family.startswith("wan"):
+            _patch_wan_prompt_cleaning()
+            # Wan's VAE is trained and run in float32; in bfloat16 it bands and flickers.
+            import torch
+
+            pipe.vae.to(dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         if str(self._dtype) == "torch.bfloat16" and spec.family == "sdxl":
             # The SDXL VAE upcasts to float32 by default (a float16 overflow); bfloat16 does not need it.
@@ -441,7 +583,8 @@ class DiffusionService:
         img2img = None
         img2img_name = _PIPELINES[spec.family][1]
         if spec.img2img and img2img_name:
-            img2img = getattr(diffusers, img2img_name).from_pipe(pipe)
+            # from_pipe casts the shared components to float32 unless told the dtype.
+            img2img = getattr(diffusers, img2img_name).from_pipe(pipe, dtype=self._dtype)
             img2img.set_progress_bar_config(disable=True)
         attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
         vae_scale = int(
@@ -460,33 +603,49 @@ class DiffusionService:
             default_size=(32, 32) if tiny else spec.default_size,
             default_steps=min(2, spec.default_steps) if tiny else spec.default_steps,
             loras=LoraCache(self.config.lora_dir, spec.model_id, self.config.max_loras, self.on_lora_miss),
+            checkpoints=_checkpoints.CheckpointCache(
+                self.config.checkpoint_dir, spec.model_id, self.config.max_checkpoints, self.on_lora_miss
+            ),
+            config_source=config_source,
         )
 
-    def _from_pretrained(self, pipeline_class: Any, spec: ModelSpec) -> Any:
+    def _from_pretrained(self, pipeline_class: Any, spec: ModelSpec) -> tuple[Any, str]:
         source = self.config.sources.get(spec.model_id)
         if source is None and self.config.weights_dir:
             local = Path(self.config.weights_dir) / spec.model_id
             if (local / "model_index.json").is_file():
                 source = str(local)
-        kwargs: dict[str, Any] = {"torch_dtype": self._dtype, "use_safetensors": True}
+        kwargs: dict[str, Any] = {"dtype": self._dtype, "use_safetensors": True}
         if source is None:
             source = spec.source
             if spec.variant:
                 kwargs["variant"] = spec.variant
-        return pipeline_class.from_pretrained(source, **kwargs)
+        return pipeline_class.from_pretrained(source, **kwargs), source
 
     def to_device(self) -> None:
-        """Move the models to the device, compile if configured, and warm up."""
+        """Resolve the device and dtype (the GPU phase), move the models there, compile, warm up.
+
+        On CUDA: bfloat16 (``dtype: auto``), TF32 matmuls, channels-last UNets, and a warm-up
+        of every served size (``warmup`` defaults to on with CUDA). Wan's VAE stays float32.
+        """
         import torch
 
         if self._on_device:
             return
+        self.device, self._dtype = self._resolve_device()
         cuda = self.device.startswith("cuda")
+        self.gpu = gpu_type(torch.cuda.get_device_name(self.device)) if cuda else "cpu"
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if self.config.random_weights == "full":
+            for model_id in self.config.models:
+                if model_id not in self.models:
+                    self.models[model_id] = self._load(MODELS[model_id])
         for loaded in self.models.values():
-            loaded.pipe.to(self.device)
+            loaded.pipe.to(self.device, self._dtype)
+            if loaded.spec.family.startswith("wan"):
+                loaded.pipe.vae.to(dtype=torch.float32)
             if cuda and loaded.denoiser_attr == "unet":
                 loaded.eager.to(memory_format=torch.channels_last)
         self._on_device = True
@@ -506,7 +665,10 @@ class DiffusionService:
             for loaded in self.models.values():
                 if loaded.compiled is None:
                     loaded.compiled = torch.compile(
-                        loaded.eager, mode=self.config.compile_mode, fullgraph=True
+                        loaded.eager,
+                        mode=self.config.compile_mode if self.config.compile_backend == "inductor" else None,
+                        backend=self.config.compile_backend,
+                        fullgraph=True,
                     )
                     self._use_denoiser(loaded, loaded.compiled)
         if warmup:
@@ -520,28 +682,56 @@ class DiffusionService:
             self._batcher.wait_s = max(0.0, wait_ms) / 1000
 
     def warmup(self) -> None:
-        """One small generation per model (at batch 1 and the largest batch when compiled).
+        """Two-step generations of every model at every served size, before serving.
 
-        A denoiser that fails to compile is served eagerly instead (logged), rather than
-        failing the container's start.
+        Sizes: the model's default plus ``warmup_sizes`` (those its size step divides); batches:
+        1, and also the largest batch when compiled, so no served shape compiles on a request.
+        Each ``(model, width, height, batch)`` warmed is appended to :attr:`warmed`. A denoiser
+        that fails to compile is served eagerly instead (logged), rather than failing the start.
         """
         compiled = any(m.compiled is not None for m in self.models.values())
-        sizes = sorted({1, min(self._batcher.max_batch_size, self.config.max_outputs)}) if compiled else [1]
+        batches = sorted({1, min(self._batcher.max_batch_size, self.config.max_outputs)}) if compiled else [1]
         for model_id, loaded in self.models.items():
-            for size in sizes:
-                started = time.perf_counter()
-                request = self.parse({"model": model_id, "prompt": "warm-up", "seed": 0, "num_outputs": size})
-                request.steps = 2
-                try:
-                    self._generate([request])
-                except Exception:
-                    if loaded.compiled is None:
-                        raise
-                    log.exception("torch.compile failed for %s; serving it eagerly", model_id)
-                    loaded.compiled = None
-                    self._use_denoiser(loaded, loaded.eager)
-                    self._generate([request])
-                log.info("warmed up %s at batch %d in %.1fs", model_id, size, time.perf_counter() - started)
+            video = loaded.spec.kind == "video"
+            sizes = [loaded.default_size] + [
+                size
+                for size in self.config.warmup_sizes
+                if size != loaded.default_size
+                and not (size[0] % loaded.size_step or size[1] % loaded.size_step)
+            ]
+            for width, height in sizes:
+                for size in [1] if video else batches:
+                    started = time.perf_counter()
+                    raw: dict[str, Any] = {
+                        "model": model_id,
+                        "prompt": "warm-up",
+                        "seed": 0,
+                        "num_outputs": size,
+                        "width": width,
+                        "height": height,
+                    }
+                    if loaded.spec.image_to_video:
+                        raw["image"] = _media.blank_png(width, height)
+                    request = self.parse(raw)
+                    request.steps = 2
+                    try:
+                        self._generate([request])
+                    except Exception:
+                        if loaded.compiled is None:
+                            raise
+                        log.exception("torch.compile failed for %s; serving it eagerly", model_id)
+                        loaded.compiled = None
+                        self._use_denoiser(loaded, loaded.eager)
+                        self._generate([request])
+                    self.warmed.append((model_id, width, height, size))
+                    log.info(
+                        "warmed up %s at %dx%d, batch %d in %.1fs",
+                        model_id,
+                        width,
+                        height,
+                        size,
+                        time.perf_counter() - started,
+                    )
 
     def start(self) -> None:
         """Start the batching (GPU) thread and the encoding pool."""
@@ -646,6 +836,26 @@ class DiffusionService:
                 results.append({"error": {"type": type(error).__name__, "message": str(error)}})
         return results
 
+    async def agenerate(self, raw: Mapping[str, Any], *, call_id: str | None = None) -> dict[str, Any]:
+        """Generate one request from a coroutine (the Modal class's ``@modal.concurrent`` method).
+
+        Requests awaited together are batched by the in-process batcher. A failed request
+        returns ``{"error": {"type", "message"}}``. Cancelling the awaiting task (Modal
+        cancels one input's task, no other) drops a queued request; one already running
+        finishes with its batch and its result is discarded, so batch-mates never notice.
+        """
+        import asyncio
+
+        future = self.submit(raw, call_id=call_id)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            future.cancel()  # queued: never runs; running: cancel() is refused and the batch goes on
+            raise
+        except Exception as exc:
+            error = builtin_error(exc)
+            return {"error": {"type": type(error).__name__, "message": str(error)}}
+
     # -- running ------------------------------------------------------------------------
 
     def _run_group(self, entries: list[Any]) -> None:
@@ -659,6 +869,8 @@ class DiffusionService:
     def _finish(
         self, entry: Any, request: Any, arrays: list[Any], gpu_s: float, batch: int, started: float
     ) -> None:
+        if entry.future.cancelled():
+            return  # cancelled while its batch ran: nobody wants it, skip the encoding
         try:
             t0 = time.perf_counter()
             video = request.num_frames is not None
@@ -669,6 +881,7 @@ class DiffusionService:
                 level = self.config.png_compress_level
                 encoded = [_media.encode_image(a, request.output_format, level) for a in arrays]
                 content_type = IMAGE_FORMATS[request.output_format]
+            encode_s = time.perf_counter() - t0
             result: dict[str, Any] = {
                 "model": request.model,
                 "kind": "video" if video else "image",
@@ -678,15 +891,25 @@ class DiffusionService:
                 "height": request.height,
                 "seed": request.seed,
                 "seeds": [(request.seed + i) % (MAX_SEED + 1) for i in range(request.num_outputs)],
-                "gpu_seconds": gpu_s,
+                # Everything the container's GPU was held for: this request's share of its
+                # batch (LoRA or checkpoint loading, encoding the prompt, denoising, decoding)
+                # plus encoding its outputs.
+                "gpu_seconds": gpu_s + encode_s,
                 "batch_size": batch,
                 "queue_s": max(0.0, entry.started - entry.enqueued),
-                "encode_s": time.perf_counter() - t0,
+                "encode_s": encode_s,
                 "started_at": started,
                 "finished_at": time.time(),
                 "device": self.device,
+                "gpu": self.gpu,
                 "warnings": list(request.warnings),
             }
+            if request.checkpoint is not None:
+                result["checkpoint"] = Path(request.checkpoint[1]).name
+            if self.cold_start_s is not None and not self._cold_start_reported:
+                self._cold_start_reported = True
+                result["cold_start_s"] = self.cold_start_s
+            _outputs.place(result, request.output_volume, self.config, entry_id=f"{request.seed:08x}")
             if video:
                 result.update(num_frames=request.num_frames, fps=request.fps)
                 result["duration_s"] = (request.num_frames or 0) / (request.fps or 16)
@@ -714,13 +937,27 @@ class DiffusionService:
         size = self._batcher.max_batch_size
         cuda = self.device.startswith("cuda")
         with self._gpu_lock:
+            held_from = time.perf_counter()
             if first.loras or loaded.loras.loaded:
                 self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
                 loaded.loras.activate(loaded.pipe, first.loras)
             # LoRA layers change the module graph, so LoRA batches run eagerly.
             compiled = loaded.compiled is not None and not first.loras
-            self._use_denoiser(loaded, loaded.compiled if compiled else loaded.eager)
-            pipe = loaded.img2img if first.image is not None else loaded.pipe
+            denoiser = loaded.compiled if compiled else loaded.eager
+            if first.checkpoint is not None:
+                key, path = first.checkpoint
+                denoiser = loaded.checkpoints.get(
+                    key,
+                    path,
+                    loaded.eager,
+                    device=self.device,
+                    dtype=self._dtype,
+                    config=loaded.config_source,
+                )
+            self._use_denoiser(loaded, denoiser)
+            video_image = loaded.spec.image_to_video
+            pipe = loaded.img2img if first.image is not None and not video_image else loaded.pipe
+            overhead_s = time.perf_counter() - held_from
             for start in range(0, len(slots), size):
                 chunk = slots[start : start + size]
                 kwargs = self._kwargs(loaded, requests, chunk)
@@ -734,6 +971,8 @@ class DiffusionService:
                 for (index, _), array in zip(chunk, arrays, strict=True):
                     outputs[index].append(array)
                     shares[index] += elapsed / len(chunk)
+        for index, _ in slots:  # loading adapters or checkpoints held the GPU for the whole group
+            shares[index] += overhead_s / len(slots)
         return outputs, shares, min(len(slots), size)
 
     def _kwargs(self, loaded: _Loaded, requests: list[Any], chunk: list[tuple[int, int]]) -> dict[str, Any]:
@@ -755,7 +994,9 @@ class DiffusionService:
         if spec.max_sequence_length:
             tiny = self.config.random_weights == "tiny"
             kwargs["max_sequence_length"] = 32 if tiny else spec.max_sequence_length
-        if first.image is not None:
+        if first.image is not None and spec.image_to_video:
+            kwargs["image"] = first.image  # one request per call: video groups never batch
+        elif first.image is not None:
             kwargs["image"] = [requests[i].image for i, _ in chunk]
             kwargs["strength"] = first.strength
             if spec.family == "sdxl":  # SDXL img2img takes its size from the image

@@ -104,6 +104,7 @@ class InProcessModalTransport:
     owns_service: bool = False
     spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    classes: list[str | None] = field(default_factory=list)
     calls: dict[str, _Call] = field(default_factory=dict, repr=False)
     _faults: dict[str, list[BaseException]] = field(default_factory=dict, repr=False)
     _ids: Any = field(default_factory=lambda: itertools.count(1), repr=False)
@@ -137,9 +138,13 @@ class InProcessModalTransport:
         if pending:
             raise pending.pop(0)
 
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
-        """Queue the payload (a pickled copy, as Modal sends it) in the service's batcher."""
+    async def spawn(self, model_id: str, payload: dict[str, Any], cls: str | None = None) -> str:
+        """Queue the payload (a pickled copy, as Modal sends it) in the service's batcher.
+
+        ``cls`` (the class the backend chose, e.g. ``Video``) is recorded in :attr:`classes`.
+        """
         self._fault("spawn")
+        self.classes.append(cls)
         request = pickle.loads(pickle.dumps(payload))  # noqa: S301 - a round trip of our own
         request.setdefault("model", model_id)
         call_id = f"fc-inproc{self._prefix}{next(self._ids):06d}"
@@ -189,7 +194,7 @@ class InProcessModalTransport:
             call.future.cancel()
             call.cancelled = True
 
-    async def warm_containers(self, model_id: str) -> int | None:
+    async def warm_containers(self, model_id: str, cls: str | None = None) -> int | None:
         """``warm``, as configured."""
         self._fault("warm")
         return self.warm

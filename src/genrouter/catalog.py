@@ -58,6 +58,7 @@ __all__ = [
     "Pricing",
     "param_target",
     "shipped_catalog_dir",
+    "shipped_gpu_prices",
 ]
 
 
@@ -411,6 +412,9 @@ class CatalogFile(BaseModel):
     description: str | None = None
     defaults: CatalogDefaults = Field(default_factory=CatalogDefaults)
     models: dict[str, CatalogEntry]
+    gpu_prices: dict[str, Price] | None = None
+    """Self-hosted classes: the price of each GPU type by its name (``H100``, ``A100-80GB``), so
+    that a result naming the GPU that ran is priced at that GPU's rate (``providers/modal.yaml``)."""
 
     @field_validator("models")
     @classmethod
@@ -418,6 +422,14 @@ class CatalogFile(BaseModel):
         for name in value:
             _check_alias(name, "model")
         return value
+
+
+def shipped_gpu_prices(provider_type: str) -> dict[str, Pricing]:
+    """The ``gpu_prices`` of the shipped catalog file for ``provider_type`` (empty when none)."""
+    for _, catalog_file in _shipped_files():
+        if catalog_file.provider == provider_type and catalog_file.gpu_prices:
+            return {gpu: price.to_pricing() for gpu, price in catalog_file.gpu_prices.items()}
+    return {}
 
 
 @dataclass(frozen=True, slots=True)

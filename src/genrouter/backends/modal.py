@@ -20,10 +20,11 @@ A ``kind: workflow`` deployment is the ComfyUI class (``deploy/modal/comfy``): i
 is ``{"workflow": endpoint, "inputs": {"<node id>.inputs.<name>": value}}`` from the
 deployment's ``params`` (image inputs as bytes), and each output keeps its own content type.
 
-**Cost** = GPU-seconds the service measured × the deployment's ``per_gpu_second``
-price, plus ``cold_start_s`` × that price when Modal reported no warm container at
-submit time (``estimated=True``). Without a cold start the backend leaves the cost to
-the router, which computes the same GPU-second product from ``timings.running_s``.
+**Cost** (:mod:`genrouter.backends._modal_cost`) = (GPU-seconds the class held the GPU
+for + the container start it measured, on a container's first result) × the price of the
+GPU that ran (``gpu_prices`` in ``providers/modal.yaml``), ``estimated=False``; an
+unmeasured cold start (no warm container at submit) adds the expected start and makes it
+``estimated=True``. Video models go to the app's video class (``video_cls``, ``Video``).
 
 **Errors** (by Modal exception class; ``modal`` need not be importable to map them):
 
@@ -62,16 +63,16 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from genrouter._workflows import workflow_inputs
 from genrouter.backends._comfy import service_artifacts
 from genrouter.backends._mapping import apply_rules, snapped_aspect_ratio
+from genrouter.backends._modal_cost import ColdStarts, result_cost
 from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
-from genrouter.catalog import Limits, PriceUnit
+from genrouter.catalog import Limits, PriceUnit, shipped_gpu_prices
 from genrouter.errors import (
     AuthenticationError,
     ConfigError,
@@ -123,15 +124,14 @@ _KEPT_OUTCOMES = 32
 _KEPT_CANCELS = 4096
 _IMAGE_FORMATS = ("png", "jpeg", "webp")
 _VIDEO_FORMATS = ("webp", "gif", "mp4")
-_MICRO = Decimal("0.000001")
 
 
 @runtime_checkable
 class ModalTransport(Protocol):
     """How :class:`ModalBackend` reaches a deployed class. Errors are raised as the SDK raises them."""
 
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
-        """Start one call of the class for ``model_id``; return its call id."""
+    async def spawn(self, model_id: str, payload: dict[str, Any], cls: str | None = None) -> str:
+        """Start one call of the class for ``model_id`` (``cls``: another class of the app); its call id."""
         ...
 
     async def get(self, call_id: str, timeout_s: float) -> dict[str, Any] | None:
@@ -142,8 +142,8 @@ class ModalTransport(Protocol):
         """Cancel the call (harmless once it finished)."""
         ...
 
-    async def warm_containers(self, model_id: str) -> int | None:
-        """Containers running for ``model_id`` now, or None if unknown."""
+    async def warm_containers(self, model_id: str, cls: str | None = None) -> int | None:
+        """Containers running for ``model_id`` (of class ``cls``) now, or None if unknown."""
         ...
 
     async def aclose(self) -> None:
@@ -293,8 +293,8 @@ class SdkModalTransport:
         self._token = (token_id, token_secret) if token_id and token_secret else None
         self._modal: Any = None
         self._client: Any = None
-        self._cls: Any = None
-        self._objects: dict[str, Any] = {}
+        self._classes: dict[str, Any] = {}
+        self._objects: dict[tuple[str, str], Any] = {}
         self._stats: dict[str, tuple[float, int | None]] = {}
         self._connecting = asyncio.Lock()
 
@@ -336,20 +336,22 @@ class SdkModalTransport:
                     )
         return modal
 
-    async def _method(self, model_id: str) -> Any:
+    async def _method(self, model_id: str, cls: str | None = None) -> Any:
         modal = await self._ensure_client()
-        if self._cls is None:
-            self._cls = modal.Cls.from_name(
-                self.app, self.cls, environment_name=self.environment, client=self._client
+        name = cls or self.cls
+        looked_up = self._classes.get(name)
+        if looked_up is None:
+            looked_up = self._classes[name] = modal.Cls.from_name(
+                self.app, name, environment_name=self.environment, client=self._client
             )
-        obj = self._objects.get(model_id)
+        obj = self._objects.get((name, model_id))
         if obj is None:
-            obj = self._objects[model_id] = self._cls(model_id=model_id)
+            obj = self._objects[(name, model_id)] = looked_up(model_id=model_id)
         return obj.generate
 
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
-        """``generate.spawn.aio(payload)`` on the class for ``model_id``; the FunctionCall id."""
-        method = await self._method(model_id)
+    async def spawn(self, model_id: str, payload: dict[str, Any], cls: str | None = None) -> str:
+        """``generate.spawn.aio(payload)`` on the class (``cls``, default ``self.cls``) for ``model_id``."""
+        method = await self._method(model_id, cls)
         call = await self._bounded(method.spawn.aio(payload), self.timeout_s, "spawn", submit=True)
         return str(call.object_id)
 
@@ -375,25 +377,26 @@ class SdkModalTransport:
         call = modal.FunctionCall.from_id(call_id, client=self._client)
         await self._bounded(call.cancel.aio(), self.timeout_s, f"cancel({call_id})")
 
-    async def warm_containers(self, model_id: str) -> int | None:
+    async def warm_containers(self, model_id: str, cls: str | None = None) -> int | None:
         """Running containers for ``model_id`` (cached ``stats_ttl_s``); None if unknown."""
         now = time.monotonic()
-        cached = self._stats.get(model_id)
+        key = f"{cls or self.cls}:{model_id}"
+        cached = self._stats.get(key)
         if cached is not None and now - cached[0] < self.stats_ttl_s:
             return cached[1]
         try:
-            method = await self._method(model_id)
+            method = await self._method(model_id, cls)
             stats = await self._bounded(method.get_current_stats.aio(), 2.0, "stats")
             count: int | None = int(stats.num_total_runners)
         except Exception:  # a cost estimate must never fail a submit
             count = None
-        self._stats[model_id] = (now, count)
+        self._stats[key] = (now, count)
         return count
 
     async def aclose(self) -> None:
         """Close the client this transport created (an environment client is modal's own)."""
         client, self._client = self._client, None
-        self._cls = None
+        self._classes.clear()
         self._objects.clear()
         if client is not None:
             await client.close.aio()
@@ -430,6 +433,9 @@ class ModalBackend:
         self._outcomes: OrderedDict[str, dict[str, Any] | BaseException] = OrderedDict()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._stats_queries: set[asyncio.Future[int | None]] = set()
+        self.cold_starts = ColdStarts(self.settings.cold_start_s)
+        """Container starts the class reported; their mean is the expected cold start."""
+        self._gpu_prices = shipped_gpu_prices("modal")
         self.unavailable_reason: str | None = None if transport is not None else self._why_unavailable()
         """Why this provider cannot serve now (no ``modal`` package, no credentials), else None."""
 
@@ -474,9 +480,13 @@ class ModalBackend:
         return catalog.entries_for("modal") if self.settings.shipped_models else {}
 
     def latency_hint(self, deployment: Deployment) -> float | None:
-        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s`` (queueing, transfer)."""
+        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s + expected cold start``.
+
+        The expected cold start is the mean container start the class has reported to this
+        backend, or ``cold_start_s`` before any (a scale-to-zero pool's slow tail is its starts).
+        """
         per_output = deployment.gpu_seconds_per_output
-        return None if per_output is None else 1.2 * per_output + 1.0
+        return None if per_output is None else 1.2 * per_output + 1.0 + self.cold_starts.expected_s
 
     # -- translation -----------------------------------------------------------------
 
@@ -597,9 +607,11 @@ class ModalBackend:
             # The deployment POSTs a Standard Webhooks-signed event there when the call ends.
             payload["webhook_url"] = webhook_url
         transport = self.transport
-        warm = asyncio.ensure_future(transport.warm_containers(deployment.endpoint))
+        # Video models run in their own class (one request per input, a long timeout).
+        extra: dict[str, str] = {"cls": self.settings.video_cls} if deployment.kind == "video" else {}
+        warm = asyncio.ensure_future(transport.warm_containers(deployment.endpoint, **extra))
         try:
-            call_id = await transport.spawn(deployment.endpoint, payload)
+            call_id = await transport.spawn(deployment.endpoint, payload, **extra)
         except BaseException as exc:
             # Left to finish (it is bounded), not cancelled: modal's SDK drops its inner
             # coroutine unawaited when a call is cancelled while its event loop thread starts.
@@ -722,6 +734,19 @@ class ModalBackend:
             )
             for data in value.get("outputs", [])
         ]
+        # Outputs the class wrote to its output Volume come back as signed download links.
+        outputs += [
+            Artifact(
+                kind=kind,
+                url=url,
+                content_type=content_type,
+                width=value.get("width"),
+                height=value.get("height"),
+                duration_s=duration,
+            )
+            for url in value.get("output_urls") or []
+            if isinstance(url, str)
+        ]
         if job.data.get("kind") == "workflow":
             outputs = service_artifacts(value)
         gpu_s = float(value.get("gpu_seconds") or 0.0)
@@ -738,25 +763,18 @@ class ModalBackend:
             provider_request_id=rid,
             outputs=outputs,
             seed=value.get("seed", job.data.get("seed")),
-            cost=self._cost(job, gpu_s),
+            cost=self._cost(job, value),
             timings=Timings(queued_s=queued, running_s=gpu_s),
             warnings=[f"{self.name}: {w}" for w in value.get("warnings", [])],
             raw={"call_id": rid, **raw},
         )
 
-    def _cost(self, job: ProviderJob, gpu_s: float) -> Cost:
-        """GPU-seconds plus the cold-start estimate, when a cold start is known; else the router's."""
-        price = job.data.get("price_per_gpu_second")
-        if price is None or job.data.get("cold_start") is not True:
-            return Cost()
-        cold_s = self.settings.cold_start_s
-        seconds = Decimal(repr(gpu_s)) + Decimal(repr(cold_s))
-        amount = (Decimal(price) * seconds).quantize(_MICRO, rounding=ROUND_HALF_EVEN).normalize()
-        basis = (
-            f"({gpu_s:.3f} GPU-s + {cold_s:g} s cold start: no warm container at submit) "
-            f"× {job.data.get('price_basis') or f'${price} per_gpu_second'}"
+    def _cost(self, job: ProviderJob, value: Mapping[str, Any]) -> Cost:
+        """What the result cost: see :mod:`genrouter.backends._modal_cost`."""
+        self.cold_starts.observe(value.get("cold_start_s"))
+        return result_cost(
+            value, job.data, gpu_prices=self._gpu_prices, expected_cold_start_s=self.cold_starts.expected_s
         )
-        return Cost(amount_usd=amount, estimated=True, basis=basis)
 
     async def cancel(self, job: ProviderJob) -> None:
         """Cancel the call at Modal (nothing to do once it finished)."""

@@ -274,6 +274,8 @@ class ModalSettings(ProviderSettings):
     type: Literal["modal"] = "modal"
     app: str = "genrouter-diffusion"
     cls: str = "Diffusion"
+    video_cls: str = "Video"
+    """The class serving ``kind: video`` models (``deploy/modal``'s ``Video``)."""
     gpu: str | None = None
     environment: str | None = None
     token_id: SecretStr | None = None
