@@ -195,3 +195,26 @@ def test_config_reads_the_environment() -> None:
     assert config.max_concurrent == 3
     assert config.webhook_secret == "whsec_x"
     assert "whsec_x" not in repr(config)
+
+
+def test_a_video_node_output_comes_back_as_a_video(
+    tmp_path: Path, server: LoopbackServer, comfy: FakeComfy
+) -> None:
+    """An MP4 a video node reports under gifs is returned with kind video and its content type."""
+    workflow = json.loads(EXAMPLE_WORKFLOW.read_text())
+    workflow["9"] = {
+        "class_type": "VHS_VideoCombine",
+        "inputs": {"images": ["8", 0], "filename_prefix": "clip"},
+    }
+    (tmp_path / "clip.json").write_text(json.dumps(workflow))
+    service = comfy_service.ComfyService(
+        comfy_service.ComfyConfig(url=server.url, workflows_dir=str(tmp_path), poll_s=0.005)
+    )
+    try:
+        result = service.run_workflow({"workflow": "clip", "inputs": {"10.inputs.image": PNG}})
+    finally:
+        service.close()
+    assert result["files"] == [
+        {"filename": "clip_00001.mp4", "content_type": "video/mp4", "kind": "video", "node": "9"}
+    ]
+    assert result["outputs"][0][4:8] == b"ftyp"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import json
 import math
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,6 +19,7 @@ from fakes.comfy import FakeComfy, start_comfy
 from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.server import LoopbackServer
 from genrouter import (
+    ArtifactKind,
     AsyncRouter,
     AttemptOutcome,
     ConfigError,
@@ -428,3 +430,19 @@ async def test_a_large_image_input_is_uploaded_to_fal_storage_once(
     sent = [fal.job_for(p).input["loadimage_1"] for p in ("a fox", "a second fox")]
     assert sent[0] == sent[1]
     assert sent[0].startswith("http://")
+
+
+async def test_a_video_output_of_the_self_hosted_class_is_a_video_artifact(
+    servers: tuple[LoopbackServer, LoopbackServer], fal: FakeFal, comfy: FakeComfy, tmp_path: Path
+) -> None:
+    """Outputs keep their kind: a workflow's MP4 is an Artifact of kind video."""
+    workflow = json.loads((EXAMPLE_DIR / "restyle.json").read_text())
+    workflow["9"] = {"class_type": "VHS_VideoCombine", "inputs": {"images": ["8", 0], "filename_prefix": "c"}}
+    (tmp_path / "restyle.json").write_text(json.dumps(workflow))
+    options = {"workflows_dir": tmp_path}
+    async with workflow_router(*urls(servers), transport_options=options) as (router, _):
+        result = await router.generate(model="restyle", prompt="a fox", inputs={"image": PNG})
+    [video] = result.outputs
+    assert video.kind is ArtifactKind.VIDEO
+    assert video.content_type == "video/mp4"
+    assert video.extension == "mp4"

@@ -40,7 +40,8 @@ async def workflow_router(
 ) -> AsyncIterator[tuple[AsyncRouter, InProcessModalTransport]]:
     """A router over the example config: fal on its fake, comfy-gpu in-process against the fake ComfyUI."""
     cfg = copy.deepcopy(dict(config)) if config is not None else example_config(fal_url, **policy)
-    transport = comfy_transport(comfy_url, workflows_dir=EXAMPLE_DIR, **dict(transport_options or {}))
+    options = {"workflows_dir": EXAMPLE_DIR, **dict(transport_options or {})}
+    transport = comfy_transport(comfy_url, **options)
     backend = ModalBackend(name="comfy-gpu", settings=cfg["providers"]["comfy-gpu"], transport=transport)
     try:
         async with AsyncRouter.from_config(cfg, backends={"comfy-gpu": backend}) as router:

@@ -8,8 +8,8 @@ It speaks the endpoints genrouter's ComfyUI service uses:
 - ``GET /history/<prompt_id>`` → ``{}`` for ``history_polls`` polls (queued, running),
   then ``{<id>: {prompt, outputs: {<node id>: {images: [{filename, subfolder, type}]}},
   status: {status_str, completed, messages}}}``. ``SaveImage`` nodes write ``output``
-  files, ``PreviewImage`` ``temp`` ones. A prompt whose ``CLIPTextEncode`` text contains
-  one of ``fail_texts`` ends ``status_str: "error"`` with an ``execution_error`` message
+  files, ``PreviewImage`` ``temp`` ones, ``VHS_VideoCombine`` an MP4 under ``gifs``. A
+  prompt whose ``CLIPTextEncode`` text contains one of ``fail_texts`` ends ``status_str: "error"`` with an ``execution_error`` message
   from its ``KSampler`` node;
 - ``GET /view?filename=&subfolder=&type=`` → the file's PNG bytes (size from
   ``EmptyLatentImage``, pixels seeded from the sampler's seed), 404 for an unknown file;
@@ -37,7 +37,8 @@ from .server import LoopbackServer, Request, Response
 
 __all__ = ["FakeComfy", "start_comfy"]
 
-_OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp"}
+_OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp", "VHS_VideoCombine": "output"}
+_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64)
 
 
 @dataclass
@@ -173,6 +174,12 @@ class FakeComfy:
             if kind is None:
                 continue
             prefix = str(node["inputs"].get("filename_prefix", "ComfyUI"))
+            if node["class_type"] == "VHS_VideoCombine":  # video nodes report under "gifs"
+                filename = f"{prefix}_{run.number:05d}.mp4"
+                self._files[(filename, "", kind)] = _MP4
+                item = {"filename": filename, "subfolder": "", "type": kind, "format": "video/h264-mp4"}
+                outputs[node_id] = {"gifs": [item]}
+                continue
             filename = f"{prefix}_{run.number:05d}_.png"
             self._files[(filename, "", kind)] = self._render(run.prompt)
             outputs[node_id] = {"images": [{"filename": filename, "subfolder": "", "type": kind}]}
@@ -204,7 +211,8 @@ class FakeComfy:
         if data is None:
             return Response(status=404, raw=b"", headers={"content-type": "text/plain"})
         self.views += 1
-        return Response(raw=data, headers={"content-type": "image/png"})
+        kind = "video/mp4" if arg("filename").endswith(".mp4") else "image/png"
+        return Response(raw=data, headers={"content-type": kind})
 
     def _upload(self, request: Request) -> Response:
         message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
