@@ -9,8 +9,8 @@ It speaks the endpoints genrouter's ComfyUI service uses:
   then ``{<id>: {prompt, outputs: {<node id>: {images: [{filename, subfolder, type}]}},
   status: {status_str, completed, messages}}}``. ``SaveImage`` nodes write ``output``
   files, ``PreviewImage`` ``temp`` ones, ``VHS_VideoCombine`` an MP4 under ``gifs``. A
-  prompt whose ``CLIPTextEncode`` text contains one of ``fail_texts`` ends ``status_str: "error"`` with an ``execution_error`` message
-  from its ``KSampler`` node;
+  prompt whose ``CLIPTextEncode`` text contains one of ``fail_texts`` ends
+  ``status_str: "error"`` with an ``execution_error`` message from its ``KSampler`` node;
 - ``GET /view?filename=&subfolder=&type=`` → the file's PNG bytes (size from
   ``EmptyLatentImage``, pixels seeded from the sampler's seed), 404 for an unknown file;
 - ``POST /upload/image`` (multipart ``image``) → ``{name, subfolder, type: "input"}``;
