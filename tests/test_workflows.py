@@ -446,3 +446,19 @@ async def test_a_video_output_of_the_self_hosted_class_is_a_video_artifact(
     assert video.kind is ArtifactKind.VIDEO
     assert video.content_type == "video/mp4"
     assert video.extension == "mp4"
+
+
+async def test_an_image_input_declared_on_one_deployment_is_media_on_every_one(
+    servers: tuple[LoopbackServer, LoopbackServer], fal: FakeFal, comfy: FakeComfy, tmp_path: Path
+) -> None:
+    """An image input declared only on fal still reaches the self-hosted class as uploaded bytes."""
+    config = example_config(servers[0].url)
+    fal_entry = config["providers"]["fal"]["models"]["restyle"]
+    fal_entry["inputs"]["photo"] = "image"
+    fal_entry["params"]["photo"] = "loadimage_1"
+    config["providers"]["comfy-gpu"]["models"]["restyle"]["params"]["photo"] = "10.inputs.image"
+    path = tmp_path / "fox.png"
+    path.write_bytes(PNG)
+    async with workflow_router(*urls(servers), config=config) as (router, _):
+        await router.generate(model="restyle", prompt="a fox", inputs={"image": PNG, "photo": path})
+    assert comfy.uploads[comfy.prompts[0]["10"]["inputs"]["image"]] == PNG

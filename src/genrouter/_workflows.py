@@ -25,6 +25,7 @@ This module knows no provider.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
@@ -49,6 +50,7 @@ __all__ = [
     "check_workflow_deployments",
     "parse_cli_input",
     "parse_inputs",
+    "share_workflow_inputs",
     "workflow_inputs",
     "workflow_schema",
     "workflow_values",
@@ -161,6 +163,15 @@ def check_workflow_deployments(deployments: Iterable[Deployment]) -> dict[str, d
                     key_path=f"providers.{deployment.provider}.models.{model}.params.{key}",
                 )
     return schemas
+
+
+def share_workflow_inputs(
+    deployments: dict[str, list[Deployment]], schemas: Mapping[str, Mapping[str, InputSpec]]
+) -> None:
+    """Give every deployment of a workflow model the model's whole schema (in place), so a
+    backend knows an input's type (an image goes through its media path) wherever it was declared."""
+    for model, schema in schemas.items():
+        deployments[model] = [dataclasses.replace(d, inputs=dict(schema)) for d in deployments[model]]
 
 
 # -- request checks, before anything is submitted --------------------------------------------

@@ -36,7 +36,7 @@ from genrouter._clock import Clock, MonotonicClock
 from genrouter._deployments import PassthroughDeployments, provider_deployments
 from genrouter._execution import Execution
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
-from genrouter._workflows import check_inputs, check_workflow_deployments
+from genrouter._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
 from genrouter.catalog import Catalog, Deployment
@@ -130,6 +130,7 @@ class AsyncRouter:
                 bind_clock(self.clock)
         self._build_deployments()
         self._workflow_inputs = check_workflow_deployments(self.deployments())
+        share_workflow_inputs(self._deployments, self._workflow_inputs)
         self._check_model_overrides()
 
     @classmethod
