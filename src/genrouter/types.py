@@ -41,6 +41,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "LoRA",
+    "Progress",
     "ProviderJob",
     "RoutePlan",
     "Strategy",
@@ -422,6 +423,24 @@ class JobStatus(BaseModel):
     queue_position: int | None = None
     logs: list[str] = Field(default_factory=list)
     error: str | None = None
+
+
+class Progress(BaseModel):
+    """What a request's job is doing now, as given to ``generate(..., on_progress=fn)``.
+
+    Sent when the state or queue position changes or new log lines arrive (at most
+    once per poll). ``logs`` holds only lines not sent before; ``queue_position`` is
+    the provider's (fal), None where it does not say; ``elapsed_s`` counts from the
+    start of the request (or of ``result()``).
+    """
+
+    model_config = _FROZEN
+
+    provider: str
+    state: JobState
+    queue_position: int | None = None
+    logs: list[str] = Field(default_factory=list)
+    elapsed_s: float = 0.0
 
 
 class JobHandle(BaseModel):

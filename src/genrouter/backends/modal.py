@@ -62,13 +62,14 @@ import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from genrouter._workflows import workflow_inputs
 from genrouter.backends._comfy import service_artifacts
 from genrouter.backends._mapping import apply_rules, snapped_aspect_ratio
+from genrouter.backends._modal_capacity import ModalCapacity
 from genrouter.backends._modal_cost import ColdStarts, result_cost
 from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
@@ -99,6 +100,7 @@ from genrouter.types import (
 
 if TYPE_CHECKING:
     from genrouter.catalog import Catalog, CatalogEntry, Deployment
+    from genrouter.routing.capacity import CapacityFacts
 
 __all__ = [
     "MODAL_LIMITS",
@@ -393,6 +395,13 @@ class SdkModalTransport:
         self._stats[key] = (now, count)
         return count
 
+    async def current_stats(self, model_id: str) -> dict[str, int]:
+        """``get_current_stats()`` of the class for ``model_id`` (backlog, runners, running inputs)."""
+        method = await self._method(model_id)
+        stats = await self._bounded(method.get_current_stats.aio(), 2.0, "stats")
+        names = ("backlog", "num_total_runners", "num_running_inputs")
+        return {name: int(getattr(stats, name)) for name in names if getattr(stats, name, None) is not None}
+
     async def aclose(self) -> None:
         """Close the client this transport created (an environment client is modal's own)."""
         client, self._client = self._client, None
@@ -405,6 +414,11 @@ class SdkModalTransport:
 # -- the backend --------------------------------------------------------------------------------
 
 
+def _no_shipped_entries(catalog: Catalog) -> Mapping[str, CatalogEntry]:
+    """A class that serves only its ``models:`` (``shipped_models: false``)."""
+    return {}
+
+
 class ModalBackend:
     """Routes to a deployed ``deploy/modal`` class (see the module docstring).
 
@@ -414,6 +428,9 @@ class ModalBackend:
 
     default_limits = MODAL_LIMITS
     """Limits of inline ``models:`` entries that declare none."""
+
+    default_entries: Callable[[Catalog], Mapping[str, CatalogEntry]] | None = None
+    """None: the shipped Modal models; with ``shipped_models: false`` (a ComfyUI class), none."""
 
     def __init__(
         self,
@@ -430,6 +447,8 @@ class ModalBackend:
         )
         self._transport = transport
         self._owns_transport = transport is None
+        if not self.settings.shipped_models:
+            self.default_entries = _no_shipped_entries
         self._outcomes: OrderedDict[str, dict[str, Any] | BaseException] = OrderedDict()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._stats_queries: set[asyncio.Future[int | None]] = set()
@@ -475,9 +494,13 @@ class ModalBackend:
 
     # -- optional hooks --------------------------------------------------------------
 
-    def default_entries(self, catalog: Catalog) -> Mapping[str, CatalogEntry]:
-        """The shipped Modal models, or none with ``shipped_models: false`` (a ComfyUI class)."""
-        return catalog.entries_for("modal") if self.settings.shipped_models else {}
+    _capacity: ModalCapacity | None = None
+
+    def capacity(self, deployment: Deployment) -> CapacityFacts | None:
+        """Backlog and runners of the live deployment, for spillover (see ``_modal_capacity``)."""
+        if self._capacity is None:
+            self._capacity = ModalCapacity(lambda: self.transport, self.settings.cold_start_s)
+        return self._capacity.facts(deployment.endpoint)
 
     def latency_hint(self, deployment: Deployment) -> float | None:
         """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s + expected cold start``.
@@ -795,6 +818,8 @@ class ModalBackend:
             _, stuck = await asyncio.wait(self._stats_queries, timeout=_STATS_CLOSE_WAIT_S)
             for query in stuck:
                 query.cancel()
+        if self._capacity is not None:
+            await self._capacity.aclose()
         transport = self._transport
         if transport is not None and self._owns_transport:
             self._transport = None

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
     "DURATION_PATTERN",
     "SECRET_KEY_PATTERN",
+    "Autoscale",
     "CustomSettings",
     "FalSettings",
     "ImportPathSettings",
@@ -303,6 +304,31 @@ class LatencySpec(SettingsModel):
         return value
 
 
+class Autoscale(SettingsModel):
+    """A simulated provider's container autoscaler (see :mod:`genrouter.backends._sim_autoscale`).
+
+    ``min_containers`` are warm from the start; a request beyond the free slots
+    (``concurrency_per_container`` per container) queues, and while the queue needs more
+    capacity a container starts, serving after ``cold_start_s``, up to ``max_containers``.
+    A container idle for ``scaledown_s`` (default 60, Modal's default window) leaves,
+    down to ``min_containers``.
+    """
+
+    min_containers: Annotated[int, Field(ge=0, le=10_000)] = 0
+    max_containers: Annotated[int, Field(ge=1, le=10_000)] = 1
+    concurrency_per_container: Annotated[int, Field(ge=1, le=10_000)] = 1
+    cold_start_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    scaledown_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+
+    @field_validator("max_containers")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_containers")
+        if low is not None and value < low:
+            raise ValueError(f"max_containers must be at least min_containers {low}")
+        return value
+
+
 class Incident(SettingsModel):
     """A window, relative to router start, when a simulated provider misbehaves more."""
 
@@ -347,6 +373,15 @@ class SimulatedSettings(ProviderSettings):
     price: Price | None = None
     max_concurrency: Annotated[int | None, Field(ge=1)] = None
     """Jobs beyond this many in flight wait in a provider-side queue."""
+    autoscale: Autoscale | None = None
+    """Containers that scale with the queue (replaces ``max_concurrency``)."""
+
+    @field_validator("autoscale")
+    @classmethod
+    def _one_capacity_model(cls, value: Autoscale | None, info: ValidationInfo) -> Autoscale | None:
+        if value is not None and info.data.get("max_concurrency") is not None:
+            raise ValueError("set either max_concurrency or autoscale, not both")
+        return value
 
     @field_validator("latency", mode="before")
     @classmethod
