@@ -607,9 +607,15 @@ def test_per_image_estimate_is_price_times_outputs() -> None:
 
 
 def test_per_megapixel_estimate_rounds_megapixels_up() -> None:
-    """fal flux-dev at 1024x1024 (1.048576 MP) bills 2 MP: $0.05."""
-    cost = deployment("fal", "flux-dev").estimate_cost(request(width=1024, height=1024))
+    """fal flux-dev at 1536x1024 (1.5 fal megapixels of 1024x1024 pixels) bills 2 MP: $0.05."""
+    cost = deployment("fal", "flux-dev").estimate_cost(request(width=1536, height=1024))
     assert cost == Decimal("0.05")
+
+
+def test_fal_megapixel_is_1024_by_1024_pixels() -> None:
+    """fal flux-dev at 1024x1024 is one billed megapixel: $0.025, as fal charges."""
+    cost = deployment("fal", "flux-dev").estimate_cost(request(width=1024, height=1024))
+    assert cost == Decimal("0.025")
 
 
 def test_per_megapixel_estimate_uses_the_default_size() -> None:
@@ -621,7 +627,7 @@ def test_per_megapixel_estimate_uses_the_default_size() -> None:
 def test_per_megapixel_estimate_scales_with_outputs() -> None:
     """A per-megapixel estimate is per output image."""
     cost = deployment("fal", "flux-dev").estimate_cost(request(width=1024, height=1024, num_outputs=4))
-    assert cost == Decimal("0.2")
+    assert cost == Decimal("0.1")
 
 
 def test_exact_megapixels_are_not_rounded() -> None:
@@ -670,7 +676,7 @@ def test_actual_per_megapixel_uses_the_output_sizes() -> None:
     """Actual per-megapixel cost uses each output's reported size, rounded up per image."""
     dep = deployment("fal", "flux-dev")
     assert dep.pricing is not None
-    outputs = result(image(1024, 1024), image(512, 512))
+    outputs = result(image(1536, 1024), image(512, 512))
     amount, _ = dep.pricing.actual(request(), outputs, dep)
     assert amount == Decimal("0.075")
 
@@ -680,7 +686,7 @@ def test_actual_per_megapixel_falls_back_to_the_request_size() -> None:
     dep = deployment("fal", "flux-dev")
     assert dep.pricing is not None
     amount, _ = dep.pricing.actual(request(width=2048, height=2048), result(image()), dep)
-    assert amount == Decimal("0.125")
+    assert amount == Decimal("0.1")
 
 
 def test_actual_per_video_second_uses_the_output_duration() -> None:

@@ -366,9 +366,9 @@ async def test_a_submit_builds_its_body_only_once_a_request_slot_is_free(
     built: list[str] = []
     translate = backend._translate
 
-    async def recording(d: Deployment, r: GenerationRequest) -> Any:
+    async def recording(d: Deployment, r: GenerationRequest, *media: Any) -> Any:
         built.append(r.prompt)
-        return await translate(d, r)
+        return await translate(d, r, *media)
 
     monkeypatch.setattr(backend, "_translate", recording)
     slots = request_slots(backend._client)

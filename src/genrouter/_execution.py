@@ -28,6 +28,7 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import threading
@@ -56,9 +57,11 @@ from genrouter._attempts import (
     retry_same_provider,
     split_request,
 )
+from genrouter._deadline import SUBMIT_DEADLINE
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
+    BudgetExceededError,
     DeadlineExceededError,
     GenRouterError,
     ProviderError,
@@ -66,6 +69,7 @@ from genrouter.errors import (
     describe_error,
 )
 from genrouter.observability import attempt_ended, logger
+from genrouter.routing.reservations import budget_refusal
 from genrouter.types import (
     Attempt,
     AttemptOutcome,
@@ -76,6 +80,8 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from genrouter._clock import Clock
     from genrouter.backends.base import Backend
     from genrouter.catalog import Deployment
@@ -84,6 +90,7 @@ if TYPE_CHECKING:
     from genrouter.routing.budgets import BudgetGuard
     from genrouter.routing.health import DeploymentHealth
     from genrouter.routing.plan import PlannedCandidate
+    from genrouter.routing.reservations import Hold
     from genrouter.routing.store import StateStore
     from genrouter.routing.throttle import HedgeBudget, RetryThrottle
 
@@ -297,7 +304,7 @@ class Execution:
                     # Every viable candidate failed: try those benched by an open circuit.
                     queue, self.last_resort = list(self.last_resort), ()
                 if not queue:
-                    raise AllProvidersFailedError(
+                    raise budget_refusal(self.errors) or AllProvidersFailedError(
                         self._failure_summary(), errors=self.errors, attempts=self.attempts
                     )
                 if self.clock.now() >= self.deadline_at:
@@ -637,13 +644,32 @@ class Execution:
                 self.errors.append(exc)
                 raise
             started = self.clock.now()
+        hold = (
+            await self._reserve(deployment.provider, lane.candidate.estimated_cost) if self.budget else None
+        )
         health = self.store.health(deployment.key)
         token = health.begin_request(started)
         lane.attempt_started = started
         try:
-            return await self._attempt_body(lane, backend, deployment, health, started)
+            outcome = await self._attempt_body(lane, backend, deployment, health, started)
+        except BaseException:
+            if hold is not None:
+                hold.release()  # failed, cancelled or lost a hedge: nothing spent
+            raise
         finally:
             health.end_request(token)
+        if hold is not None:
+            hold.settle(outcome, keep_s=self.deadline_s)  # cost to spend; a submitted job keeps it
+        return outcome
+
+    async def _reserve(self, provider: str, estimate: Decimal | None) -> Hold | None:
+        """Hold the estimate on the budgets covering ``provider`` (BudgetExceededError if none left)."""
+        assert self.budget is not None
+        try:
+            return await self.budget.reserve(provider, estimate)
+        except BudgetExceededError as exc:
+            self.errors.append(exc)
+            raise
 
     async def _attempt_body(
         self,
@@ -731,8 +757,6 @@ class Execution:
             attempts=list(self.attempts),
             total_s=now - self.started,
         )
-        if self.budget:
-            self.budget.record(deployment.provider, result.cost.amount_usd)
         return result
 
     async def _submit_one(
@@ -742,14 +766,24 @@ class Execution:
         # leaves a submitting lane alone for the grace period, and the lane stops
         # itself here once the job is recorded, so that the job gets cancelled.
         lane.submitting += 1
+        # The backend may pass the time left on to the provider (fal's X-Fal-Request-Timeout,
+        # Replicate's Cancel-After). A submit-only job outlives the submit unless the
+        # request itself set a deadline.
+        pushed = not self._submit_only or self.request.deadline_s is not None
+        token = SUBMIT_DEADLINE.set(self._time_left if pushed else None)
         try:
             job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
         finally:
             lane.submitting -= 1
+            with contextlib.suppress(ValueError):  # resumed in another task's context (3.11 eager start)
+                SUBMIT_DEADLINE.reset(token)
         self._live[id(job)] = (backend, job, lane)
         if lane.stop_requested:
             raise asyncio.CancelledError
         return job
+
+    def _time_left(self) -> float:
+        return self.deadline_at - self.clock.now()
 
     async def _cancel_unfinished(self, backend: Backend, jobs: Sequence[ProviderJob], parts: int) -> None:
         """A failed split attempt must not leave its other accepted jobs running (and billing)."""

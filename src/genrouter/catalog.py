@@ -99,6 +99,9 @@ class Price(BaseModel):
     per_video_second: Decimal | None = Field(default=None, ge=0)
     per_gpu_second: Decimal | None = Field(default=None, ge=0)
     megapixel_rounding: Literal["exact", "ceil"] = "exact"
+    megapixel_pixels: int = Field(default=1_000_000, ge=1)
+    """Pixels in one billed megapixel: 1000000, or 1048576 (1024×1024) where the provider
+    counts so (fal bills a 1024×1024 image as one megapixel)."""
     source: str | None = None
     date: str | None = None
 
@@ -137,6 +140,7 @@ class Price(BaseModel):
             unit=PriceUnit(unit),
             amount=amount,
             ceil_megapixels=self.megapixel_rounding == "ceil",
+            megapixel_pixels=self.megapixel_pixels,
             source=self.source,
             date=self.date,
         )
@@ -191,10 +195,30 @@ class CatalogEntry(BaseModel):
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
 
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
+
     @field_validator("params")
     @classmethod
     def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
         return _check_param_keys(value)
+
+
+def _media_param_shapes(value: Any) -> Any:
+    """``images: {to: image_urls}`` → ``image_urls``; ``images: [first_frame_url, last_frame_url]``
+    (one input per image, in order) → ``"first_frame_url,last_frame_url"``."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for key, target in value.items():
+        if isinstance(target, dict) and set(target) == {"to"}:
+            target = target["to"]
+        if isinstance(target, list) and key == "images" and all(isinstance(t, str) for t in target):
+            target = ",".join(target)
+        out[key] = target
+    return out
 
 
 def _check_param_keys(value: dict[str, str | None] | None) -> dict[str, str | None] | None:
@@ -222,6 +246,11 @@ class CatalogDefaults(BaseModel):
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
     params: dict[str, str | None] | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
 
     @field_validator("params")
     @classmethod
@@ -261,13 +290,14 @@ class Pricing:
     ceil_megapixels: bool = False
     source: str | None = None
     date: str | None = None
+    megapixel_pixels: int = 1_000_000
 
     def describe(self) -> str:
         """``"$0.025 per_megapixel (fal.ai pricing, 2026-05-01)"``."""
         return _describe_pricing(self.unit, self.amount, self.source, self.date)
 
     def _megapixels(self, width: int, height: int) -> Decimal:
-        mp = Decimal(width * height) / Decimal(1_000_000)
+        mp = Decimal(width * height) / Decimal(self.megapixel_pixels)
         return Decimal(math.ceil(mp)) if self.ceil_megapixels else mp
 
     def estimate(self, request: GenerationRequest, deployment: Deployment) -> Decimal | None:

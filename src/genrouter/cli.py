@@ -1,4 +1,4 @@
-"""The ``genrouter`` command line: generate, models, route --explain, batch, config check/schema.
+"""The ``genrouter`` command line: generate, models, route --explain, batch, loadtest, config check/schema.
 
 Every command takes ``-c/--config`` (else ``GENROUTER_CONFIG``, ``./genrouter.yaml``,
 or credentials in the environment). An error prints exactly one line on stderr
@@ -55,6 +55,11 @@ DEFAULT_OUTDIR = Path("genrouter-output")
 
 def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+def _status_console() -> Console:
+    """Where ``generate``'s live line goes: stderr (shown only when it is a terminal)."""
+    return Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -144,9 +149,16 @@ def generate(
             fields["providers"] = provider
         cfg = _config(config)
 
+        from genrouter._live import LiveLine
+
+        live = LiveLine(_status_console(), model, enabled=not as_json)
+
         async def run() -> tuple[GenerationResult, list[Path]]:
             async with AsyncRouter.from_config(cfg) as router:
-                result = await router.generate(**fields)
+                with live:
+                    result = await router.generate(
+                        on_progress=live.update if live.enabled else None, **fields
+                    )
             outdir.mkdir(parents=True, exist_ok=True)
             saved = []
             for i, artifact in enumerate(result.outputs):
@@ -373,6 +385,11 @@ def config_check(
 def config_schema() -> None:
     """Print the config file's JSON Schema (for editors via yaml-language-server)."""
     sys.stdout.write(dump_schema() + "\n")
+
+
+from genrouter.loadtest.command import register as _register_loadtest  # noqa: E402 - needs the helpers above
+
+_register_loadtest(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -76,6 +76,7 @@ __all__ = [
     "RoutePolicy",
     "RouterConfig",
     "RoutingConfig",
+    "SpilloverPolicy",
     "StateConfig",
     "TimeoutPolicy",
     "config_json_schema",
@@ -213,6 +214,16 @@ class ExplorePolicy(SettingsModel):
     interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
 
 
+class SpilloverPolicy(SettingsModel):
+    """With ``strategy: cost`` and ``latency_slo_s``: rank a deployment that reports its
+    capacity (backlog, containers) by its predicted completion time, so the cheapest one
+    keeps the traffic it can finish within the SLO and the rest spills to the next
+    (:mod:`genrouter.routing.spillover`). On by default; it changes nothing without an
+    SLO or a capacity-reporting deployment."""
+
+    enabled: bool = True
+
+
 Weight = Annotated[float, Field(gt=0), BeforeValidator(reject_bool)]
 
 
@@ -231,6 +242,7 @@ class RoutePolicy(SettingsModel):
     circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
     retry_budget: RetryBudgetPolicy = Field(default_factory=RetryBudgetPolicy)
     explore: ExplorePolicy = Field(default_factory=ExplorePolicy)
+    spillover: SpilloverPolicy = Field(default_factory=SpilloverPolicy)
 
     @field_validator("max_cost_usd", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from genrouter._attempts import (
 )
 from genrouter._clock import Clock, MonotonicClock
 from genrouter._execution import Execution
+from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
@@ -45,12 +47,14 @@ from genrouter.errors import (
     DeadlineExceededError,
     GenRouterError,
     InvalidRequestError,
+    JobFailedError,
     NoRouteError,
 )
 from genrouter.observability import MetricsHook, logger, request_ended
 from genrouter.routing.budgets import BudgetGuard
 from genrouter.routing.plan import ExploreRule, Plan, build_plan
 from genrouter.routing.policies import SmoothWeightedRoundRobin
+from genrouter.routing.spillover import CapacitySource
 from genrouter.routing.store import MemoryStateStore, StateStore
 from genrouter.routing.throttle import HedgeBudget, RetryThrottle
 from genrouter.types import (
@@ -96,6 +100,7 @@ class AsyncRouter:
         self._backends: dict[str, Backend] = {}
         self._deployments: dict[str, list[Deployment]] = {}
         self._latency_hints: dict[str, float] = {}
+        self._capacity: dict[str, CapacitySource] = {}
         self._unavailable: dict[str, str] = {}
         self._round_robins: dict[str, SmoothWeightedRoundRobin] = {}
         self._ranks: dict[int, dict[str, int]] = {}
@@ -105,7 +110,7 @@ class AsyncRouter:
         self.throttle: RetryThrottle | None = (
             RetryThrottle(retry_budget.max_tokens, retry_budget.token_ratio) if retry_budget.enabled else None
         )
-        self.budget = BudgetGuard(config.budgets, self.state)
+        self.budget = BudgetGuard(config.budgets, self.state, clock=self.clock)
         self._budget = self.budget if config.budgets else None
         self._explore_rules: dict[int, ExploreRule | None] = {}
         # A shared store syncs in the background once the router runs in an event loop.
@@ -181,6 +186,9 @@ class AsyncRouter:
                     value = hint(deployment)
                     if value is not None:
                         self._latency_hints[deployment.key] = value
+                capacity = getattr(backend, "capacity", None)
+                if callable(capacity):
+                    self._capacity[deployment.key] = functools.partial(capacity, deployment)
             reason = getattr(backend, "unavailable_reason", None)
             if isinstance(reason, str) and reason:
                 self._unavailable[key] = reason
@@ -271,6 +279,7 @@ class AsyncRouter:
             half_open_probes=policy.circuit_breaker.half_open_probes,
             explore=self._explore_rule(policy),
             budget=self._budget,
+            capacity=self._capacity if policy.spillover.enabled else None,
         )
         return plan, policy
 
@@ -338,9 +347,18 @@ class AsyncRouter:
         return plan, policy
 
     async def generate(
-        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
+        self,
+        request: GenerationRequest | str | None = None,
+        /,
+        *,
+        on_progress: ProgressCallback | None = None,
+        **kwargs: Any,
     ) -> GenerationResult:
         """Generate: route ``request`` (a :class:`GenerationRequest`, a prompt, or keyword fields).
+
+        ``on_progress`` (a function, or a coroutine function) is called with a
+        :class:`~genrouter.types.Progress` whenever a job's state, queue position or
+        logs change; one that raises is logged once and ignored.
 
         Raises :class:`InvalidRequestError` for bad input, :class:`NoRouteError` when no
         deployment can serve it, :class:`DeadlineExceededError` when the one deadline
@@ -349,11 +367,11 @@ class AsyncRouter:
         req = self._request(request, kwargs)
         hooks = self.hooks
         if not hooks and not logger.isEnabledFor(logging.INFO):
-            execution = self._execution(req)
+            execution = self._execution(req, on_progress=on_progress)
             return await execution.generate()
         started = self.clock.now()
         try:
-            execution = self._execution(req, hooks=hooks)
+            execution = self._execution(req, hooks=hooks, on_progress=on_progress)
             result = await execution.generate()
         except Exception as exc:
             request_ended(hooks, req, None, exc, self.clock.now() - started)
@@ -362,7 +380,11 @@ class AsyncRouter:
         return result
 
     def _execution(
-        self, req: GenerationRequest, webhook_url: str | None = None, hooks: Sequence[MetricsHook] = ()
+        self,
+        req: GenerationRequest,
+        webhook_url: str | None = None,
+        hooks: Sequence[MetricsHook] = (),
+        on_progress: ProgressCallback | None = None,
     ) -> Execution:
         """Plan ``req`` and set up its execution (hedging only when waiting for the result).
 
@@ -388,6 +410,8 @@ class AsyncRouter:
             background=self._background,
             hooks=hooks,
         )
+        if on_progress is not None:
+            execution.backends = watch_all(self._backends, on_progress, self.clock, execution.started)
         return execution
 
     # -- jobs API -----------------------------------------------------------------------
@@ -449,8 +473,16 @@ class AsyncRouter:
             return statuses[0]
         return statuses[0].model_copy(update={"state": terminal_state_of(statuses)})
 
-    async def result(self, handle: JobHandle, timeout: float | None = None) -> GenerationResult:  # noqa: ASYNC109
+    async def result(
+        self,
+        handle: JobHandle,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
         """Wait for the job and return its result; never resubmits.
+
+        ``on_progress`` works as in :meth:`generate` (elapsed from this call).
 
         ``timeout`` (seconds; default the policy's ``deadline_s``) bounds the wait:
         when it passes, :class:`DeadlineExceededError` is raised and the job keeps
@@ -458,6 +490,8 @@ class AsyncRouter:
         :class:`JobFailedError` with ``state == "cancelled"``.
         """
         backend = self._backend_for(handle)
+        if on_progress is not None:
+            backend = watch(backend, ProgressReporter(on_progress, self.clock))
         deployment = self._deployment_for(handle)
         policy = self.policy_for(handle.model)
         wait_s = timeout if timeout is not None else policy.timeouts.deadline_s
@@ -485,6 +519,8 @@ class AsyncRouter:
             exc.provider = exc.provider or handle.provider
             exc.provider_request_id = exc.provider_request_id or handle.provider_request_id
             observe_failure(self.state, self.clock.now(), deployment, exc, policy)
+            if isinstance(exc, JobFailedError):
+                self.budget.release_job(handle.provider, handle.provider_request_id)
             raise
         elapsed = self.clock.now() - started
         merged = merge_results(results)
@@ -514,7 +550,7 @@ class AsyncRouter:
             attempts=[*handle.attempts, attempt],
             total_s=elapsed,
         )
-        self.budget.record(handle.provider, result.cost.amount_usd)
+        self.budget.settle_job(handle.provider, handle.provider_request_id, result.cost.amount_usd)
         return result
 
     async def _wait_for_job(
@@ -565,6 +601,7 @@ class AsyncRouter:
         backend = self._backend_for(handle)
         for job in handle.jobs:
             await backend.cancel(job)
+        self.budget.release_job(handle.provider, handle.provider_request_id)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -26,10 +26,13 @@ missing. Here every call is sent once through :func:`~genrouter.backends._http.s
 a submit that may have reached fal raises
 :class:`~genrouter.errors.SubmitOutcomeUnknownError` and is never re-sent; unknown
 statuses and malformed bodies are typed :class:`ProviderUnavailableError`.
-No part of fal_client is used. Input images given as bytes or a path are sent inline
-as ``data:`` URIs (fal accepts them wherever it takes an image URL) rather than
-uploaded to fal storage, whose upload API is fal_client's and needs fal's CDN and
-token service; a large image makes a large submit body.
+No part of fal_client is used.
+
+**Media inputs** (``image``, ``mask``, ``images``): URLs pass through; bytes and paths up
+to ``inline_max_bytes`` (256 KiB) go inline as ``data:`` URIs, larger ones are uploaded
+once per content to fal storage (:mod:`genrouter.backends._fal_storage`: a token from
+``rest_url`` with the API key, the file to the CDN with that token only) and sent as
+their URL; ``max_upload_bytes`` (default 1 GiB) refuses larger ones up front.
 
 **Parameters** follow the catalog's ``params`` mapping: width/height → ``image_size``
 (a preset name such as ``square_hd`` when the size is one exactly, else
@@ -41,10 +44,20 @@ a string (``"5"``), warned when changed; ``provider_options["fal"]`` and then
 ``provider_options[<provider key>]`` are merged last. Every field dropped or changed
 leaves a warning on the job, which the router copies onto the result.
 
-**Time-to-start.** ``X-Fal-Request-Timeout`` (fal's deadline for a job to *start*) is
-not sent: no setting says how long a job may queue, and the router's deadline and
-``timeouts.attempt_s`` already bound the wait and cancel the job at fal when they
-pass. ``timeout_s`` bounds each HTTP request.
+**Time-to-start.** A routed submit sends ``X-Fal-Request-Timeout`` = the request's
+remaining deadline in whole seconds (rounded down, at least 1): fal's deadline for the
+job to *start* (queue wait, runner acquisition and fal's own retries). A job still
+queued then is dropped by fal with a 504 (``X-Fal-Request-Timeout-Type: user``) and is
+not billed, so a crashed router's queued jobs do not run later; a job already running
+is not stopped by it. ``timeout_s`` bounds each HTTP request.
+
+**Headers.** The section's ``provider_headers`` go with every call to the queue and REST
+hosts; a request's ``provider_headers[<key>]`` are merged over them on its submit
+(``X-Fal-Queue-Priority: low``, ``X-Fal-Store-IO: 0``, ``X-Fal-Runner-Hint``...).
+
+**Cost.** fal's result answer carries ``x-fal-billable-units``; with the deployment's
+price that is the actual cost (``Cost.estimated=False``). Without the header the router
+estimates it from the outputs.
 
 **Errors** (reference §2 table): 401/402/403 → :class:`AuthenticationError`; 400/422 →
 :class:`InvalidRequestError` whose ``fields`` name the request fields fal rejected
@@ -84,15 +97,20 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from genrouter import __version__
-from genrouter._secrets import register_secret, scrub
+from genrouter._deadline import remaining_s
+from genrouter._secrets import is_credential_header, register_secret, scrub
+from genrouter.backends._billing import billed_cost, price_data
+from genrouter.backends._fal_storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
+from genrouter.backends._headers import request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
 from genrouter.backends._params import (
     DIRECT_FIELDS,
-    media_data_url,
+    media_inputs,
     merge_provider_options,
     requested_fields,
     translate_fields,
 )
+from genrouter.backends._uploads import MediaResolver
 from genrouter.backends.settings import FalSettings
 from genrouter.errors import (
     AuthenticationError,
@@ -106,11 +124,11 @@ from genrouter.errors import (
 from genrouter.types import (
     Artifact,
     ArtifactKind,
+    Cost,
     GenerationRequest,
     GenerationResult,
     JobState,
     JobStatus,
-    MediaInput,
     ProviderJob,
     Timings,
 )
@@ -263,6 +281,10 @@ class FalBackend:
             None if key else f"no fal credentials: set FAL_KEY or providers.{name}.api_key"
         )
         headers = {"User-Agent": f"genrouter/{__version__} (fal)", "Accept": "application/json"}
+        for header, value in self.settings.provider_headers.items():
+            if is_credential_header(header):
+                register_secret(value)
+            headers[header] = value
         if key:
             headers["Authorization"] = f"Key {key}"
         self._base_url = (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -272,6 +294,25 @@ class FalBackend:
             timeout_s=self.settings.timeout_s,
             headers=headers,
             transport=transport,
+        )
+        # The upload host gets a client of its own, holding no credentials.
+        cdn = make_client(
+            base_url=self._base_url,
+            timeout_s=max(self.settings.timeout_s, 120.0),
+            headers={"User-Agent": headers["User-Agent"]},
+            transport=transport,
+        )
+        self._storage = FalStorage(
+            provider=name,
+            api=self._client,
+            cdn=cdn,
+            rest_url=self.settings.rest_url or DEFAULT_REST_URL,
+        )
+        self._media = MediaResolver(
+            provider=name,
+            inline_max_bytes=self.settings.inline_max_bytes,
+            max_bytes=self.settings.max_upload_bytes or MAX_UPLOAD_BYTES,
+            upload=self._storage.upload,
         )
         self._terminal: OrderedDict[str, _Terminal] = OrderedDict()
         self._cancel_sent: OrderedDict[str, None] = OrderedDict()
@@ -300,10 +341,17 @@ class FalBackend:
         # two, so suspend once before any I/O starts.
         await asyncio.sleep(0)
         self._check_usable()
+        headers = request_headers(request, self.name)
+        # Media first, outside a request slot: an upload may take a while and asks fal's
+        # REST host for a token through this client.
+        media = await media_inputs(request, deployment, self._media.url, provider=self.name)
         # The body is built once a request slot is free: submits queued behind thousands
         # of polls then hold no payloads (translation makes no request of its own).
         async with request_slots(self._client):
-            fal_input = await self._translate(deployment, request)
+            fal_input = await self._translate(deployment, request, media)
+            left = remaining_s()
+            if left is not None and "x-fal-request-timeout" not in {h.lower() for h in headers}:
+                headers["X-Fal-Request-Timeout"] = str(max(1, math.floor(left)))
             response = await send(
                 self._client,
                 "POST",
@@ -311,6 +359,7 @@ class FalBackend:
                 provider=self.name,
                 idempotent=False,
                 json_body=fal_input.payload,
+                headers=headers or None,
                 params={"fal_webhook": webhook_url} if webhook_url else None,
                 slot_held=True,
             )
@@ -335,6 +384,7 @@ class FalBackend:
                 "output_format": fal_input.output_format,
                 "duration_s": fal_input.duration_s,
                 "names": fal_input.names,
+                "price": price_data(deployment),
             },
             warnings=fal_input.warnings,
         )
@@ -394,6 +444,9 @@ class FalBackend:
                 provider_request_id=rid,
             )
         seed = output.get("seed")
+        billed = billed_cost(
+            job.data.get("price"), response.headers.get("x-fal-billable-units"), what="x-fal-billable-units"
+        )
         return GenerationResult(
             id="",
             model=job.endpoint,
@@ -402,6 +455,7 @@ class FalBackend:
             provider_request_id=rid,
             outputs=outputs,
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None,
+            cost=billed or Cost(),
             timings=Timings(running_s=_running_s(terminal.metrics, output)),
             raw=output,
         )
@@ -430,6 +484,7 @@ class FalBackend:
             return
         self._closed = True
         await self._client.aclose()
+        await self._storage.aclose()
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -646,8 +701,17 @@ class FalBackend:
 
     # -- translation -------------------------------------------------------------------
 
-    async def _translate(self, deployment: Deployment, request: GenerationRequest) -> _Input:
-        """fal's input for ``request`` on ``deployment``, per the catalog's ``params`` mapping."""
+    async def _translate(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        media: tuple[dict[str, Any], list[str], dict[str, str]] | None = None,
+    ) -> _Input:
+        """fal's input for ``request`` on ``deployment``, per the catalog's ``params`` mapping.
+
+        ``media``: the media inputs already resolved (:func:`media_inputs`); resolved here
+        when not given.
+        """
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
         payload, warnings = translate_fields(request, deployment, provider=self.name)
@@ -664,14 +728,11 @@ class FalBackend:
             loras = [{"path": lora.source, "scale": lora.scale} for lora in request.loras]
             self._put(out, params, "loras", loras, where, shown=f"{len(loras)} LoRA(s)")
         self._translate_duration(deployment, request, out, where)
-        for name in ("image", "mask"):
-            value: MediaInput | None = getattr(request, name)
-            if value is None:
-                continue
-            if params.get(name):
-                self._put(out, params, name, await media_data_url(value, name, provider=self.name), where)
-            else:
-                out.warnings.append(f"{where} has no input for {name}; the {name} given was ignored")
+        if media is None:
+            media = await media_inputs(request, deployment, self._media.url, provider=self.name)
+        out.payload.update(media[0])
+        out.warnings.extend(media[1])
+        out.names.update(media[2])
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out

@@ -62,6 +62,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from genrouter.backends._modal_capacity import ModalCapacity
 from genrouter.backends._modal_cost import ColdStarts, result_cost
 from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
@@ -92,6 +93,7 @@ from genrouter.types import (
 
 if TYPE_CHECKING:
     from genrouter.catalog import Deployment
+    from genrouter.routing.capacity import CapacityFacts
 
 __all__ = [
     "MODAL_LIMITS",
@@ -382,6 +384,13 @@ class SdkModalTransport:
         self._stats[key] = (now, count)
         return count
 
+    async def current_stats(self, model_id: str) -> dict[str, int]:
+        """``get_current_stats()`` of the class for ``model_id`` (backlog, runners, running inputs)."""
+        method = await self._method(model_id)
+        stats = await self._bounded(method.get_current_stats.aio(), 2.0, "stats")
+        names = ("backlog", "num_total_runners", "num_running_inputs")
+        return {name: int(getattr(stats, name)) for name in names if getattr(stats, name, None) is not None}
+
     async def aclose(self) -> None:
         """Close the client this transport created (an environment client is modal's own)."""
         client, self._client = self._client, None
@@ -464,14 +473,25 @@ class ModalBackend:
 
     # -- optional hooks --------------------------------------------------------------
 
-    def latency_hint(self, deployment: Deployment) -> float | None:
-        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s + expected cold start``.
+    _capacity: ModalCapacity | None = None
 
-        The expected cold start is the mean container start the class has reported to this
-        backend, or ``cold_start_s`` before any (a scale-to-zero pool's slow tail is its starts).
+    def capacity(self, deployment: Deployment) -> CapacityFacts | None:
+        """Backlog and runners of the live deployment, for spillover (see ``_modal_capacity``)."""
+        if self._capacity is None:
+            self._capacity = ModalCapacity(lambda: self.transport, self.settings.cold_start_s)
+        return self._capacity.facts(deployment.endpoint)
+
+    def latency_hint(self, deployment: Deployment) -> float | None:
+        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s + P(cold) × expected start``.
+
+        P(cold): the share of this backend's submits that found no warm container (0 before
+        any); the expected start: the mean container start the class has reported, or
+        ``cold_start_s`` before any (see :mod:`genrouter.backends._modal_cost`).
         """
         per_output = deployment.gpu_seconds_per_output
-        return None if per_output is None else 1.2 * per_output + 1.0 + self.cold_starts.expected_s
+        if per_output is None:
+            return None
+        return 1.2 * per_output + 1.0 + self.cold_starts.cold_share * self.cold_starts.expected_s
 
     # -- translation -----------------------------------------------------------------
 
@@ -587,6 +607,7 @@ class ModalBackend:
             containers = await warm
         except Exception:
             containers = None
+        self.cold_starts.saw_submit(None if containers is None else containers == 0)
         pricing = deployment.pricing
         per_gpu_second = pricing is not None and pricing.unit is PriceUnit.PER_GPU_SECOND
         return ProviderJob(
@@ -732,6 +753,10 @@ class ModalBackend:
     def _cost(self, job: ProviderJob, value: Mapping[str, Any]) -> Cost:
         """What the result cost: see :mod:`genrouter.backends._modal_cost`."""
         self.cold_starts.observe(value.get("cold_start_s"))
+        if self._capacity is not None and self.cold_starts.count:
+            self._capacity._cold_start_s = (
+                self.cold_starts.expected_s
+            )  # live predictions use the measured start
         return result_cost(
             value, job.data, gpu_prices=self._gpu_prices, expected_cold_start_s=self.cold_starts.expected_s
         )
@@ -755,6 +780,8 @@ class ModalBackend:
             _, stuck = await asyncio.wait(self._stats_queries, timeout=_STATS_CLOSE_WAIT_S)
             for query in stuck:
                 query.cancel()
+        if self._capacity is not None:
+            await self._capacity.aclose()
         transport = self._transport
         if transport is not None and self._owns_transport:
             self._transport = None
