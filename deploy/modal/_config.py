@@ -37,6 +37,8 @@ ENV_VARIABLES = (
     "GENROUTER_COMPILE_BACKEND",
     "GENROUTER_PUBLIC_URL",
     "GENROUTER_DOWNLOAD_TTL_S",
+    "GENROUTER_LORA_HOTSWAP",
+    "GENROUTER_LORA_MAX_RANK",
 )
 """The variables the service reads, besides ``GENROUTER_SOURCE_<MODEL>``."""
 
@@ -89,6 +91,11 @@ class ServiceConfig:
     """Longest a request waits for batch-mates (``GENROUTER_BATCH_WAIT_MS``)."""
     max_loras: int = 8
     """LoRA adapters kept loaded per model (``GENROUTER_MAX_LORAS``)."""
+    lora_hotswap: bool | None = None
+    """With compile on, serve one-LoRA requests by hotswapping into the compiled denoiser, so a
+    swap never recompiles (``GENROUTER_LORA_HOTSWAP``; default: on with compile and a LoRA folder)."""
+    lora_max_rank: int = 64
+    """The highest LoRA rank the hotswap slot takes (``GENROUTER_LORA_MAX_RANK``)."""
     max_loras_per_request: int = 4
     max_outputs: int = 8
     max_pixels: int = 2048 * 2048
@@ -137,6 +144,7 @@ class ServiceConfig:
             ("max_checkpoints", "GENROUTER_MAX_CHECKPOINTS"),
             ("output_inline_max_bytes", "GENROUTER_OUTPUT_INLINE_MAX_BYTES"),
             ("download_ttl_s", "GENROUTER_DOWNLOAD_TTL_S"),
+            ("lora_max_rank", "GENROUTER_LORA_MAX_RANK"),
         ):
             if env.get(key):
                 values[name] = int(env[key])
@@ -144,6 +152,8 @@ class ServiceConfig:
             values["wait_ms"] = float(env["GENROUTER_BATCH_WAIT_MS"])
         if env.get("GENROUTER_COMPILE"):
             values["compile"] = _flag(env["GENROUTER_COMPILE"])
+        if env.get("GENROUTER_LORA_HOTSWAP"):
+            values["lora_hotswap"] = _flag(env["GENROUTER_LORA_HOTSWAP"])
         if env.get("GENROUTER_WARMUP"):
             values["warmup"] = _flag(env["GENROUTER_WARMUP"])
         if env.get("GENROUTER_WARMUP_SIZES"):

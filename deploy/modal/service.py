@@ -144,6 +144,8 @@ class _Loaded:
     """The model's :class:`_checkpoints.CheckpointCache`."""
     config_source: str | None = None
     """Where the model's diffusers configs are (the weights' path or hub id); None for random weights."""
+    hotswap: Any = None
+    """The model's :class:`_loras.HotswapSlot` when LoRAs are hotswapped into the compiled denoiser."""
 
 
 class DiffusionService:
@@ -341,6 +343,8 @@ class DiffusionService:
 
         with self._gpu_lock:
             for loaded in self.models.values():
+                if loaded.compiled is None and self._hotswaps(loaded):
+                    self._prepare_hotswap(loaded)
                 if loaded.compiled is None:
                     loaded.compiled = torch.compile(
                         loaded.eager,
@@ -351,6 +355,22 @@ class DiffusionService:
                     self._use_denoiser(loaded, loaded.compiled)
         if warmup:
             self.warmup()
+
+    def _hotswaps(self, loaded: _Loaded) -> bool:
+        wanted = self.config.lora_hotswap
+        return bool(loaded.spec.lora and self.config.lora_dir and (True if wanted is None else wanted))
+
+    def _prepare_hotswap(self, loaded: _Loaded) -> None:
+        """Give the denoiser its hotswap slot, holding a zero placeholder, before it is compiled."""
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="genrouter-hotswap-")
+        placeholder = _sibling("random_models").save_random_lora(
+            loaded.pipe, folder, "placeholder", rank=self.config.lora_max_rank, zero_b=True
+        )
+        slot = _loras.HotswapSlot(self.config.lora_max_rank)
+        slot.prepare(loaded.pipe, str(placeholder))
+        loaded.hotswap = slot
 
     def set_batching(self, *, max_batch_size: int | None = None, wait_ms: float | None = None) -> None:
         """Change the batching limits for groups formed from now on (benchmarks compare settings)."""
@@ -616,12 +636,19 @@ class DiffusionService:
         cuda = self.device.startswith("cuda")
         with self._gpu_lock:
             held_from = time.perf_counter()
-            if first.loras or loaded.loras.loaded:
-                self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
-                loaded.loras.activate(loaded.pipe, first.loras)
-            # LoRA layers change the module graph, so LoRA batches run eagerly.
-            compiled = loaded.compiled is not None and not first.loras
-            denoiser = loaded.compiled if compiled else loaded.eager
+            if (
+                loaded.compiled is not None
+                and loaded.hotswap is not None
+                and self._swap_in(loaded, first.loras)
+            ):
+                denoiser = loaded.compiled  # the LoRA (or the placeholder) sits in the compiled slot
+            else:
+                if first.loras or loaded.loras.loaded:
+                    self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
+                    loaded.loras.activate(loaded.pipe, first.loras)
+                # Other LoRA layers change the module graph, so those batches run eagerly.
+                compiled = loaded.compiled is not None and not first.loras
+                denoiser = loaded.compiled if compiled else loaded.eager
             if first.checkpoint is not None:
                 key, path = first.checkpoint
                 denoiser = loaded.checkpoints.get(
@@ -652,6 +679,16 @@ class DiffusionService:
         for index, _ in slots:  # loading adapters or checkpoints held the GPU for the whole group
             shares[index] += overhead_s / len(slots)
         return outputs, shares, min(len(slots), size)
+
+    def _swap_in(self, loaded: _Loaded, loras: Any) -> bool:
+        """Serve ``loras`` from the hotswap slot; False when the slot cannot take them."""
+        slot = loaded.hotswap
+        if not slot.swap(loaded.pipe, loras):
+            return False
+        if loaded.loras.active:  # an eager LoRA batch ran since: make the slot the active adapter again
+            loaded.pipe.set_adapters([slot.NAME], adapter_weights=[1.0])
+            loaded.loras.active = None
+        return True
 
     def _kwargs(self, loaded: _Loaded, requests: list[Any], chunk: list[tuple[int, int]]) -> dict[str, Any]:
         import torch
