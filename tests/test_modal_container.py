@@ -328,3 +328,18 @@ def test_the_image_class_takes_concurrent_async_inputs_not_a_sync_batch(
     assert "\n@modal.batched" not in source
     assert "    @modal.batched" not in source
     assert "async def generate(self, request" in source
+
+
+def test_the_images_carry_every_module_of_the_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """SERVICE_FILES lists every .py beside app.py, so no container misses a module service.py loads."""
+    deployed = deploy(monkeypatch, tmp_path).module
+    folder = {p.name for p in APP_PATH.parent.glob("*.py")} - {"app.py"}
+    assert set(deployed.SERVICE_FILES) == folder
+
+
+def test_the_config_reads_the_same_secret_variable_the_sender_documents(svc: ModuleType) -> None:
+    """GENROUTER_WEBHOOK_SECRET is one name in the config and in _webhooks.py."""
+    assert svc._config.WEBHOOK_SECRET_ENV == svc._webhooks.SECRET_ENV
+    config = svc.ServiceConfig.from_env({svc._webhooks.SECRET_ENV: "whsec_" + "A" * 32})
+    assert config.webhook_secret.startswith("whsec_")
+    assert "whsec_" not in repr(config)

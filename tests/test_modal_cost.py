@@ -147,17 +147,30 @@ async def test_a_measured_container_start_is_billed_as_actual_cost(service: Any)
     assert "container start (measured)" in (result.cost.basis or "")
 
 
-def test_latency_hint_includes_the_expected_cold_start_and_learns_the_measured_one() -> None:
-    """Before observations the hint is 1.2 × s/output + 1 + cold_start_s; reported starts replace it."""
+def test_latency_hint_adds_the_observed_share_of_cold_starts_times_the_measured_start() -> None:
+    """The hint is 1.2 × s/output + 1 + P(cold) × expected start; both are learnt from what was seen."""
     from genrouter.catalog import CatalogEntry, Price, build_deployment
 
     entry = CatalogEntry(endpoint="sdxl", price=Price(per_gpu_second=H100), gpu_seconds_per_output=2.0)
     deployment = build_deployment(provider="gpu", provider_type="modal", model="sdxl", entry=entry, spec=None)
     backend = ModalBackend(name="gpu", settings={"cold_start_s": 20}, transport=object())  # type: ignore[arg-type]
-    assert backend.latency_hint(deployment) == pytest.approx(1.2 * 2.0 + 1.0 + 20.0)
+    assert backend.latency_hint(deployment) == pytest.approx(1.2 * 2.0 + 1.0)
+    for cold in (True, False, False, False):
+        backend.cold_starts.saw_submit(cold)
+    assert backend.latency_hint(deployment) == pytest.approx(1.2 * 2.0 + 1.0 + 0.25 * 20.0)
     backend.cold_starts.observe(8.0)
     backend.cold_starts.observe(4.0)
-    assert backend.latency_hint(deployment) == pytest.approx(1.2 * 2.0 + 1.0 + 6.0)
+    assert backend.latency_hint(deployment) == pytest.approx(1.2 * 2.0 + 1.0 + 0.25 * 6.0)
+
+
+async def test_cold_submits_and_measured_starts_are_learnt_from_routed_requests(service: Any) -> None:
+    """A submit finding no warm container counts as cold; a measured start becomes the expected one."""
+    transport = InProcessModalTransport(service=PretendGpu(service, "H100", cold_start_s=9.0), warm=0)  # type: ignore[arg-type]
+    backend = ModalBackend(name="gpu", settings={"cold_start_s": 20}, transport=transport)
+    async with AsyncRouter.from_config(sdxl_config(), backends={"gpu": backend}) as router:
+        await router.generate(REQUEST.model_copy(update={"providers": ["gpu"]}))
+    assert backend.cold_starts.cold_share == 1.0
+    assert backend.cold_starts.expected_s == 9.0
 
 
 class FakeTime:

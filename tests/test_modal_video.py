@@ -201,3 +201,36 @@ def test_the_video_class_has_a_long_timeout_and_takes_one_input_at_a_time(
     spec.loader.exec_module(app)
     assert app.VIDEO_CLS_OPTIONS["timeout"] >= 1800
     assert "@modal.concurrent" not in path.read_text().split("class Video")[0].rsplit("@app.cls", 1)[1]
+
+
+async def test_an_image_to_video_request_is_routed_with_its_first_frame(video_service: Any) -> None:
+    """A routed wan-i2v request sends its image as bytes to the Video class and gets a clip back."""
+    config = {
+        "version": 1,
+        "providers": {
+            "gpu": {
+                "type": "modal",
+                "models": {
+                    "wan-i2v": {
+                        "endpoint": "wan-i2v",
+                        "kind": "video",
+                        "capabilities": ["image-to-video"],
+                        "limits": {"width": [16, 1280], "height": [16, 1280], "default_size": [32, 32]},
+                        "params": {"duration_s": "duration_s", "fps": "fps", "strength": None},
+                        "price": {"per_gpu_second": "0.001097"},
+                        "gpu_seconds_per_output": 300.0,
+                    }
+                },
+            }
+        },
+    }
+    transport = InProcessModalTransport(service=video_service)
+    backend = ModalBackend(name="gpu", settings={}, transport=transport)
+    first_frame = _png(32, 32, (200, 120, 40))
+    async with AsyncRouter.from_config(config, backends={"gpu": backend}) as router:
+        result = await router.generate(
+            GenerationRequest(model="wan-i2v", prompt="it moves", image=first_frame, duration_s=0.25, seed=2)
+        )
+    assert transport.classes == ["Video"]
+    assert transport.spawned[0][1]["image"] == first_frame
+    assert result.raw["num_frames"] == 5

@@ -419,11 +419,13 @@ def save_random_lora(
     rank: int = 4,
     seed: int = 0,
     std: float = 0.5,
+    zero_b: bool = False,
 ) -> Path:
     """Write ``<directory>/<name>.safetensors``: a LoRA with random A and B for ``pipe``'s denoiser.
 
     Both matrices are random (a trained LoRA's B starts at zero; a random one must not,
-    or it would change nothing). Returns the file's path.
+    or it would change nothing), unless ``zero_b``: then it changes nothing (the service's
+    hotswap placeholder). Returns the file's path.
     """
     import torch
 
@@ -435,7 +437,7 @@ def save_random_lora(
     for module_name, module in denoiser.named_modules():
         if isinstance(module, torch.nn.Linear) and module_name.endswith(tuple("." + t for t in LORA_TARGETS)):
             a = torch.randn(rank, module.in_features, generator=generator) * std
-            b = torch.randn(module.out_features, rank, generator=generator) * std
+            b = torch.randn(module.out_features, rank, generator=generator) * (0.0 if zero_b else std)
             layers[f"{module_name}.lora_A.weight"] = a
             layers[f"{module_name}.lora_B.weight"] = b
     if not layers:

@@ -103,6 +103,17 @@ _checkpoints = _sibling("_checkpoints")
 _media = _sibling("_media")
 _requests = _sibling("_requests")
 _webhooks = _sibling("_webhooks")
+_config = _sibling("_config")
+_models = _sibling("_models")
+
+ENV_VARIABLES: tuple[str, ...] = _config.ENV_VARIABLES
+ServiceConfig = _config.ServiceConfig
+ModelSpec = _models.ModelSpec
+MODELS: dict[str, Any] = _models.MODELS
+register_model = _models.register_model
+gpu_type = _models.gpu_type
+_PIPELINES: dict[str, tuple[str, str | None]] = _models.PIPELINES
+_patch_wan_prompt_cleaning = _models.patch_wan_prompt_cleaning
 _outputs = _sibling("_outputs")
 
 DynamicBatcher = _batching.DynamicBatcher
@@ -112,331 +123,6 @@ parse_request = _requests.parse_request
 MAX_SEED: int = _requests.MAX_SEED
 IMAGE_FORMATS: dict[str, str] = _requests.IMAGE_FORMATS
 VIDEO_FORMATS: dict[str, str] = _requests.VIDEO_FORMATS
-
-
-# -- configuration -------------------------------------------------------------------
-
-ENV_VARIABLES = (
-    "GENROUTER_MODELS",
-    "GENROUTER_EXTRA_MODELS",
-    "GENROUTER_WEIGHTS_DIR",
-    "GENROUTER_LORA_DIR",
-    "GENROUTER_DEVICE",
-    "GENROUTER_DTYPE",
-    "GENROUTER_COMPILE",
-    "GENROUTER_COMPILE_MODE",
-    "GENROUTER_MAX_BATCH_SIZE",
-    "GENROUTER_BATCH_WAIT_MS",
-    "GENROUTER_MAX_LORAS",
-    "GENROUTER_ENCODE_THREADS",
-    "GENROUTER_PNG_COMPRESS_LEVEL",
-    "GENROUTER_WARMUP",
-    "GENROUTER_RANDOM_WEIGHTS",
-    "GENROUTER_CPU_THREADS",
-    "GENROUTER_CHECKPOINT_DIR",
-    "GENROUTER_MAX_CHECKPOINTS",
-    "GENROUTER_WARMUP_SIZES",
-    "GENROUTER_OUTPUT_DIR",
-    "GENROUTER_OUTPUT_INLINE_MAX_BYTES",
-    "GENROUTER_COMPILE_BACKEND",
-    "GENROUTER_PUBLIC_URL",
-    "GENROUTER_DOWNLOAD_TTL_S",
-)
-"""The variables the service reads, besides ``GENROUTER_SOURCE_<MODEL>``."""
-
-
-def _flag(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-@dataclasses.dataclass(frozen=True)
-class ServiceConfig:
-    """How the service loads and runs models. :meth:`from_env` reads ``GENROUTER_*`` variables."""
-
-    models: tuple[str, ...] = ("sdxl",)
-    """Model ids to load (``GENROUTER_MODELS``, comma-separated)."""
-    weights_dir: str | None = None
-    """Folder with one diffusers folder per model id (``GENROUTER_WEIGHTS_DIR``); else the HF cache."""
-    lora_dir: str | None = None
-    """Folder of LoRA files (``GENROUTER_LORA_DIR``); None: LoRA requests are refused."""
-    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Per-model weight source overrides, a path or a hub repo id (``GENROUTER_SOURCE_<MODEL>``)."""
-    device: str = "auto"
-    """``auto`` (CUDA when present), ``cuda`` or ``cpu`` (``GENROUTER_DEVICE``)."""
-    dtype: str = "auto"
-    """``auto`` (bfloat16 on CUDA, float32 on CPU), ``bfloat16``, ``float16``, ``float32``."""
-    compile: bool = False
-    """``torch.compile`` the denoiser (``GENROUTER_COMPILE``)."""
-    compile_mode: str = "max-autotune-no-cudagraphs"
-    """``torch.compile`` mode (``GENROUTER_COMPILE_MODE``)."""
-    compile_backend: str = "inductor"
-    """``torch.compile`` backend (``GENROUTER_COMPILE_BACKEND``; ``eager`` checks graphs quickly in tests)."""
-    checkpoint_dir: str | None = None
-    """Folder of single-file checkpoints (``GENROUTER_CHECKPOINT_DIR``); None: ``checkpoint`` is refused."""
-    max_checkpoints: int = 1
-    """Checkpoint denoisers kept loaded per model besides the base one (``GENROUTER_MAX_CHECKPOINTS``)."""
-    warmup_sizes: tuple[tuple[int, int], ...] = ()
-    """Sizes warmed up besides each model's default (``GENROUTER_WARMUP_SIZES="1024x1024,832x1216"``):
-    with compile on, every size served should be here, or its first request compiles."""
-    output_dir: str | None = None
-    """Folder (a Volume) for outputs written instead of returned (``GENROUTER_OUTPUT_DIR``)."""
-    public_url: str | None = None
-    """The deployment's web endpoint URL (``GENROUTER_PUBLIC_URL``): base of signed download links."""
-    download_ttl_s: int = 24 * 3600
-    """How long a signed download link stays valid (``GENROUTER_DOWNLOAD_TTL_S``)."""
-    output_inline_max_bytes: int = 32 * 1024 * 1024
-    """Outputs larger than this in total go to ``output_dir`` when it is set
-    (``GENROUTER_OUTPUT_INLINE_MAX_BYTES``); a request's ``output_volume`` overrides."""
-    max_batch_size: int = 4
-    """Most images in one pipeline call (``GENROUTER_MAX_BATCH_SIZE``)."""
-    wait_ms: float = 20.0
-    """Longest a request waits for batch-mates (``GENROUTER_BATCH_WAIT_MS``)."""
-    max_loras: int = 8
-    """LoRA adapters kept loaded per model (``GENROUTER_MAX_LORAS``)."""
-    max_loras_per_request: int = 4
-    max_outputs: int = 8
-    max_pixels: int = 2048 * 2048
-    encode_threads: int = 4
-    """Threads that encode outputs (``GENROUTER_ENCODE_THREADS``)."""
-    png_compress_level: int = 1
-    """zlib level for PNG (1 is fast: ~30 ms for 1024², files ~25 % larger than level 6)."""
-    random_weights: str = ""
-    """``tiny`` or ``full``: random pipelines instead of weights (``GENROUTER_RANDOM_WEIGHTS``)."""
-    warmup: bool | None = None
-    """Run one small generation per model in ``to_device`` (default: on CUDA only)."""
-    cpu_threads: int | None = None
-    """``torch.set_num_threads`` on a CPU device (``GENROUTER_CPU_THREADS``): 1 keeps tiny models
-    fast on a busy machine, where OpenMP threads otherwise spin waiting for each other."""
-    webhook_secret: str = dataclasses.field(default="", repr=False)
-    """``whsec_...`` key that signs webhook deliveries (``GENROUTER_WEBHOOK_SECRET``, from a Modal
-    Secret, never baked into the image); empty: requests with ``webhook_url`` get a warning."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
-        """A config from ``GENROUTER_*`` environment variables; ``overrides`` win."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if env.get("GENROUTER_MODELS"):
-            values["models"] = tuple(m.strip() for m in env["GENROUTER_MODELS"].split(",") if m.strip())
-        for name, key in (
-            ("weights_dir", "GENROUTER_WEIGHTS_DIR"),
-            ("lora_dir", "GENROUTER_LORA_DIR"),
-            ("device", "GENROUTER_DEVICE"),
-            ("dtype", "GENROUTER_DTYPE"),
-            ("compile_mode", "GENROUTER_COMPILE_MODE"),
-            ("random_weights", "GENROUTER_RANDOM_WEIGHTS"),
-            ("compile_backend", "GENROUTER_COMPILE_BACKEND"),
-            ("checkpoint_dir", "GENROUTER_CHECKPOINT_DIR"),
-            ("output_dir", "GENROUTER_OUTPUT_DIR"),
-            ("public_url", "GENROUTER_PUBLIC_URL"),
-        ):
-            if env.get(key):
-                values[name] = env[key]
-        for name, key in (
-            ("max_batch_size", "GENROUTER_MAX_BATCH_SIZE"),
-            ("max_loras", "GENROUTER_MAX_LORAS"),
-            ("encode_threads", "GENROUTER_ENCODE_THREADS"),
-            ("png_compress_level", "GENROUTER_PNG_COMPRESS_LEVEL"),
-            ("cpu_threads", "GENROUTER_CPU_THREADS"),
-            ("max_checkpoints", "GENROUTER_MAX_CHECKPOINTS"),
-            ("output_inline_max_bytes", "GENROUTER_OUTPUT_INLINE_MAX_BYTES"),
-            ("download_ttl_s", "GENROUTER_DOWNLOAD_TTL_S"),
-        ):
-            if env.get(key):
-                values[name] = int(env[key])
-        if env.get("GENROUTER_BATCH_WAIT_MS"):
-            values["wait_ms"] = float(env["GENROUTER_BATCH_WAIT_MS"])
-        if env.get("GENROUTER_COMPILE"):
-            values["compile"] = _flag(env["GENROUTER_COMPILE"])
-        if env.get("GENROUTER_WARMUP"):
-            values["warmup"] = _flag(env["GENROUTER_WARMUP"])
-        if env.get("GENROUTER_WARMUP_SIZES"):
-            values["warmup_sizes"] = _sizes(env["GENROUTER_WARMUP_SIZES"])
-        if env.get(_webhooks.SECRET_ENV):
-            values["webhook_secret"] = env[_webhooks.SECRET_ENV]
-        sources = {
-            key[len("GENROUTER_SOURCE_") :].lower().replace("_", "-"): value
-            for key, value in env.items()
-            if key.startswith("GENROUTER_SOURCE_") and value
-        }
-        if sources:
-            values["sources"] = sources
-        values.update(overrides)
-        return cls(**values)
-
-
-def _sizes(value: str) -> tuple[tuple[int, int], ...]:
-    sizes = []
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        width, _, height = item.lower().partition("x")
-        if not (width.isdigit() and height.isdigit()):
-            raise ValueError(f"GENROUTER_WARMUP_SIZES item {item!r} is not WIDTHxHEIGHT")
-        sizes.append((int(width), int(height)))
-    return tuple(sizes)
-
-
-# -- the model registry ---------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """A model the service can serve, and how to load and drive it."""
-
-    model_id: str
-    family: str
-    """``sdxl``, ``flux`` or ``wan``: which diffusers pipeline classes load it."""
-    source: str
-    """Hub repo id or path of the weights (a folder in ``weights_dir`` named like the id wins)."""
-    random_family: str
-    """The :mod:`random_models` family used with ``random_weights``."""
-    kind: str = "image"
-    default_steps: int = 30
-    default_guidance: float = 5.0
-    default_size: tuple[int, int] = (1024, 1024)
-    size_factor: int = 1
-    """Size step = VAE scale factor x this (FLUX and Wan pack 2x2 latent patches)."""
-    max_sequence_length: int | None = None
-    negative_prompt: bool = True
-    img2img: bool = True
-    lora: bool = True
-    variant: str | None = None
-    fps: int = 16
-    """Video: the frame rate the model was trained at; output plays at it, whatever was asked."""
-    num_frames: int = 33
-    """Video: frames by default."""
-    max_frames: int = 81
-    """Video: the longest clip the model was trained on; longer requests are capped (a warning)."""
-    image_to_video: bool = False
-    """Video: the request's ``image`` is the first frame (required)."""
-
-
-MODELS: dict[str, ModelSpec] = {
-    "sdxl": ModelSpec(
-        "sdxl",
-        "sdxl",
-        "stabilityai/stable-diffusion-xl-base-1.0",
-        "sdxl",
-        default_steps=30,
-        default_guidance=5.0,
-        variant="fp16",
-    ),
-    "flux-dev": ModelSpec(
-        "flux-dev",
-        "flux",
-        "black-forest-labs/FLUX.1-dev",
-        "flux",
-        default_steps=28,
-        default_guidance=3.5,
-        size_factor=2,
-        max_sequence_length=512,
-        negative_prompt=False,
-    ),
-    "flux-schnell": ModelSpec(
-        "flux-schnell",
-        "flux",
-        "black-forest-labs/FLUX.1-schnell",
-        "flux-schnell",
-        default_steps=4,
-        default_guidance=0.0,
-        size_factor=2,
-        max_sequence_length=256,
-        negative_prompt=False,
-        img2img=False,
-        lora=False,
-    ),
-    "wan-t2v": ModelSpec(
-        "wan-t2v",
-        "wan",
-        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-        "wan",
-        kind="video",
-        default_steps=30,
-        default_guidance=5.0,
-        default_size=(832, 480),
-        size_factor=2,
-        max_sequence_length=512,
-        img2img=False,
-        lora=False,
-    ),
-    "wan-i2v": ModelSpec(
-        "wan-i2v",
-        "wan-i2v",
-        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-        "wan-i2v",
-        kind="video",
-        default_steps=30,
-        default_guidance=5.0,
-        default_size=(832, 480),
-        size_factor=2,
-        max_sequence_length=512,
-        img2img=False,
-        lora=False,
-        image_to_video=True,
-    ),
-}
-"""Every model the service knows, by id. Add fine-tunes with :func:`register_model`."""
-
-
-def register_model(model_id: str, base: str, source: str) -> ModelSpec:
-    """Serve a fine-tune: ``model_id`` is ``base``'s architecture with weights from ``source``.
-
-    ``GENROUTER_EXTRA_MODELS="my-sdxl=sdxl:/weights/my-sdxl"`` does the same at deploy time.
-    """
-    if base not in MODELS:
-        raise ValueError(f"unknown base model {base!r}; expected one of {', '.join(sorted(MODELS))}")
-    spec = dataclasses.replace(MODELS[base], model_id=model_id, source=source, variant=None)
-    MODELS[model_id] = spec
-    return spec
-
-
-def _register_extra_models(value: str) -> None:
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        model_id, _, rest = item.partition("=")
-        base, _, source = rest.partition(":")
-        if not (model_id and base and source):
-            raise ValueError(f"GENROUTER_EXTRA_MODELS item {item!r} is not 'id=base:source'")
-        register_model(model_id.strip(), base.strip(), source.strip())
-
-
-if os.environ.get("GENROUTER_EXTRA_MODELS"):
-    _register_extra_models(os.environ["GENROUTER_EXTRA_MODELS"])
-
-
-_GPU_NAMES = (
-    ("H200", "H200"),
-    ("H100", "H100"),
-    ("B200", "B200"),
-    ("A100", "A100"),
-    ("L40S", "L40S"),
-    ("A10", "A10"),
-    ("L4", "L4"),
-    ("T4", "T4"),
-    ("RTX PRO 6000", "RTX-PRO-6000"),
-)
-
-
-def gpu_type(device_name: str) -> str:
-    """Modal's GPU type for a CUDA device name (``NVIDIA A100-SXM4-80GB`` → ``A100-80GB``).
-
-    An unknown name is returned as it is, so the result still says what ran.
-    """
-    upper = device_name.upper()
-    for marker, name in _GPU_NAMES:
-        if marker in upper:
-            if name == "A100":
-                return "A100-80GB" if "80GB" in upper else "A100-40GB"
-            return name
-    return device_name
-
-
-def _patch_wan_prompt_cleaning() -> None:
-    """diffusers 0.42's Wan image-to-video pipeline calls ``ftfy`` without checking it is installed
-    (the text-to-video one checks); use the checking cleaner when ``ftfy`` is absent."""
-    import diffusers.utils
-    from diffusers.pipelines.wan import pipeline_wan, pipeline_wan_i2v
-
-    if not diffusers.utils.is_ftfy_available():
-        pipeline_wan_i2v.basic_clean = pipeline_wan.basic_clean
 
 
 # -- the service -------------------------------------------------------------------------
@@ -458,14 +144,8 @@ class _Loaded:
     """The model's :class:`_checkpoints.CheckpointCache`."""
     config_source: str | None = None
     """Where the model's diffusers configs are (the weights' path or hub id); None for random weights."""
-
-
-_PIPELINES = {
-    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
-    "flux": ("FluxPipeline", "FluxImg2ImgPipeline"),
-    "wan": ("WanPipeline", None),
-    "wan-i2v": ("WanImageToVideoPipeline", None),
-}
+    hotswap: Any = None
+    """The model's :class:`_loras.HotswapSlot` when LoRAs are hotswapped into the compiled denoiser."""
 
 
 class DiffusionService:
@@ -663,6 +343,8 @@ class DiffusionService:
 
         with self._gpu_lock:
             for loaded in self.models.values():
+                if loaded.compiled is None and self._hotswaps(loaded):
+                    self._prepare_hotswap(loaded)
                 if loaded.compiled is None:
                     loaded.compiled = torch.compile(
                         loaded.eager,
@@ -673,6 +355,22 @@ class DiffusionService:
                     self._use_denoiser(loaded, loaded.compiled)
         if warmup:
             self.warmup()
+
+    def _hotswaps(self, loaded: _Loaded) -> bool:
+        wanted = self.config.lora_hotswap
+        return bool(loaded.spec.lora and self.config.lora_dir and (True if wanted is None else wanted))
+
+    def _prepare_hotswap(self, loaded: _Loaded) -> None:
+        """Give the denoiser its hotswap slot, holding a zero placeholder, before it is compiled."""
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="genrouter-hotswap-")
+        placeholder = _sibling("random_models").save_random_lora(
+            loaded.pipe, folder, "placeholder", rank=self.config.lora_max_rank, zero_b=True
+        )
+        slot = _loras.HotswapSlot(self.config.lora_max_rank)
+        slot.prepare(loaded.pipe, str(placeholder))
+        loaded.hotswap = slot
 
     def set_batching(self, *, max_batch_size: int | None = None, wait_ms: float | None = None) -> None:
         """Change the batching limits for groups formed from now on (benchmarks compare settings)."""
@@ -938,12 +636,19 @@ class DiffusionService:
         cuda = self.device.startswith("cuda")
         with self._gpu_lock:
             held_from = time.perf_counter()
-            if first.loras or loaded.loras.loaded:
-                self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
-                loaded.loras.activate(loaded.pipe, first.loras)
-            # LoRA layers change the module graph, so LoRA batches run eagerly.
-            compiled = loaded.compiled is not None and not first.loras
-            denoiser = loaded.compiled if compiled else loaded.eager
+            if (
+                loaded.compiled is not None
+                and loaded.hotswap is not None
+                and self._swap_in(loaded, first.loras)
+            ):
+                denoiser = loaded.compiled  # the LoRA (or the placeholder) sits in the compiled slot
+            else:
+                if first.loras or loaded.loras.loaded:
+                    self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
+                    loaded.loras.activate(loaded.pipe, first.loras)
+                # Other LoRA layers change the module graph, so those batches run eagerly.
+                compiled = loaded.compiled is not None and not first.loras
+                denoiser = loaded.compiled if compiled else loaded.eager
             if first.checkpoint is not None:
                 key, path = first.checkpoint
                 denoiser = loaded.checkpoints.get(
@@ -974,6 +679,16 @@ class DiffusionService:
         for index, _ in slots:  # loading adapters or checkpoints held the GPU for the whole group
             shares[index] += overhead_s / len(slots)
         return outputs, shares, min(len(slots), size)
+
+    def _swap_in(self, loaded: _Loaded, loras: Any) -> bool:
+        """Serve ``loras`` from the hotswap slot; False when the slot cannot take them."""
+        slot = loaded.hotswap
+        if not slot.swap(loaded.pipe, loras):
+            return False
+        if loaded.loras.active:  # an eager LoRA batch ran since: make the slot the active adapter again
+            loaded.pipe.set_adapters([slot.NAME], adapter_weights=[1.0])
+            loaded.loras.active = None
+        return True
 
     def _kwargs(self, loaded: _Loaded, requests: list[Any], chunk: list[tuple[int, int]]) -> dict[str, Any]:
         import torch

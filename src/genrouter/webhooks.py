@@ -1,4 +1,4 @@
-"""Webhook signature verification (Replicate, fal) and an ASGI receiver.
+"""Webhook signature verification (Replicate, fal, the self-hosted Modal class) and an ASGI receiver.
 
 Both verifiers take the raw request body (never re-serialised JSON) and the
 headers (any mapping; names are case-insensitive), and return a normalised
@@ -23,7 +23,11 @@ or base64url/hex text). :class:`JwksCache` fetches fal's JWKS
 the keys are older than five minutes it fetches once more, so a new key is picked
 up without letting forged deliveries trigger a fetch each.
 
-Both reject a signed timestamp more than ``tolerance_s`` (default 300 s) before or
+**Modal** (genrouter's own ``deploy/modal`` class) signs with Standard Webhooks too, keyed
+with the Modal section's ``webhook_secret``; its body is ``{"type", "timestamp", "data": {"id",
+"status", "error", "result"}}`` (``deploy/modal/_webhooks.py``), ``id`` being the call id.
+
+All reject a signed timestamp more than ``tolerance_s`` (default 300 s) before or
 after now: a captured delivery cannot be replayed later.
 
 :meth:`AsyncRouter.handle_webhook` verifies with the provider's configured secret

@@ -14,9 +14,11 @@ type without a listed price is charged the deployment's own price. Such a cost i
 carries no measured start (another request's container start served it), the backend's
 expected cold start is added and the cost is ``estimated=True``.
 
-**Latency** before observations: ``1.2 × gpu_seconds_per_output + 1 s + expected cold
-start``, the expected cold start being the mean of the starts this backend has seen
-reported, or the section's ``cold_start_s`` before any.
+**Latency** before observations: ``1.2 × gpu_seconds_per_output + 1 s + P(cold) × expected
+cold start``: P(cold) is the share of this backend's submits that found no warm container
+(0 before any), the expected cold start the mean of the container starts the class has
+reported, or the section's ``cold_start_s`` before any. The same expected start feeds the
+live capacity prediction (``_modal_capacity``), which knows when no container is warm.
 """
 
 from __future__ import annotations
@@ -40,6 +42,19 @@ class ColdStarts:
         self.default_s = default_s
         self.count = 0
         self.total_s = 0.0
+        self.submits = 0
+        self.cold_submits = 0
+
+    def saw_submit(self, cold: bool | None) -> None:
+        """Record whether a submit found no warm container (None: unknown, not counted)."""
+        if cold is not None:
+            self.submits += 1
+            self.cold_submits += int(cold)
+
+    @property
+    def cold_share(self) -> float:
+        """Share of counted submits that found no warm container (0 before any)."""
+        return self.cold_submits / self.submits if self.submits else 0.0
 
     def observe(self, seconds: Any) -> None:
         """Record a start a result reported (ignored unless a non-negative number)."""

@@ -503,13 +503,16 @@ class ModalBackend:
         return self._capacity.facts(deployment.endpoint)
 
     def latency_hint(self, deployment: Deployment) -> float | None:
-        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s + expected cold start``.
+        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s + P(cold) × expected start``.
 
-        The expected cold start is the mean container start the class has reported to this
-        backend, or ``cold_start_s`` before any (a scale-to-zero pool's slow tail is its starts).
+        P(cold): the share of this backend's submits that found no warm container (0 before
+        any); the expected start: the mean container start the class has reported, or
+        ``cold_start_s`` before any (see :mod:`genrouter.backends._modal_cost`).
         """
         per_output = deployment.gpu_seconds_per_output
-        return None if per_output is None else 1.2 * per_output + 1.0 + self.cold_starts.expected_s
+        if per_output is None:
+            return None
+        return 1.2 * per_output + 1.0 + self.cold_starts.cold_share * self.cold_starts.expected_s
 
     # -- translation -----------------------------------------------------------------
 
@@ -648,6 +651,7 @@ class ModalBackend:
             containers = await warm
         except Exception:
             containers = None
+        self.cold_starts.saw_submit(None if containers is None else containers == 0)
         pricing = deployment.pricing
         per_gpu_second = pricing is not None and pricing.unit is PriceUnit.PER_GPU_SECOND
         return ProviderJob(
@@ -795,6 +799,10 @@ class ModalBackend:
     def _cost(self, job: ProviderJob, value: Mapping[str, Any]) -> Cost:
         """What the result cost: see :mod:`genrouter.backends._modal_cost`."""
         self.cold_starts.observe(value.get("cold_start_s"))
+        if self._capacity is not None and self.cold_starts.count:
+            self._capacity._cold_start_s = (
+                self.cold_starts.expected_s
+            )  # live predictions use the measured start
         return result_cost(
             value, job.data, gpu_prices=self._gpu_prices, expected_cold_start_s=self.cold_starts.expected_s
         )
