@@ -343,3 +343,14 @@ def test_the_config_reads_the_same_secret_variable_the_sender_documents(svc: Mod
     config = svc.ServiceConfig.from_env({svc._webhooks.SECRET_ENV: "whsec_" + "A" * 32})
     assert config.webhook_secret.startswith("whsec_")
     assert "whsec_" not in repr(config)
+
+
+def test_a_signing_secret_in_the_deployers_shell_is_never_baked_into_an_image(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """GENROUTER_WEBHOOK_SECRET reaches containers only through a Modal Secret, not the image."""
+    secret = "whsec_" + "B" * 32
+    deployed = deploy(monkeypatch, tmp_path, GENROUTER_WEBHOOK_SECRET=secret, GENROUTER_MODAL_WEB="1")
+    for env in deployed.image_envs:
+        assert "GENROUTER_WEBHOOK_SECRET" not in env
+        assert secret not in "".join(env.values())
