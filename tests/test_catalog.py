@@ -17,10 +17,12 @@ from genrouter.catalog import (
     CatalogEntry,
     Deployment,
     Limits,
+    ParamRule,
     PriceUnit,
     Pricing,
     build_deployment,
     load_catalog_file,
+    param_target,
     shipped_catalog_dir,
 )
 from genrouter.errors import ConfigError
@@ -385,7 +387,7 @@ def test_replicate_flux_maps_sizes_to_aspect_ratio(model: str) -> None:
     """Replicate FLUX has no width/height: sizes go to the nearest aspect ratio, not exactly."""
     entry = Catalog.load().models[model].entries["replicate"]
     params = entry.params or {}
-    assert params["aspect_ratio"] == "aspect_ratio"
+    assert param_target(params["aspect_ratio"]) == "aspect_ratio"
     assert params["width"] is None
     assert params["height"] is None
     assert entry.limits is not None
@@ -405,7 +407,10 @@ def test_replicate_sdxl_takes_exact_sizes() -> None:
 def test_replicate_safety_checker_is_inverted_and_documented(model: str) -> None:
     """Replicate's safety switch is disable_safety_checker, and the entry says it is inverted."""
     entry = Catalog.load().models[model].entries["replicate"]
-    assert (entry.params or {})["safety_checker"] == "disable_safety_checker"
+    rule = (entry.params or {})["safety_checker"]
+    assert param_target(rule) == "disable_safety_checker"
+    assert isinstance(rule, ParamRule)
+    assert rule.invert
     assert entry.description is not None
     assert "inverted" in entry.description
 
@@ -852,6 +857,7 @@ def test_estimate_is_none_iff_price_or_quantity_unknown(
         PriceUnit.PER_MEGAPIXEL: sizing == "explicit" or default_size is not None,
         PriceUnit.PER_VIDEO_SECOND: duration is not None or default_duration is not None,
         PriceUnit.PER_GPU_SECOND: gpu_seconds is not None,
+        PriceUnit.PER_RUN: True,
     }[unit]
     estimate = dep.estimate_cost(request(**fields))
     assert (estimate is None) == (not priced or not known)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genrouter._workflows import InputSpec, parse_inputs
 from genrouter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -46,12 +47,16 @@ __all__ = [
     "Catalog",
     "CatalogEntry",
     "CatalogFile",
+    "CatalogVariant",
     "Deployment",
+    "Kind",
     "Limits",
     "ModelSpec",
+    "ParamRule",
     "Price",
     "PriceUnit",
     "Pricing",
+    "param_target",
     "shipped_catalog_dir",
     "shipped_gpu_prices",
 ]
@@ -66,6 +71,17 @@ class Capability(StrEnum):
     LORA = "lora"
     TEXT_TO_VIDEO = "text-to-video"
     IMAGE_TO_VIDEO = "image-to-video"
+    UPSCALE = "upscale"
+    REMOVE_BACKGROUND = "remove-background"
+
+
+Kind = Literal["image", "video", "upscale", "remove-background", "workflow"]
+"""What a model makes. ``upscale`` and ``remove-background`` models take an ``image``."""
+
+KINDS: tuple[str, ...] = ("image", "video", "upscale", "remove-background", "workflow")
+
+PROMPTLESS_KINDS = frozenset({"upscale", "remove-background", "workflow"})
+"""Kinds whose models need no prompt input (every other kind must map ``prompt``)."""
 
 
 class PriceUnit(StrEnum):
@@ -76,6 +92,8 @@ class PriceUnit(StrEnum):
     PER_MEGAPIXEL = "per_megapixel"
     PER_VIDEO_SECOND = "per_video_second"
     PER_GPU_SECOND = "per_gpu_second"
+    PER_RUN = "per_run"
+    """One run of a workflow (a fal ComfyUI endpoint bills per request)."""
 
 
 _UNITS = tuple(u.value for u in PriceUnit)
@@ -98,6 +116,7 @@ class Price(BaseModel):
     per_megapixel: Decimal | None = Field(default=None, ge=0)
     per_video_second: Decimal | None = Field(default=None, ge=0)
     per_gpu_second: Decimal | None = Field(default=None, ge=0)
+    per_run: Decimal | None = Field(default=None, ge=0)
     megapixel_rounding: Literal["exact", "ceil"] = "exact"
     megapixel_pixels: int = Field(default=1_000_000, ge=1)
     """Pixels in one billed megapixel: 1000000, or 1048576 (1024×1024) where the provider
@@ -149,6 +168,20 @@ class Price(BaseModel):
 Range = Annotated[tuple[int, int], Field(description="[min, max], inclusive")]
 
 
+class ReducedSize(BaseModel):
+    """A model's smaller output mode (Replicate FLUX's ``megapixels: "0.25"``).
+
+    A requested size under ``below_megapixels`` adds ``input`` to the provider input,
+    and each side of a ``sizes`` entry is multiplied by ``scale``.
+    """
+
+    model_config = _CATALOG
+
+    below_megapixels: float = Field(gt=0)
+    input: dict[str, Any]
+    scale: float = Field(gt=0, le=1)
+
+
 class Limits(BaseModel):
     """Input limits of a deployment. Requests outside them exclude the deployment."""
 
@@ -164,6 +197,10 @@ class Limits(BaseModel):
     duration_range_s: tuple[float, float] | None = None
     default_duration_s: float | None = None
     max_loras: int | None = Field(default=None, ge=0)
+    sizes: dict[str, tuple[int, int]] | None = None
+    """Output size per aspect ratio, for models that take ratios, not sizes (``"16:9": [1344, 768]``)."""
+    reduced_size: ReducedSize | None = None
+    """Smaller outputs: sizes under ``below_megapixels`` send ``input`` and scale ``sizes``."""
 
     @field_validator("default_size")
     @classmethod
@@ -180,17 +217,65 @@ class Limits(BaseModel):
         return value
 
 
-class CatalogEntry(BaseModel):
-    """One model as one provider serves it (a row of a catalog file or inline ``models:``)."""
+class ParamRule(BaseModel):
+    """One request field's mapping when a rename is not enough, as YAML writes it::
+
+        image: {to: image_urls, wrap: list}                     # sent as [value]
+        output_format: {to: output_format, values: {jpeg: jpg}} # renamed values
+        aspect_ratio: {to: aspect_ratio, allowed: ["16:9", "1:1"]}  # nearest allowed, warned
+        duration_s: {to: duration, allowed: [5, 10], as: string}    # nearest number, then "5"
+        safety_checker: {to: disable_safety_checker, invert: true}
+
+    Applied in this order: ``values`` (rename), ``allowed`` (aspect ratios and numbers
+    snap to the nearest allowed value with a warning; any other value not allowed is
+    dropped with a warning), ``as`` (convert to ``string``, ``integer`` or ``number``),
+    ``invert`` (booleans), ``wrap``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    to: str | None
+    wrap: Literal["list"] | None = None
+    values: dict[str, Any] | None = None
+    allowed: list[Any] | None = Field(default=None, min_length=1)
+    as_: Literal["string", "integer", "number"] | None = Field(default=None, alias="as")
+    invert: bool = False
+
+
+ParamValue = str | ParamRule | None
+"""A ``params`` value: the provider's input name, a :class:`ParamRule`, or null (no such input)."""
+
+ParamMapping = dict[str, ParamValue]
+
+
+def param_target(value: ParamValue) -> str | None:
+    """The provider input name a ``params`` value sends to (None: no such input)."""
+    return value.to if isinstance(value, ParamRule) else value
+
+
+def _check_alias(name: str, what: str) -> str:
+    if ":" in name:
+        raise ValueError(
+            f"{what} {name!r} contains ':'; aliases never contain ':' (a model of the form "
+            "'<provider-key>:<endpoint>' is a passthrough), so rename it"
+        )
+    return name
+
+
+class CatalogVariant(BaseModel):
+    """Another deployment of the same model on the same provider (``variants:``).
+
+    It inherits every key of its parent entry except those it sets; its ``params``
+    merge over the parent's. The router picks it when the request needs one of its
+    ``capabilities`` (e.g. an image-to-image endpoint beside a text-to-image one).
+    """
 
     model_config = _CATALOG
 
     endpoint: str = Field(min_length=1)
-    kind: Literal["image", "video"] | None = None
-    aliases: list[str] = Field(default_factory=list)
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
-    params: dict[str, str | None] | None = None
+    params: ParamMapping | None = None
     price: Price | None = None
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
@@ -202,8 +287,67 @@ class CatalogEntry(BaseModel):
 
     @field_validator("params")
     @classmethod
-    def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
         return _check_param_keys(value)
+
+
+class CatalogEntry(BaseModel):
+    """One model as one provider serves it (a row of a catalog file or inline ``models:``)."""
+
+    model_config = _CATALOG
+
+    endpoint: str = Field(min_length=1)
+    kind: Kind | None = None
+    aliases: list[str] = Field(default_factory=list)
+    capabilities: list[Capability] | None = None
+    limits: Limits | None = None
+    params: ParamMapping | None = None
+    price: Price | None = None
+    gpu_seconds_per_output: float | None = Field(default=None, gt=0)
+    description: str | None = None
+    variants: list[CatalogVariant] | None = None
+    inputs: dict[str, InputSpec] | None = None
+    """A workflow's named inputs and their types (see :mod:`genrouter._workflows`)."""
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _input_specs(cls, value: Any) -> Any:
+        return parse_inputs(value) if isinstance(value, Mapping) else value
+
+    @model_validator(mode="after")
+    def _request_fields(self) -> CatalogEntry:
+        # A workflow's params also map its input names; the router checks those keys
+        # against the model's declared inputs (which may live on another entry).
+        if self.kind != "workflow":
+            _check_param_keys(self.params)
+        if self.inputs is not None and self.kind not in (None, "workflow"):
+            raise ValueError(f"inputs are declared by workflow entries, not {self.kind} ones")
+        return self
+
+    @field_validator("aliases")
+    @classmethod
+    def _no_colons(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            _check_alias(alias, "alias")
+        return value
+
+    def expanded(self) -> list[CatalogEntry]:
+        """This entry and each of its variants as a plain entry (variants inherit from it)."""
+        base = self.model_copy(update={"variants": None}) if self.variants else self
+        out = [base]
+        for variant in self.variants or ():
+            update: dict[str, Any] = {
+                name: getattr(variant, name) for name in variant.model_fields_set if name != "params"
+            }
+            if variant.params is not None:
+                update["params"] = {**(self.params or {}), **variant.params}
+            out.append(base.model_copy(update=update))
+        return out
 
 
 def _media_param_shapes(value: Any) -> Any:
@@ -221,7 +365,7 @@ def _media_param_shapes(value: Any) -> Any:
     return out
 
 
-def _check_param_keys(value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+def _check_param_keys(value: ParamMapping | None) -> ParamMapping | None:
     """``params`` keys must be GenerationRequest fields (a typo would silently do nothing)."""
     if value:
         from genrouter.types import GenerationRequest
@@ -245,7 +389,7 @@ class CatalogDefaults(BaseModel):
 
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
-    params: dict[str, str | None] | None = None
+    params: ParamMapping | None = None
 
     @field_validator("params", mode="before")
     @classmethod
@@ -254,7 +398,7 @@ class CatalogDefaults(BaseModel):
 
     @field_validator("params")
     @classmethod
-    def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
         return _check_param_keys(value)
 
 
@@ -271,6 +415,13 @@ class CatalogFile(BaseModel):
     gpu_prices: dict[str, Price] | None = None
     """Self-hosted classes: the price of each GPU type by its name (``H100``, ``A100-80GB``), so
     that a result naming the GPU that ran is priced at that GPU's rate (``providers/modal.yaml``)."""
+
+    @field_validator("models")
+    @classmethod
+    def _no_colons(cls, value: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+        for name in value:
+            _check_alias(name, "model")
+        return value
 
 
 def shipped_gpu_prices(provider_type: str) -> dict[str, Pricing]:
@@ -304,6 +455,8 @@ class Pricing:
         """Estimated cost of ``request`` on ``deployment`` before running it, or None if unknowable."""
         outputs = request.num_outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            return _money(self.amount * _runs(request, deployment))
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * outputs)
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -323,6 +476,9 @@ class Pricing:
         """Cost of a finished result from what was actually produced, and how it was computed."""
         outputs = result.outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            runs = _runs(request, deployment)
+            return _money(self.amount * runs), f"{runs} run(s) × {self.describe()}"
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * len(outputs)), f"{len(outputs)} × {self.describe()}"
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -359,6 +515,11 @@ def _describe_pricing(unit: PriceUnit, amount: Decimal, source: str | None, date
     return f"${amount} {unit.value}" + (f" ({origin})" if origin else "")
 
 
+def _runs(request: GenerationRequest, deployment: Deployment) -> int:
+    """Calls made for ``request``: ``ceil(num_outputs / max_outputs_per_call)``."""
+    return -(-request.num_outputs // deployment.limits.max_outputs_per_call)
+
+
 def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
@@ -369,6 +530,14 @@ def _money(value: Decimal) -> Decimal:
     if rounded >= _TEN and rounded == rounded.to_integral_value():
         return rounded.quantize(_ONE)  # 1E+1 → 10
     return rounded
+
+
+_RATIO_TEXT = re.compile(r"^\d+:\d+$")
+
+
+def _log_ratio(ratio: str) -> float:
+    w, h = (int(x) for x in ratio.split(":"))
+    return math.log(w / h) if w > 0 and h > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +559,12 @@ class Deployment:
     pricing: Pricing | None
     gpu_seconds_per_output: float | None = None
     source: str | None = None
+    inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+    """A workflow's declared inputs (empty for other kinds)."""
+    rules: Mapping[str, ParamRule] = field(default_factory=dict)
+    """The ``params`` that are :class:`ParamRule` s (value maps), by request field."""
+    passthrough: bool = False
+    """A ``<provider-key>:<endpoint>`` deployment made for one request (no catalog entry)."""
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -400,11 +575,20 @@ class Deployment:
         if request.width is not None and request.height is not None:
             return request.width, request.height
         if request.aspect_ratio is not None and self.limits.default_size is not None:
-            w, h = (int(x) for x in request.aspect_ratio.split(":"))
+            w, h = (int(x) for x in self.aspect_ratio_for(request.aspect_ratio).split(":"))
             area = self.limits.default_size[0] * self.limits.default_size[1]
             height = round(math.sqrt(area * h / w))
             return round(height * w / h), height
         return self.limits.default_size
+
+    def aspect_ratio_for(self, ratio: str) -> str:
+        """``ratio``, or the nearest one the ``aspect_ratio`` value map allows (by log of w/h)."""
+        rule = self.rules.get("aspect_ratio")
+        allowed = [str(a) for a in rule.allowed or () if _RATIO_TEXT.match(str(a))] if rule else []
+        if not allowed or ratio in allowed or not _RATIO_TEXT.match(ratio):
+            return ratio
+        target = _log_ratio(ratio)
+        return min(allowed, key=lambda r: abs(_log_ratio(r) - target))
 
     def estimate_cost(self, request: GenerationRequest) -> Decimal | None:
         """Estimated cost of ``request`` here, or None when the price or size is unknown."""
@@ -458,6 +642,38 @@ def load_catalog_file(path: Path) -> CatalogFile:
         ) from exc
 
 
+STANDARD_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "width",
+    "height",
+    "aspect_ratio",
+    "num_outputs",
+    "seed",
+    "steps",
+    "guidance",
+    "image",
+    "mask",
+    "strength",
+    "loras",
+    "duration_s",
+    "fps",
+    "output_format",
+    "safety_checker",
+)
+"""Request fields a standard mapping covers (the identity mapping of types without a catalog)."""
+
+
+def _merge_defaults(old: CatalogDefaults | None, new: CatalogDefaults) -> CatalogDefaults:
+    if old is None:
+        return new
+    return CatalogDefaults(
+        capabilities=new.capabilities if new.capabilities is not None else old.capabilities,
+        limits=new.limits if new.limits is not None else old.limits,
+        params={**(old.params or {}), **(new.params or {})} or None,
+    )
+
+
 def merge_entry(entry: CatalogEntry, defaults: CatalogDefaults) -> CatalogEntry:
     """``entry`` with the file's defaults filled in (entry values win; params merge)."""
     update: dict[str, Any] = {}
@@ -476,15 +692,40 @@ class Catalog:
     Build with :meth:`load`; the shipped files are parsed once per process.
     """
 
-    def __init__(self, files: Iterable[tuple[str, CatalogFile]]) -> None:
+    def __init__(
+        self,
+        files: Iterable[tuple[str, CatalogFile]],
+        user_files: Iterable[tuple[str, CatalogFile]] = (),
+    ) -> None:
         self._entries: dict[str, dict[str, CatalogEntry]] = {}
         self._aliases: dict[str, str] = {}
+        self._shipped: dict[str, dict[str, CatalogEntry]] = {}
+        self._defaults: dict[str, CatalogDefaults] = {}
+        self._user: dict[str, dict[str, tuple[str, CatalogEntry]]] = {}
+        self._shipped_aliases: dict[str, str] = {}
         sources: dict[tuple[str, str], str] = {}
         for source, catalog in files:
             bucket = self._entries.setdefault(catalog.provider, {})
+            self._defaults[catalog.provider] = _merge_defaults(
+                self._defaults.get(catalog.provider), catalog.defaults
+            )
             for name, raw_entry in catalog.models.items():
                 # A later file replaces an earlier entry for the same provider and model.
                 bucket[name] = merge_entry(raw_entry, catalog.defaults)
+                sources[(catalog.provider, name)] = source
+                for alias in raw_entry.aliases:
+                    self._shipped_aliases.setdefault(alias, name)
+            self._shipped.setdefault(catalog.provider, {}).update(bucket)
+        for source, catalog in user_files:
+            bucket = self._entries.setdefault(catalog.provider, {})
+            user = self._user.setdefault(catalog.provider, {})
+            for name, raw_entry in catalog.models.items():
+                entry = merge_entry(raw_entry, catalog.defaults)
+                user[name] = (source, entry)
+                # Over the shipped entry (or the type's defaults) when ``provider`` is a type;
+                # a provider key is inherited by its type when a router is built.
+                shipped_type = catalog.provider in self._defaults
+                bucket[name] = self.inherit(catalog.provider, name, entry) if shipped_type else entry
                 sources[(catalog.provider, name)] = source
         kinds: dict[str, str] = {}
         capabilities: dict[str, set[Capability]] = {}
@@ -498,7 +739,8 @@ class Catalog:
                         f"but {kinds[name]} elsewhere",
                         key_path=f"models.{name}.kind",
                     )
-                capabilities.setdefault(name, set()).update(entry.capabilities or ())
+                for each in entry.expanded():
+                    capabilities.setdefault(name, set()).update(each.capabilities or ())
                 aliases.setdefault(name, set()).update(entry.aliases)
         self._models: dict[str, ModelSpec] = {}
         for name, kind in kinds.items():
@@ -517,12 +759,54 @@ class Catalog:
 
     @classmethod
     def load(cls, extra: Iterable[str | Path] = ()) -> Catalog:
-        """The shipped catalogs plus ``extra`` catalog files (later files shadow earlier ones)."""
-        files = list(_shipped_files())
-        for path in extra:
-            p = Path(path)
-            files.append((str(p), load_catalog_file(p)))
-        return cls(files)
+        """The shipped catalogs plus ``extra`` catalog files (later files shadow earlier ones).
+
+        An entry of an extra file is merged over the shipped entry for the same provider
+        type and model (see :meth:`inherit`).
+        """
+        user = [(str(Path(path)), load_catalog_file(Path(path))) for path in extra]
+        return cls(_shipped_files(), user)
+
+    def standard_params(self, provider_type: str) -> dict[str, ParamValue]:
+        """A provider type's standard mapping: its shipped catalog's ``defaults.params``.
+
+        Types without a shipped catalog (``simulated``, ``custom``, import paths) take
+        genrouter's own field names (``prompt: prompt``, ``width: width``, ...).
+        """
+        defaults = self._defaults.get(provider_type)
+        if defaults is not None and defaults.params:
+            return dict(defaults.params)
+        return {name: name for name in STANDARD_FIELDS}
+
+    def inherit(self, provider_type: str, model: str, entry: CatalogEntry) -> CatalogEntry:
+        """A user-declared ``entry`` merged over what the catalog knows for it.
+
+        Over the shipped entry of ``provider_type`` for ``model`` (or an alias of it) when
+        there is one: every key the entry sets wins, ``params`` and ``limits`` merge key by
+        key. Else over the type's defaults, so ``params`` start from
+        :meth:`standard_params`. A workflow entry is taken as written: its ``params`` map to
+        the workflow's own inputs, which no standard mapping knows.
+        """
+        if entry.kind == "workflow":
+            return entry
+        shipped = self._shipped.get(provider_type, {})
+        base = shipped.get(model) or shipped.get(self._shipped_aliases.get(model, ""))
+        if base is None:
+            defaults = self._defaults.get(provider_type) or CatalogDefaults()
+            params = {**self.standard_params(provider_type), **(entry.params or {})}
+            return merge_entry(entry, defaults).model_copy(update={"params": params})
+        update: dict[str, Any] = {name: getattr(entry, name) for name in entry.model_fields_set}
+        update["params"] = {**(base.params or {}), **(entry.params or {})}
+        if entry.limits is not None and base.limits is not None:
+            update["limits"] = base.limits.model_copy(
+                update={name: getattr(entry.limits, name) for name in entry.limits.model_fields_set}
+            )
+        return base.model_copy(update=update)
+
+    def user_entries_for(self, provider: str) -> Mapping[str, tuple[str, CatalogEntry]]:
+        """Entries that ``catalogs:`` files declare for ``provider``: (file, entry) by model,
+        not yet merged over anything."""
+        return self._user.get(provider, {})
 
     @property
     def models(self) -> Mapping[str, ModelSpec]:
@@ -543,6 +827,12 @@ class Catalog:
 def _default_capabilities(kind: str) -> set[Capability]:
     if kind == "video":
         return {Capability.TEXT_TO_VIDEO}
+    if kind == "upscale":
+        return {Capability.UPSCALE}
+    if kind == "remove-background":
+        return {Capability.REMOVE_BACKGROUND}
+    if kind == "workflow":
+        return set()  # a workflow takes what its inputs declare
     return {Capability.TEXT_TO_IMAGE}
 
 
@@ -565,9 +855,10 @@ def build_deployment(
     """A :class:`Deployment` from a catalog entry, filling gaps from the model's shipped spec."""
     capabilities = entry.capabilities
     if capabilities is None:
-        capabilities = list(spec.capabilities) if spec else list(_default_capabilities("image"))
+        capabilities = list(spec.capabilities) if spec else list(_default_capabilities(entry.kind or "image"))
     kind = entry.kind or (spec.kind if spec else "image")
     price = entry.price or price_override
+    raw = entry.params or {}
     return Deployment(
         provider=provider,
         provider_type=provider_type,
@@ -576,8 +867,10 @@ def build_deployment(
         kind=kind,
         capabilities=frozenset(capabilities),
         limits=entry.limits or Limits(),
-        params=dict(entry.params or {}),
+        params={name: param_target(value) for name, value in raw.items()},
         pricing=price.to_pricing() if price else None,
         gpu_seconds_per_output=entry.gpu_seconds_per_output,
         source=source,
+        rules={name: value for name, value in raw.items() if isinstance(value, ParamRule)},
+        inputs=dict(entry.inputs or {}),
     )

@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from genrouter._workflows import parse_cli_input
 from genrouter.config import RouterConfig, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
@@ -138,11 +139,17 @@ def generate(
         list[str] | None, typer.Option("-p", "--provider", help="Allow only this provider (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the GenerationResult as JSON.")] = False,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("-i", "--input", help="A workflow input NAME=VALUE (JSON, or @file for an image)."),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Generate and save outputs; print paths, provider, cost and latency."""
     with _errors(verbose):
         fields: dict[str, Any] = {"model": model, "prompt": prompt, "num_outputs": num, **_parse_size(size)}
+        if inputs:
+            fields["inputs"] = dict(parse_cli_input(text) for text in inputs)
         if seed is not None:
             fields["seed"] = seed
         if provider:

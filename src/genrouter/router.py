@@ -34,12 +34,14 @@ from genrouter._attempts import (
     terminal_state_of,
 )
 from genrouter._clock import Clock, MonotonicClock
+from genrouter._deployments import PassthroughDeployments, provider_deployments
 from genrouter._execution import Execution
 from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
+from genrouter._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
-from genrouter.catalog import Catalog, CatalogEntry, Deployment, build_deployment
+from genrouter.catalog import Catalog, Deployment
 from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
 from genrouter.errors import (
     BudgetExceededError,
@@ -132,6 +134,8 @@ class AsyncRouter:
             if bind_clock is not None:
                 bind_clock(self.clock)
         self._build_deployments()
+        self._workflow_inputs = check_workflow_deployments(self.deployments())
+        share_workflow_inputs(self._deployments, self._workflow_inputs)
         self._check_model_overrides()
 
     @classmethod
@@ -154,33 +158,10 @@ class AsyncRouter:
     # -- construction helpers ------------------------------------------------------
 
     def _build_deployments(self) -> None:
-        models = self.catalog.models
         for key, section in self.config.providers.items():
             backend = self._backends[key]
-            default_entries = getattr(backend, "default_entries", None)
-            entries: dict[str, CatalogEntry] = dict(
-                default_entries(self.catalog)
-                if default_entries is not None
-                else self.catalog.entries_for(section.type)
-            )
-            entries.update(self.catalog.entries_for(key))
-            entries.update(section.models)
-            price_override = getattr(section, "price", None)
-            default_limits = getattr(backend, "default_limits", None)
-            for model, entry in entries.items():
-                name = self.catalog.resolve(model) or model
-                if entry.limits is None and default_limits is not None:
-                    entry = entry.model_copy(update={"limits": default_limits})
-                deployment = build_deployment(
-                    provider=key,
-                    provider_type=section.type,
-                    model=name,
-                    entry=entry,
-                    spec=models.get(name),
-                    price_override=price_override,
-                    source=f"providers.{key}.models" if model in section.models else None,
-                )
-                self._deployments.setdefault(name, []).append(deployment)
+            for deployment in provider_deployments(self.catalog, key, section, backend):
+                self._deployments.setdefault(deployment.model, []).append(deployment)
                 hint = getattr(backend, "latency_hint", None)
                 if hint is not None:
                     value = hint(deployment)
@@ -192,6 +173,7 @@ class AsyncRouter:
             reason = getattr(backend, "unavailable_reason", None)
             if isinstance(reason, str) and reason:
                 self._unavailable[key] = reason
+        self._passthrough = PassthroughDeployments(self.catalog, self.config.providers, self._backends)
 
     def _check_model_overrides(self) -> None:
         for model in self.config.routing.models:
@@ -257,13 +239,16 @@ class AsyncRouter:
             close = difflib.get_close_matches(request.model, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
             raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
+        kind = deployments[0].kind
+        if request.inputs or kind == "workflow":
+            check_inputs(request, model=name, kind=kind, schema=self._workflow_inputs.get(name))
         policy = self.config.routing.policy_for(name)
         strategy = request.strategy or policy.strategy
         max_cost = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd
         plan = build_plan(
             request,
             model=name,
-            kind=deployments[0].kind,
+            kind=kind,
             deployments=deployments,
             strategy=strategy,
             provider_rank=self._rank(policy),

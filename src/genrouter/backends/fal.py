@@ -43,6 +43,10 @@ loras → ``[{path, scale}]``; duration_s → the nearest of ``limits.durations_
 a string (``"5"``), warned when changed; ``provider_options["fal"]`` and then
 ``provider_options[<provider key>]`` are merged last. Every field dropped or changed
 leaves a warning on the job, which the router copies onto the result.
+A ``kind: workflow`` deployment (a ``comfy/<owner>/<name>`` endpoint) is sent only what its
+``params`` map, request fields and ``inputs`` alike, under the endpoint's own names (image
+inputs as URLs); its outputs are read from ComfyUI's per-node ``outputs`` when the answer has
+no top-level ``images``.
 
 **Time-to-start.** A routed submit sends ``X-Fal-Request-Timeout`` = the request's
 remaining deadline in whole seconds (rounded down, at least 1): fal's deadline for the
@@ -99,10 +103,19 @@ import httpx
 from genrouter import __version__
 from genrouter._deadline import remaining_s
 from genrouter._secrets import is_credential_header, register_secret, scrub
+from genrouter._workflows import workflow_inputs
 from genrouter.backends._billing import billed_cost, price_data
+from genrouter.backends._comfy import comfy_artifacts
 from genrouter.backends._fal_storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
 from genrouter.backends._headers import request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
+from genrouter.backends._mapping import (
+    allowed_ratios,
+    apply_rules,
+    nearest_ratio,
+    ratio_of,
+    snapped_aspect_ratio,
+)
 from genrouter.backends._params import (
     DIRECT_FIELDS,
     media_inputs,
@@ -134,7 +147,7 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
-    from genrouter.catalog import Deployment
+    from genrouter.catalog import Deployment, ParamRule
 
 __all__ = ["DEFAULT_BASE_URL", "IMAGE_SIZE_PRESETS", "FalBackend"]
 
@@ -344,7 +357,11 @@ class FalBackend:
         headers = request_headers(request, self.name)
         # Media first, outside a request slot: an upload may take a while and asks fal's
         # REST host for a token through this client.
-        media = await media_inputs(request, deployment, self._media.url, provider=self.name)
+        if deployment.kind == "workflow":
+            where = f"{self.name} ({deployment.endpoint})"
+            media = await workflow_inputs(request, deployment, where=where, media=self._media.url)
+        else:
+            media = await media_inputs(request, deployment, self._media.url, provider=self.name)
         # The body is built once a request slot is free: submits queued behind thousands
         # of polls then hold no payloads (translation makes no request of its own).
         async with request_slots(self._client):
@@ -714,6 +731,8 @@ class FalBackend:
         """
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
+        if deployment.kind == "workflow":
+            return await self._translate_workflow(deployment, request, where, media)
         payload, warnings = translate_fields(request, deployment, provider=self.name)
         out = _Input(payload=payload, warnings=warnings)
         for name in requested_fields(request, DIRECT_FIELDS):
@@ -721,7 +740,7 @@ class FalBackend:
             if target:
                 out.names[target] = name
         self._translate_size(deployment, request, out, where)
-        self._translate_format(params, request, out, where)
+        self._translate_format(params, request, out, where, deployment.rules)
         if request.safety_checker is not None:
             self._put(out, params, "safety_checker", request.safety_checker, where)
         if request.loras:
@@ -733,9 +752,39 @@ class FalBackend:
         out.payload.update(media[0])
         out.warnings.extend(media[1])
         out.names.update(media[2])
+        out.warnings += apply_rules(out.payload, deployment, where)
+        self._rule_duration(deployment, out)
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out
+
+    async def _translate_workflow(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        where: str,
+        resolved: tuple[dict[str, Any], list[str], dict[str, str]] | None,
+    ) -> _Input:
+        """A ComfyUI endpoint's input: each mapped request field and input under the endpoint's
+        name, image inputs through the media path (``resolved``: already done at submit)."""
+        if resolved is None:
+            resolved = await workflow_inputs(request, deployment, where=where, media=self._media.url)
+        payload, warnings, names = resolved
+        out = _Input(payload=dict(payload), warnings=list(warnings), names=dict(names))
+        keys = ("fal", self.name) if self.name != "fal" else ("fal",)
+        out.payload = merge_provider_options(out.payload, request, *keys)
+        return out
+
+    @staticmethod
+    def _rule_duration(deployment: Deployment, out: _Input) -> None:
+        """The clip length a ``duration_s`` value map settled on, for the result and cost."""
+        rule = deployment.rules.get("duration_s")
+        if rule is None or not rule.to or rule.to not in out.payload:
+            return
+        try:
+            out.duration_s = float(out.payload[rule.to])
+        except (TypeError, ValueError):
+            return
 
     @staticmethod
     def _put(
@@ -756,7 +805,20 @@ class FalBackend:
         params = deployment.params
         if request.width is not None and request.height is not None:
             width_to, height_to = params.get("width"), params.get("height")
-            if not width_to or not height_to:
+            ratio_to = params.get("aspect_ratio")
+            if (not width_to or not height_to) and ratio_to and ratio_to != "image_size":
+                # Takes only a ratio: the nearest one it allows (the size's own without a list).
+                allowed = allowed_ratios(deployment)
+                shown = f"{request.width}x{request.height}"
+                sent = (
+                    nearest_ratio(request.width, request.height, allowed)
+                    if allowed
+                    else ratio_of(request.width, request.height)
+                )
+                out.payload[ratio_to] = sent
+                out.names[ratio_to] = "aspect_ratio"
+                out.warnings.append(f"{where} takes aspect ratios, not sizes: {shown} was sent as {sent}")
+            elif not width_to or not height_to:
                 out.warnings.append(
                     f"{where} has no input for width/height; {request.width}x{request.height} was ignored"
                 )
@@ -776,7 +838,10 @@ class FalBackend:
             return
         out.names[target] = "aspect_ratio"
         if target != "image_size" and target != params.get("width"):
-            out.payload[target] = ratio
+            snapped, note = snapped_aspect_ratio(request, deployment, where)
+            out.payload[target] = snapped
+            if note is not None:
+                out.warnings.append(note)
             return
         size = deployment.size_for(request) or deployment.limits.default_size or (1024, 1024)
         preset, exact = _nearest_preset(ratio, size[0] * size[1])
@@ -789,8 +854,13 @@ class FalBackend:
 
     @staticmethod
     def _translate_format(
-        params: Mapping[str, str | None], request: GenerationRequest, out: _Input, where: str
+        params: Mapping[str, str | None],
+        request: GenerationRequest,
+        out: _Input,
+        where: str,
+        rules: Mapping[str, ParamRule] | None = None,
     ) -> None:
+        rules = rules or {}
         wanted = request.output_format
         if wanted is None:
             return
@@ -800,7 +870,10 @@ class FalBackend:
                 f"{where} has no input for output_format; output_format={wanted!r} was ignored"
             )
             return
-        if wanted not in OUTPUT_FORMATS:
+        rule = rules.get("output_format")
+        if rule is not None and (rule.values is not None or rule.allowed is not None):
+            pass  # the entry's value map says what this endpoint takes (apply_rules)
+        elif wanted not in OUTPUT_FORMATS:
             out.warnings.append(f"{where} cannot output {wanted}; asked for png instead")
             wanted = "png"
         out.payload[target] = wanted
@@ -822,6 +895,11 @@ class FalBackend:
             out.duration_s = limits.default_duration_s if deployment.kind == "video" else None
             return
         out.names[target] = "duration_s"
+        rule = deployment.rules.get("duration_s")
+        if rule is not None and rule.allowed is not None:
+            out.payload[target] = seconds  # snapped and converted by the value map
+            out.duration_s = seconds
+            return
         if limits.durations_s:
             wanted = seconds
             # fal's enumerated durations are strings ("5" | "10"); the nearest wins, ties go shorter.
@@ -861,6 +939,8 @@ class FalBackend:
         flags = nsfw if isinstance(nsfw, list) else []
         fmt = job.data.get("output_format")
         duration = job.data.get("duration_s")
+        if not files and isinstance(output.get("outputs"), Mapping):
+            return comfy_artifacts(output["outputs"])  # a comfy/ endpoint: files per output node
         artifacts = []
         for index, (kind, item) in enumerate(files):
             info: Mapping[str, Any] = {"url": item} if isinstance(item, str) else item

@@ -16,6 +16,9 @@ The payload is a dict of builtins under genrouter's own field names (``prompt``,
 ``width``, ``loras: [{source, scale}]``, ``image`` as bytes...); a catalog ``params``
 entry mapped to ``null`` marks a field the model lacks (it is dropped with a
 warning). Outputs come back as bytes and become ``data:`` URLs.
+A ``kind: workflow`` deployment is the ComfyUI class (``deploy/modal/comfy``): its payload
+is ``{"workflow": endpoint, "inputs": {"<node id>.inputs.<name>": value}}`` from the
+deployment's ``params`` (image inputs as bytes), and each output keeps its own content type.
 
 **Cost** (:mod:`genrouter.backends._modal_cost`) = (GPU-seconds the class held the GPU
 for + the container start it measured, on a container's first result) × the price of the
@@ -38,6 +41,7 @@ builtin ``TimeoutError`` from ``FunctionCall.get``  still running (not an error)
 ``AuthError`` / ``PermissionDeniedError``           :class:`AuthenticationError` (401 / 403)
 ``InvalidError``, ``RequestSizeError``,             :class:`InvalidRequestError`
 ``SerializationError``, a remote ``ValueError``
+a remote ``ConnectionError`` (ComfyUI down)         :class:`ProviderUnavailableError` (retryable)
 ``ExecutionError``, ``DeserializationError``,       :class:`ConfigError` (client and deployed
 ``VersionError``                                    class disagree: redeploy or upgrade)
 other remote exceptions (``RuntimeError``)          :class:`JobFailedError`, not retryable
@@ -58,10 +62,13 @@ import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from genrouter._workflows import workflow_inputs
+from genrouter.backends._comfy import service_artifacts
+from genrouter.backends._mapping import apply_rules, snapped_aspect_ratio
 from genrouter.backends._modal_capacity import ModalCapacity
 from genrouter.backends._modal_cost import ColdStarts, result_cost
 from genrouter.backends._params import merge_provider_options
@@ -92,7 +99,7 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
-    from genrouter.catalog import Deployment
+    from genrouter.catalog import Catalog, CatalogEntry, Deployment
     from genrouter.routing.capacity import CapacityFacts
 
 __all__ = [
@@ -190,6 +197,8 @@ def map_modal_error(
     if not names:  # raised by the class's own code and pickled back
         if isinstance(exc, ValueError | TypeError):
             return InvalidRequestError(text, provider=provider, provider_request_id=rid, status_code=422)
+        if isinstance(exc, ConnectionError):  # the class could not reach what it serves from (ComfyUI)
+            return ProviderUnavailableError(text, provider=provider, provider_request_id=rid)
         return JobFailedError(text, provider=provider, provider_request_id=rid, retryable=False)
     for name in names:
         error = _by_name(name, text, provider, rid, at_submit)
@@ -250,6 +259,8 @@ def _consume(task: asyncio.Future[Any]) -> None:
 def _item_error(error: Mapping[str, Any]) -> Exception:
     """A per-item error dict from the batched method as the builtin exception it stands for."""
     message = str(error.get("message", "unknown error"))
+    if error.get("type") == "ConnectionError":
+        return ConnectionError(message)
     return ValueError(message) if error.get("type") in ("ValueError", "TypeError") else RuntimeError(message)
 
 
@@ -403,6 +414,11 @@ class SdkModalTransport:
 # -- the backend --------------------------------------------------------------------------------
 
 
+def _no_shipped_entries(catalog: Catalog) -> Mapping[str, CatalogEntry]:
+    """A class that serves only its ``models:`` (``shipped_models: false``)."""
+    return {}
+
+
 class ModalBackend:
     """Routes to a deployed ``deploy/modal`` class (see the module docstring).
 
@@ -412,6 +428,9 @@ class ModalBackend:
 
     default_limits = MODAL_LIMITS
     """Limits of inline ``models:`` entries that declare none."""
+
+    default_entries: Callable[[Catalog], Mapping[str, CatalogEntry]] | None = None
+    """None: the shipped Modal models; with ``shipped_models: false`` (a ComfyUI class), none."""
 
     def __init__(
         self,
@@ -428,6 +447,8 @@ class ModalBackend:
         )
         self._transport = transport
         self._owns_transport = transport is None
+        if not self.settings.shipped_models:
+            self.default_entries = _no_shipped_entries
         self._outcomes: OrderedDict[str, dict[str, Any] | BaseException] = OrderedDict()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._stats_queries: set[asyncio.Future[int | None]] = set()
@@ -500,6 +521,8 @@ class ModalBackend:
     ) -> tuple[dict[str, Any], list[str]]:
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
+        if deployment.kind == "workflow":
+            return await self._workflow_payload(deployment, request, where)
         warnings: list[str] = []
 
         def supported(field: str) -> bool:
@@ -507,6 +530,9 @@ class ModalBackend:
             return not (field in params and params[field] is None)
 
         width, height = deployment.size_for(request) or (1024, 1024)
+        _, snapped = snapped_aspect_ratio(request, deployment, where)
+        if snapped is not None:
+            warnings.append(snapped)
         payload: dict[str, Any] = {
             "model": deployment.endpoint,
             "prompt": request.prompt,
@@ -550,6 +576,24 @@ class ModalBackend:
             payload["output_format"] = request.output_format
         elif request.output_format is not None:
             warnings.append(f"{where} cannot make {request.output_format}; made {formats[0]} instead")
+        warnings += apply_rules(payload, deployment, where)
+        keys = ("modal", self.name) if self.name != "modal" else ("modal",)
+        return merge_provider_options(payload, request, *keys), warnings
+
+    async def _workflow_payload(
+        self, deployment: Deployment, request: GenerationRequest, where: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """For the ComfyUI class (``deploy/modal/comfy``): node-path → value, images as bytes."""
+
+        async def media(value: MediaInput, name: str) -> bytes:
+            return await self._image_bytes(value)
+
+        inputs, warnings, _ = await workflow_inputs(request, deployment, where=where, media=media)
+        payload: dict[str, Any] = {
+            "model": deployment.endpoint,
+            "workflow": deployment.endpoint,
+            "inputs": inputs,
+        }
         keys = ("modal", self.name) if self.name != "modal" else ("modal",)
         return merge_provider_options(payload, request, *keys), warnings
 
@@ -730,6 +774,8 @@ class ModalBackend:
             for url in value.get("output_urls") or []
             if isinstance(url, str)
         ]
+        if job.data.get("kind") == "workflow":
+            outputs = service_artifacts(value)
         gpu_s = float(value.get("gpu_seconds") or 0.0)
         queued = None
         finished, submitted = value.get("finished_at"), job.data.get("submitted_at")

@@ -109,6 +109,7 @@ from genrouter._secrets import is_credential_header, register_secret, scrub
 from genrouter.backends._billing import billed_cost, price_data
 from genrouter.backends._headers import merged, request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, send
+from genrouter.backends._mapping import allowed_ratios, apply_rules
 from genrouter.backends._params import media_inputs, merge_provider_options, translate_fields
 from genrouter.backends._replicate_files import MAX_UPLOAD_BYTES, upload_file
 from genrouter.backends._replicate_reconcile import (
@@ -125,7 +126,7 @@ from genrouter.backends._replicate_reconcile import (
 )
 from genrouter.backends._uploads import MediaResolver
 from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES, ReplicateSettings
-from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
+from genrouter.catalog import Deployment, Limits, load_catalog_file, param_target, shipped_catalog_dir
 from genrouter.errors import (
     AuthenticationError,
     ConfigError,
@@ -153,22 +154,11 @@ __all__ = ["FLUX_ASPECT_RATIOS", "MAX_INLINE_BYTES", "ReplicateBackend"]
 API_URL = "https://api.replicate.com"
 
 FLUX_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
-"""The aspect ratios FLUX models on Replicate accept."""
+"""The aspect ratios FLUX models on Replicate accept: the fallback for an entry whose
+``aspect_ratio`` value map lists none. Per-model lists, output sizes per ratio
+(``limits.sizes``) and the small-output mode (``limits.reduced_size``) live in
+``providers/replicate.yaml``."""
 
-# [INF] from the models' pages: flux-1.1-pro and recraft-v3 lack 21:9 and 9:21.
-_ASPECT_RATIOS = {
-    "black-forest-labs/flux-1.1-pro": FLUX_ASPECT_RATIOS[:2] + FLUX_ASPECT_RATIOS[3:10],
-    "recraft-ai/recraft-v3": FLUX_ASPECT_RATIOS[:2] + FLUX_ASPECT_RATIOS[3:10],
-}
-# Output sizes of flux-dev and flux-schnell per aspect ratio at megapixels "1" (cog-flux);
-# "0.25" halves each side.
-_FLUX_SIZES = {
-    "1:1": (1024, 1024), "16:9": (1344, 768), "21:9": (1536, 640), "3:2": (1216, 832),
-    "2:3": (832, 1216), "4:5": (896, 1088), "5:4": (1088, 896), "3:4": (896, 1152),
-    "4:3": (1152, 896), "9:16": (768, 1344), "9:21": (640, 1536),
-}  # fmt: skip
-_FLUX_SIZE_MODELS = frozenset({"black-forest-labs/flux-dev", "black-forest-labs/flux-schnell"})
-_SMALL_MEGAPIXELS = 0.5  # below this area (MP), flux-dev/schnell get megapixels "0.25"
 _CUSTOM_SIZES = ((256, 1440), 16)  # BFL's aspect_ratio "custom": sides 256-1440, multiples of 16
 
 MAX_INLINE_BYTES = DEFAULT_INLINE_MAX_BYTES
@@ -639,18 +629,19 @@ class ReplicateBackend:
         params = _params(deployment)
         deployment = dataclasses.replace(deployment, params=params)
         prefix = f"{self.name} ({deployment.endpoint})"
-        model = _model_id(deployment.endpoint)
         payload, warnings = translate_fields(request, deployment, provider=self.name)
         options = merge_provider_options({}, request, "replicate", self.name)
         size_keys = {params.get(f) or f for f in _SIZE_FIELDS} | {"megapixels"}
         if not size_keys & options.keys():  # options that set a size own it
-            sized, notes = _translate_size(request, deployment, params, model, prefix)
+            sized, notes = _translate_size(request, deployment, params, prefix)
             payload.update(sized)
             warnings += notes
         warnings += _translate_format(request, deployment, params, payload, prefix)
         if request.safety_checker is not None:
             target = params.get("safety_checker")
-            if target:  # Replicate's checkers are switched off: disable_safety_checker = not on
+            if target and "safety_checker" in deployment.rules:
+                payload[target] = request.safety_checker  # the value map inverts it
+            elif target:  # Replicate's checkers are switched off: disable_safety_checker = not on
                 inverted = target.startswith("disable_")
                 payload[target] = not request.safety_checker if inverted else request.safety_checker
             else:
@@ -666,8 +657,9 @@ class ReplicateBackend:
                 payload[target] = int(duration) if duration.is_integer() else duration
             elif duration != deployment.limits.default_duration_s:
                 warnings.append(f"{prefix} has no duration_s input; duration_s={duration:g} was ignored")
+        warnings += apply_rules(payload, deployment, prefix)
         payload.update(options)
-        size = _output_size(payload, params, model)
+        size = _output_size(payload, params, deployment.limits)
         meta = {
             "size": list(size) if size else None,
             "seed": request.seed,
@@ -899,16 +891,11 @@ def _standard_params() -> dict[str, str | None]:
         defaults = load_catalog_file(shipped_catalog_dir() / "replicate.yaml").defaults.params
     except ConfigError:
         defaults = None
-    return dict(defaults or {"prompt": "prompt"})
+    return {name: param_target(value) for name, value in (defaults or {"prompt": "prompt"}).items()}
 
 
 def _params(deployment: Deployment) -> dict[str, str | None]:
     return {**_standard_params(), **deployment.params}
-
-
-def _model_id(endpoint: str) -> str:
-    """``owner/name`` of an endpoint in any of the three notations."""
-    return endpoint.removeprefix("deployments/").split(":", 1)[0]
 
 
 def _ratio_distance(width: float, height: float, ratio: str) -> float:
@@ -920,11 +907,17 @@ def _nearest_ratio(width: float, height: float, ratios: tuple[str, ...]) -> str:
     return min(ratios, key=lambda r: _ratio_distance(width, height, r))
 
 
-def _flux_size(model: str, ratio: Any, megapixels: Any) -> tuple[int, int] | None:
-    size = _FLUX_SIZES.get(ratio) if model in _FLUX_SIZE_MODELS and isinstance(ratio, str) else None
-    if size is not None and str(megapixels) == "0.25":
-        return size[0] // 2, size[1] // 2
+def _table_size(limits: Limits, ratio: Any, payload: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The output size of ``ratio`` from the entry's ``limits.sizes`` (scaled when reduced)."""
+    size = limits.sizes.get(ratio) if limits.sizes and isinstance(ratio, str) else None
+    reduced = limits.reduced_size
+    if size is not None and reduced is not None and _reduced(payload, reduced.input):
+        return int(size[0] * reduced.scale), int(size[1] * reduced.scale)
     return size
+
+
+def _reduced(payload: Mapping[str, Any], marker: Mapping[str, Any]) -> bool:
+    return all(str(payload.get(k)) == str(v) for k, v in marker.items())
 
 
 def _snap(value: int, bounds: tuple[int, int] | None, step: int) -> int:
@@ -948,14 +941,14 @@ def _translate_size(
     request: GenerationRequest,
     deployment: Deployment,
     params: Mapping[str, str | None],
-    model: str,
     prefix: str,
 ) -> tuple[dict[str, Any], list[str]]:
     """Size inputs: exact sizes where the model takes them, else the nearest aspect ratio."""
     out: dict[str, Any] = {}
     warnings: list[str] = []
     w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
-    ratios = _ASPECT_RATIOS.get(model, FLUX_ASPECT_RATIOS)
+    ratios = tuple(allowed_ratios(deployment) or FLUX_ASPECT_RATIOS)
+    limits = deployment.limits
     if request.width is not None and request.height is not None:
         width, height = request.width, request.height
         if w_key and h_key:
@@ -968,9 +961,10 @@ def _translate_size(
         elif ar_key:
             ratio = _nearest_ratio(width, height, ratios)
             out[ar_key] = ratio
-            if model in _FLUX_SIZE_MODELS and width * height < _SMALL_MEGAPIXELS * 1_000_000:
-                out["megapixels"] = "0.25"
-            size = _flux_size(model, ratio, out.get("megapixels"))
+            reduced = limits.reduced_size
+            if reduced is not None and width * height < reduced.below_megapixels * 1_000_000:
+                out.update(reduced.input)
+            size = _table_size(limits, ratio, out)
             if _ratio_distance(width, height, ratio) > 1e-9 or (size and size != (width, height)):
                 about = f" (about {size[0]}x{size[1]})" if size else ""
                 warnings.append(
@@ -996,7 +990,7 @@ def _translate_size(
 
 
 def _output_size(
-    payload: Mapping[str, Any], params: Mapping[str, str | None], model: str
+    payload: Mapping[str, Any], params: Mapping[str, str | None], limits: Limits
 ) -> tuple[int, int] | None:
     """The size outputs will have, when the input fixes it (exact sizes, or FLUX's table)."""
     w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
@@ -1008,7 +1002,7 @@ def _output_size(
         width, height = payload.get(w_key), payload.get(h_key)
     if type(width) is int and type(height) is int:
         return width, height
-    return _flux_size(model, ratio if ratio is not None else "1:1", payload.get("megapixels"))
+    return _table_size(limits, ratio if ratio is not None else "1:1", payload)
 
 
 def _translate_format(
@@ -1027,7 +1021,8 @@ def _translate_format(
     if deployment.kind == "image":
         if wanted not in _IMAGE_FORMATS:
             return [f"{prefix} makes png, jpeg or webp images, not {wanted}; output_format was ignored"]
-        payload[target] = _IMAGE_FORMATS[wanted]
+        renamed = "output_format" in deployment.rules  # the value map renames (jpeg: jpg)
+        payload[target] = wanted if renamed else _IMAGE_FORMATS[wanted]
     else:
         payload[target] = wanted
     return []

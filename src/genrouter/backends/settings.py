@@ -165,6 +165,17 @@ class ProviderSettings(SettingsModel):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     models: dict[str, CatalogEntry] = Field(default_factory=dict)
 
+    @field_validator("models")
+    @classmethod
+    def _no_colons(cls, value: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+        for name in value:
+            if ":" in name:
+                raise ValueError(
+                    f"model {name!r} contains ':'; aliases never contain ':' (a model of the form "
+                    "'<provider-key>:<endpoint>' is a passthrough), so rename it"
+                )
+        return value
+
     @field_validator("base_url", "rest_url", check_fields=False)
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -273,6 +284,9 @@ class ModalSettings(ProviderSettings):
     cold_start_s: Annotated[float, Field(ge=0)] = 20.0
     webhook_secret: SecretStr | None = None
     """The ``whsec_...`` secret the deployment signs webhooks with (its ``GENROUTER_WEBHOOK_SECRET``)."""
+    shipped_models: bool = True
+    """Serve the shipped catalog's Modal models (``sdxl``...); false for a class that serves only
+    its ``models:`` (the ComfyUI class in ``deploy/modal/comfy``)."""
 
 
 class LatencySpec(SettingsModel):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from genrouter._clock import Clock, MonotonicClock
 from genrouter._png import sim_url
+from genrouter.backends._mapping import snapped_aspect_ratio
 from genrouter.backends._sim_autoscale import AutoscaleModel
 from genrouter.backends.settings import SimulatedSettings
 from genrouter.catalog import CatalogEntry, Limits
@@ -245,6 +246,9 @@ class SimulatedBackend:
         width, height = deployment.size_for(request) or DEFAULT_SIZE
         seed = request.seed if request.seed is not None else int(request_id.rsplit("-", 1)[1], 16)
         warnings = []
+        _, snapped = snapped_aspect_ratio(request, deployment, f"{self.name} ({deployment.endpoint})")
+        if snapped is not None:
+            warnings.append(snapped)
         if request.output_format not in (None, "png"):
             warnings.append(f"{self.name}: simulated outputs are PNG, not {request.output_format}")
         return ProviderJob(

@@ -114,7 +114,13 @@ def required_capabilities(request: GenerationRequest, kind: str) -> frozenset[Ca
 @functools.lru_cache(maxsize=64)
 def _capabilities(kind: str, image: bool, mask: bool, loras: bool) -> frozenset[Capability]:
     needed: set[Capability] = set()
-    if kind == "video":
+    if kind == "upscale":
+        needed.add(Capability.UPSCALE)
+    elif kind == "remove-background":
+        needed.add(Capability.REMOVE_BACKGROUND)
+    elif kind == "workflow":
+        pass
+    elif kind == "video":
         needed.add(Capability.IMAGE_TO_VIDEO if image else Capability.TEXT_TO_VIDEO)
     else:
         needed.add(Capability.IMAGE_TO_IMAGE if image else Capability.TEXT_TO_IMAGE)
