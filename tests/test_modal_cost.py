@@ -3,6 +3,7 @@ measured container starts, and single-file checkpoints and warm-up sizes in the 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -311,3 +312,24 @@ def test_a_checkpoint_with_loras_is_refused(service: Any, folders: dict[str, Pat
                 "loras": [{"source": "style"}],
             }
         )
+
+
+class StatsInProcess(InProcessModalTransport):
+    """The in-process transport, also answering get_current_stats (one runner, a backlog of 2)."""
+
+    async def current_stats(self, model_id: str) -> dict[str, int]:
+        return {"backlog": 2, "num_total_runners": 1, "num_running_inputs": 1}
+
+
+async def test_the_live_capacity_prediction_uses_the_measured_container_start(service: Any) -> None:
+    """After a result reports a 9 s container start, explain()'s capacity note predicts with 9 s, not 20."""
+    transport = StatsInProcess(service=PretendGpu(service, "H100", cold_start_s=9.0))  # type: ignore[arg-type]
+    backend = ModalBackend(name="gpu", settings={"cold_start_s": 20}, transport=transport)
+    config = {**sdxl_config(), "routing": {"default": {"strategy": "cost", "latency_slo_s": 30}}}
+    async with AsyncRouter.from_config(config, backends={"gpu": backend}) as router:
+        await router.generate(REQUEST.model_copy(update={"providers": ["gpu"]}))
+        router.explain("a fox", model="sdxl")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        plan = router.explain("a fox", model="sdxl")
+    assert any("cold start 9s" in note for note in plan.notes)

@@ -234,3 +234,22 @@ async def test_an_image_to_video_request_is_routed_with_its_first_frame(video_se
     assert transport.classes == ["Video"]
     assert transport.spawned[0][1]["image"] == first_frame
     assert result.raw["num_frames"] == 5
+
+
+async def test_a_routed_result_from_the_output_volume_links_to_its_files(video_service: Any) -> None:
+    """provider_options output_volume: the result's artifacts are the signed download links."""
+    transport = InProcessModalTransport(service=video_service)
+    backend = ModalBackend(name="gpu", settings={}, transport=transport)
+    async with AsyncRouter.from_config(VIDEO_CONFIG, backends={"gpu": backend}) as router:
+        result = await router.generate(
+            GenerationRequest(
+                model="wan-t2v",
+                prompt="waves",
+                duration_s=0.25,
+                seed=1,
+                provider_options={"gpu": {"output_volume": True}},
+            )
+        )
+    assert len(result.outputs) == 1
+    assert result.outputs[0].url == result.raw["output_urls"][0]
+    assert result.outputs[0].url.startswith("https://example.invalid/downloads?path=")

@@ -2,13 +2,15 @@
 
 A request's ``checkpoint`` names a ``.safetensors`` file in the checkpoint folder
 (``<dir>/<model>/<name>.safetensors`` or ``<dir>/<name>.safetensors``): a fine-tune of the
-model's denoiser (UNet for SDXL, transformer for FLUX and Wan). Two layouts load:
+model's denoiser (UNet for SDXL, transformer for FLUX and Wan). Both layouts load through
+``<Denoiser>.from_single_file(path, config=<the model's weights>, subfolder=<unet|transformer>)``:
 
-- **original** (A1111/Civitai, a whole-pipeline or UNet-only file):
-  ``<Denoiser>.from_single_file(path, config=<the model's weights>, subfolder=<unet|transformer>)``,
-  diffusers' converter, which takes the denoiser's part of a whole-pipeline file;
-- **diffusers** (the keys of the denoiser's own ``state_dict``): built from the base
-  denoiser's config and loaded directly.
+- **original** (A1111/Civitai, a whole-pipeline or UNet-only file): diffusers converts it,
+  taking the denoiser's part of a whole-pipeline file;
+- **diffusers** (the keys of the denoiser's own ``state_dict``): loaded as it is.
+
+Random-weight models have no weights folder: their denoiser's own config is written to a
+temporary folder and serves as ``config``.
 
 Only the denoiser is swapped; text encoders and VAE stay the base model's (what nearly every
 fine-tune changes). Up to ``max_loaded`` checkpoint denoisers stay on the device per model,
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -91,25 +94,23 @@ class CheckpointCache:
 
 
 def _load(path: str, base: Any, config: str | None) -> Any:
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as opened:
-        keys = set(opened.keys())
-    # The base denoiser may carry LoRA layers (peft renames x.weight to x.base_layer.weight).
-    base_keys = {k.replace(".base_layer.", ".") for k in base.state_dict() if ".lora_" not in k}
-    if keys == base_keys:
-        from safetensors.torch import load_file
-
-        module = type(base).from_config(base.config)
-        module.load_state_dict(load_file(path))
-        return module
-    if config is None:
-        raise ValueError(
-            f"checkpoint {Path(path).name} is in the original (non-diffusers) layout, which needs the "
-            "model's diffusers weights as its config; random-weight models have none"
-        )
+    """``<Denoiser>.from_single_file``: converts an original-layout file, loads a diffusers-layout one."""
     subfolder = "unet" if type(base).__name__.startswith("UNet") else "transformer"
+    if config is None:  # random weights: the base denoiser's own config stands in for the model's
+        config = _config_folder(base, subfolder)
     try:
         return type(base).from_single_file(path, config=config, subfolder=subfolder)
     except Exception as exc:
         raise ValueError(f"checkpoint {Path(path).name} does not fit this model: {exc}") from None
+
+
+_CONFIG_FOLDERS: dict[int, str] = {}
+
+
+def _config_folder(base: Any, subfolder: str) -> str:
+    folder = _CONFIG_FOLDERS.get(id(base))
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="genrouter-denoiser-config-")
+        base.save_config(str(Path(folder) / subfolder))
+        _CONFIG_FOLDERS[id(base)] = folder
+    return folder

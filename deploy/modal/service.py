@@ -163,6 +163,7 @@ class DiffusionService:
         self.models: dict[str, _Loaded] = {}
         self.device = "cpu"
         self._dtype: Any = None
+        self._loaded_dtype: Any = None
         self._pool: cf.ThreadPoolExecutor | None = None
         self._batcher = DynamicBatcher(
             self._run_group, max_batch_size=self.config.max_batch_size, wait_ms=self.config.wait_ms
@@ -222,7 +223,7 @@ class DiffusionService:
         deployment). Random full-size weights (``random_weights="full"``) are built by
         :meth:`to_device` on the device itself: a CPU copy would be tens of GB of noise.
         """
-        self._dtype = self._load_dtype()
+        self._dtype = self._loaded_dtype = self._load_dtype()
         if self.config.device == "cpu" and self.config.cpu_threads:
             import torch
 
@@ -323,7 +324,11 @@ class DiffusionService:
                 if model_id not in self.models:
                     self.models[model_id] = self._load(MODELS[model_id])
         for loaded in self.models.values():
-            loaded.pipe.to(self.device, self._dtype)
+            if self._dtype == self._loaded_dtype:
+                # Already in its serving dtype (and the modules a model keeps in float32 stay so).
+                loaded.pipe.to(self.device)
+            else:  # "auto" on a machine without CUDA: loaded for a GPU, served in float32
+                loaded.pipe.to(self.device, self._dtype)
             if loaded.spec.family.startswith("wan"):
                 loaded.pipe.vae.to(dtype=torch.float32)
             if cuda and loaded.denoiser_attr == "unet":

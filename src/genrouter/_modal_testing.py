@@ -1,10 +1,11 @@
 """``InProcessModalTransport``: the Modal backend's transport, with ``deploy/modal/service.py`` in-process.
 
-It behaves as the deployed ``@modal.batched`` class does: each spawned call becomes
+It behaves as the deployed ``@modal.concurrent`` class does: each spawned call becomes
 one input of the service's dynamic batcher (running in the service's own threads),
 arguments and results are pickled on the way in and out (only builtins survive, as
 over Modal), a failed item comes back as the ``{"error": ...}`` dict the batched
-method returns, and call ids look like Modal's (``fc-…``). A cancelled call raises
+method returns, and call ids look like Modal's (``fc-…``), which the service also uses in
+webhook deliveries (``webhook_url``). A cancelled call raises
 modal's ``RemoteError`` from ``get``; an unknown call id ``NotFoundError``.
 
 Faults: :meth:`InProcessModalTransport.inject` makes the next ``spawn``, ``get``,

@@ -499,7 +499,7 @@ class ModalBackend:
     def capacity(self, deployment: Deployment) -> CapacityFacts | None:
         """Backlog and runners of the live deployment, for spillover (see ``_modal_capacity``)."""
         if self._capacity is None:
-            self._capacity = ModalCapacity(lambda: self.transport, self.settings.cold_start_s)
+            self._capacity = ModalCapacity(lambda: self.transport, self.cold_starts.expected_s)
         return self._capacity.facts(deployment.endpoint)
 
     def latency_hint(self, deployment: Deployment) -> float | None:
@@ -800,9 +800,7 @@ class ModalBackend:
         """What the result cost: see :mod:`genrouter.backends._modal_cost`."""
         self.cold_starts.observe(value.get("cold_start_s"))
         if self._capacity is not None and self.cold_starts.count:
-            self._capacity._cold_start_s = (
-                self.cold_starts.expected_s
-            )  # live predictions use the measured start
+            self._capacity.use_cold_start(self.cold_starts.expected_s)  # live predictions: measured start
         return result_cost(
             value, job.data, gpu_prices=self._gpu_prices, expected_cold_start_s=self.cold_starts.expected_s
         )
