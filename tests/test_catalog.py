@@ -662,8 +662,10 @@ def test_per_video_estimate() -> None:
 
 def test_per_gpu_second_estimate_uses_seconds_per_output() -> None:
     """A GPU-second estimate is rate x estimated seconds per output x outputs."""
-    cost = deployment("modal", "sdxl").estimate_cost(request("sdxl", num_outputs=2))
-    assert cost == Decimal("0.001097") * 2
+    dep = deployment("modal", "sdxl")
+    cost = dep.estimate_cost(request("sdxl", num_outputs=2))
+    assert dep.gpu_seconds_per_output == 2.2  # eager SDXL, the class's default (providers/modal.yaml)
+    assert cost == (Decimal("0.001097") * Decimal("2.2") * 2).quantize(Decimal("0.000001"))
 
 
 def test_actual_per_image_counts_the_outputs_returned() -> None:
@@ -855,6 +857,7 @@ def test_estimate_is_none_iff_price_or_quantity_unknown(
         PriceUnit.PER_MEGAPIXEL: sizing == "explicit" or default_size is not None,
         PriceUnit.PER_VIDEO_SECOND: duration is not None or default_duration is not None,
         PriceUnit.PER_GPU_SECOND: gpu_seconds is not None,
+        PriceUnit.PER_RUN: True,
     }[unit]
     estimate = dep.estimate_cost(request(**fields))
     assert (estimate is None) == (not priced or not known)

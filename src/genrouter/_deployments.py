@@ -82,14 +82,16 @@ def provider_deployments(catalog: Catalog, key: str, section: Any, backend: Any)
         name = catalog.resolve(model) or model
         inline = where is not None and where.startswith("providers.")
         for each in entry.expanded():
-            if each.limits is None and default_limits is not None:
+            spec = catalog.models.get(name)
+            workflow = (each.kind or (spec.kind if spec else None)) == "workflow"
+            if each.limits is None and default_limits is not None and not workflow:
                 each = each.model_copy(update={"limits": default_limits})
             deployment = build_deployment(
                 provider=key,
                 provider_type=section.type,
                 model=name,
                 entry=each,
-                spec=catalog.models.get(name),
+                spec=spec,
                 price_override=price_override,
                 source=f"providers.{key}.models" if inline else None,
             )

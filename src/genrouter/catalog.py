@@ -58,6 +58,7 @@ from genrouter._catalog_params import (
     check_alias,
     param_target,
 )
+from genrouter._workflows import InputSpec, parse_inputs
 from genrouter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ __all__ = [
     "Pricing",
     "param_target",
     "shipped_catalog_dir",
+    "shipped_gpu_prices",
 ]
 
 
@@ -107,6 +109,8 @@ class PriceUnit(StrEnum):
     PER_MEGAPIXEL = "per_megapixel"
     PER_VIDEO_SECOND = "per_video_second"
     PER_GPU_SECOND = "per_gpu_second"
+    PER_RUN = "per_run"
+    """One run of a workflow (a fal ComfyUI endpoint bills per request)."""
 
 
 _UNITS = tuple(u.value for u in PriceUnit)
@@ -129,6 +133,7 @@ class Price(BaseModel):
     per_megapixel: Decimal | None = Field(default=None, ge=0)
     per_video_second: Decimal | None = Field(default=None, ge=0)
     per_gpu_second: Decimal | None = Field(default=None, ge=0)
+    per_run: Decimal | None = Field(default=None, ge=0)
     megapixel_rounding: Literal["exact", "ceil"] = "exact"
     megapixel_pixels: int = Field(default=1_000_000, ge=1)
     """Pixels in one billed megapixel: 1000000, or 1048576 (1024×1024) where the provider
@@ -273,16 +278,28 @@ class CatalogEntry(BaseModel):
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
     variants: list[CatalogVariant] | None = None
+    inputs: dict[str, InputSpec] | None = None
+    """A workflow's named inputs and their types (see :mod:`genrouter._workflows`)."""
 
     @field_validator("params", mode="before")
     @classmethod
     def _value_maps(cls, value: Any) -> Any:
         return _media_param_shapes(value)
 
-    @field_validator("params")
+    @field_validator("inputs", mode="before")
     @classmethod
-    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
-        return _check_param_keys(value)
+    def _input_specs(cls, value: Any) -> Any:
+        return parse_inputs(value) if isinstance(value, Mapping) else value
+
+    @model_validator(mode="after")
+    def _request_fields(self) -> CatalogEntry:
+        # A workflow's params also map its input names; the router checks those keys
+        # against the model's declared inputs (which may live on another entry).
+        if self.kind != "workflow":
+            _check_param_keys(self.params)
+        if self.inputs is not None and self.kind not in (None, "workflow"):
+            raise ValueError(f"inputs are declared by workflow entries, not {self.kind} ones")
+        return self
 
     @field_validator("aliases")
     @classmethod
@@ -367,6 +384,9 @@ class CatalogFile(BaseModel):
     description: str | None = None
     defaults: CatalogDefaults = Field(default_factory=CatalogDefaults)
     models: dict[str, CatalogEntry]
+    gpu_prices: dict[str, Price] | None = None
+    """Self-hosted classes: the price of each GPU type by its name (``H100``, ``A100-80GB``), so
+    that a result naming the GPU that ran is priced at that GPU's rate (``providers/modal.yaml``)."""
 
     @field_validator("models")
     @classmethod
@@ -374,6 +394,14 @@ class CatalogFile(BaseModel):
         for name in value:
             check_alias(name, "model")
         return value
+
+
+def shipped_gpu_prices(provider_type: str) -> dict[str, Pricing]:
+    """The ``gpu_prices`` of the shipped catalog file for ``provider_type`` (empty when none)."""
+    for _, catalog_file in _shipped_files():
+        if catalog_file.provider == provider_type and catalog_file.gpu_prices:
+            return {gpu: price.to_pricing() for gpu, price in catalog_file.gpu_prices.items()}
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +427,8 @@ class Pricing:
         """Estimated cost of ``request`` on ``deployment`` before running it, or None if unknowable."""
         outputs = request.num_outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            return _money(self.amount * _runs(request, deployment))
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * outputs)
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -418,6 +448,9 @@ class Pricing:
         """Cost of a finished result from what was actually produced, and how it was computed."""
         outputs = result.outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            runs = _runs(request, deployment)
+            return _money(self.amount * runs), f"{runs} run(s) × {self.describe()}"
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * len(outputs)), f"{len(outputs)} × {self.describe()}"
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -452,6 +485,11 @@ class Pricing:
 def _describe_pricing(unit: PriceUnit, amount: Decimal, source: str | None, date: str | None) -> str:
     origin = ", ".join(x for x in (source, date) if x)
     return f"${amount} {unit.value}" + (f" ({origin})" if origin else "")
+
+
+def _runs(request: GenerationRequest, deployment: Deployment) -> int:
+    """Calls made for ``request``: ``ceil(num_outputs / max_outputs_per_call)``."""
+    return -(-request.num_outputs // deployment.limits.max_outputs_per_call)
 
 
 def _dec(value: float) -> Decimal:
@@ -493,6 +531,8 @@ class Deployment:
     pricing: Pricing | None
     gpu_seconds_per_output: float | None = None
     source: str | None = None
+    inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+    """A workflow's declared inputs (empty for other kinds)."""
     rules: Mapping[str, ParamRule] = field(default_factory=dict)
     """The ``params`` that are :class:`ParamRule` s (value maps), by request field."""
     passthrough: bool = False
@@ -697,8 +737,11 @@ class Catalog:
         Over the shipped entry of ``provider_type`` for ``model`` (or an alias of it) when
         there is one: every key the entry sets wins, ``params`` and ``limits`` merge key by
         key. Else over the type's defaults, so ``params`` start from
-        :meth:`standard_params`.
+        :meth:`standard_params`. A workflow entry is taken as written: its ``params`` map to
+        the workflow's own inputs, which no standard mapping knows.
         """
+        if entry.kind == "workflow":
+            return entry
         shipped = self._shipped.get(provider_type, {})
         base = shipped.get(model) or shipped.get(self._shipped_aliases.get(model, ""))
         if base is None:
@@ -747,6 +790,8 @@ def _default_capabilities(kind: str) -> set[Capability]:
         return {Capability.UPSCALE}
     if kind == "remove-background":
         return {Capability.REMOVE_BACKGROUND}
+    if kind == "workflow":
+        return set()  # a workflow takes what its inputs declare
     return {Capability.TEXT_TO_IMAGE}
 
 
@@ -786,4 +831,5 @@ def build_deployment(
         gpu_seconds_per_output=entry.gpu_seconds_per_output,
         source=source,
         rules={name: value for name, value in raw.items() if isinstance(value, ParamRule)},
+        inputs=dict(entry.inputs or {}),
     )

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genrouter._models_listing import catalog_rows, check_kind, filter_rows, render_table, router_rows
+from genrouter._workflows import parse_cli_input
 from genrouter.catalog import Catalog
 from genrouter.config import RouterConfig, config_notes, config_present, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
@@ -141,11 +142,17 @@ def generate(
         list[str] | None, typer.Option("-p", "--provider", help="Allow only this provider (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the GenerationResult as JSON.")] = False,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("-i", "--input", help="A workflow input NAME=VALUE (JSON, or @file for an image)."),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Generate and save outputs; print paths, provider, cost and latency."""
     with _errors(verbose):
         fields: dict[str, Any] = {"model": model, "prompt": prompt, "num_outputs": num, **_parse_size(size)}
+        if inputs:
+            fields["inputs"] = dict(parse_cli_input(text) for text in inputs)
         if seed is not None:
             fields["seed"] = seed
         if provider:

@@ -38,6 +38,7 @@ from genrouter._deployments import PassthroughDeployments, needs_image, provider
 from genrouter._execution import Execution
 from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
+from genrouter._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
 from genrouter.catalog import Catalog, Deployment
@@ -133,6 +134,8 @@ class AsyncRouter:
             if bind_clock is not None:
                 bind_clock(self.clock)
         self._build_deployments()
+        self._workflow_inputs = check_workflow_deployments(self.deployments())
+        share_workflow_inputs(self._deployments, self._workflow_inputs)
         self._check_model_overrides()
 
     @classmethod
@@ -245,14 +248,17 @@ class AsyncRouter:
             close = difflib.get_close_matches(request.model, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
             raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
-        needs_image(request, deployments[0].kind)
+        kind = deployments[0].kind
+        needs_image(request, kind)
+        if request.inputs or kind == "workflow":
+            check_inputs(request, model=name, kind=kind, schema=self._workflow_inputs.get(name))
         policy = self.config.routing.policy_for(name)
         strategy = request.strategy or policy.strategy
         max_cost = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd
         plan = build_plan(
             request,
             model=name,
-            kind=deployments[0].kind,
+            kind=kind,
             deployments=deployments,
             strategy=strategy,
             provider_rank=self._rank(policy),

@@ -166,6 +166,10 @@ class GenerationRequest(BaseModel):
     output_format: OutputFormat | None = None
     safety_checker: bool | None = None
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A workflow model's named inputs (JSON values; images as URL, bytes or path).",
+    )
     provider_headers: dict[str, dict[str, str]] = Field(
         default_factory=dict,
         description="Extra HTTP headers per provider key ({key: {header: value}}), "
@@ -235,6 +239,16 @@ class GenerationRequest(BaseModel):
     @classmethod
     def _list_bytes_from_json(cls, value: Any) -> Any:
         return [_media_from_json(item) for item in value] if isinstance(value, list) else value
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _input_bytes_from_json(cls, value: Any) -> Any:
+        return {k: _media_from_json(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_serializer("inputs", when_used="json")
+    def _input_bytes_to_json(self, value: dict[str, Any]) -> dict[str, Any]:
+        # Image inputs given as bytes or a path round-trip like ``image`` does.
+        return {k: _media_to_json(v) if isinstance(v, bytes | Path) else v for k, v in value.items()}
 
     @field_serializer("image", "mask", when_used="json")
     def _bytes_to_json(self, value: MediaInput | None) -> str | None:

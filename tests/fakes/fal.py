@@ -10,7 +10,8 @@ real ``fal_client`` to drive it (``tests/test_fal_sdk_agreement.py`` proves that
   ``IN_PROGRESS(logs)`` → ``COMPLETED(logs, metrics[, error, error_type])``, one
   step per poll (202 while pending, 200 when complete);
 - ``GET .../requests/{id}`` answers the model output: ``images`` of the requested
-  ``image_size`` (no dimensions for Recraft) or a ``video``, with file URLs served
+  ``image_size`` (no dimensions for Recraft), a ``video``, or for ``comfy/`` endpoints
+  ComfyUI's per-node ``outputs`` (a saved image and a ``temp`` preview), with file URLs served
   by the fake itself under ``/files/`` so ``Artifact.aread()`` works;
 - ``PUT .../requests/{id}/cancel`` answers 202 ``CANCELLATION_REQUESTED`` (the job then
   shows ``COMPLETED`` with ``error_type: client_cancelled``) or 400 ``ALREADY_COMPLETED``.
@@ -400,6 +401,23 @@ class FakeFal:
         """The model output fal would return for ``job``."""
         files = f"{base}/files/{job.request_id}"
         seed = job.input.get("seed", 42)
+        if job.endpoint.startswith("comfy/"):  # ComfyUI endpoints answer files per output node
+            return {
+                "outputs": {
+                    "9": {
+                        "images": [
+                            {
+                                "url": f"{files}/0.png",
+                                "filename": "ComfyUI_00001_.png",
+                                "subfolder": "",
+                                "type": "output",
+                            }
+                        ]
+                    },
+                    "12": {"images": [{"url": f"{files}/p.png", "filename": "preview.png", "type": "temp"}]},
+                },
+                "timings": {"inference": job.behaviour.inference_time},
+            }
         if "video" in job.endpoint or "veo" in job.endpoint:
             return {
                 "video": {

@@ -94,7 +94,7 @@ class RecordingTransport:
         self._ids = itertools.count(1)
         self._results: dict[str, dict[str, Any]] = {}
 
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
+    async def spawn(self, model_id: str, payload: dict[str, Any], cls: str | None = None) -> str:
         call_id = f"fc-rec{next(self._ids):04d}"
         self.spawned.append((model_id, payload))
         width, height = payload.get("width", 64), payload.get("height", 64)
@@ -114,7 +114,7 @@ class RecordingTransport:
     async def cancel(self, call_id: str) -> None:
         return None
 
-    async def warm_containers(self, model_id: str) -> int | None:
+    async def warm_containers(self, model_id: str, cls: str | None = None) -> int | None:
         return 1
 
     async def aclose(self) -> None:

@@ -17,6 +17,7 @@ ceiling; the section's ``cold_start_s`` as the cold start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,6 +48,13 @@ class ModalCapacity:
         self._ttl_s = ttl_s
         self._facts: dict[str, tuple[float, CapacityFacts | None]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    def use_cold_start(self, seconds: float) -> None:
+        """Predict with this cold start from now on (the class's measured starts), cached facts too."""
+        self._cold_start_s = seconds
+        for model_id, (at, facts) in list(self._facts.items()):
+            if facts is not None:
+                self._facts[model_id] = (at, dataclasses.replace(facts, cold_start_s=seconds))
 
     def facts(self, model_id: str) -> CapacityFacts | None:
         """The cached facts for ``model_id``; starts a refresh when they are stale."""

@@ -47,6 +47,10 @@ maps (``{to, wrap, values, allowed, as, invert}``, :mod:`genrouter.backends._map
 applied before the options and decide what they govern (an ``output_format`` map replaces
 the jpeg|png rule, a ``duration_s`` list the ``limits.durations_s`` one); a width and
 height sent to an endpoint that takes only ``aspect_ratio`` go as the nearest allowed ratio.
+A ``kind: workflow`` deployment (a ``comfy/<owner>/<name>`` endpoint) is sent only what its
+``params`` map, request fields and ``inputs`` alike, under the endpoint's own names (image
+inputs as URLs); its outputs are read from ComfyUI's per-node ``outputs`` when the answer has
+no top-level ``images``.
 
 **Time-to-start.** A routed submit sends ``X-Fal-Request-Timeout`` = the request's
 remaining deadline in whole seconds (rounded down, at least 1): fal's deadline for the
@@ -103,7 +107,9 @@ import httpx
 from genrouter import __version__
 from genrouter._deadline import remaining_s
 from genrouter._secrets import is_credential_header, register_secret, scrub
+from genrouter._workflows import workflow_inputs
 from genrouter.backends._billing import billed_cost, price_data
+from genrouter.backends._comfy import comfy_artifacts
 from genrouter.backends._fal_storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
 from genrouter.backends._headers import request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
@@ -355,7 +361,11 @@ class FalBackend:
         headers = request_headers(request, self.name)
         # Media first, outside a request slot: an upload may take a while and asks fal's
         # REST host for a token through this client.
-        media = await media_inputs(request, deployment, self._media.url, provider=self.name)
+        if deployment.kind == "workflow":
+            where = f"{self.name} ({deployment.endpoint})"
+            media = await workflow_inputs(request, deployment, where=where, media=self._media.url)
+        else:
+            media = await media_inputs(request, deployment, self._media.url, provider=self.name)
         # The body is built once a request slot is free: submits queued behind thousands
         # of polls then hold no payloads (translation makes no request of its own).
         async with request_slots(self._client):
@@ -725,6 +735,8 @@ class FalBackend:
         """
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
+        if deployment.kind == "workflow":
+            return await self._translate_workflow(deployment, request, where, media)
         payload, warnings = translate_fields(request, deployment, provider=self.name)
         out = _Input(payload=payload, warnings=warnings)
         for name in requested_fields(request, DIRECT_FIELDS):
@@ -746,6 +758,23 @@ class FalBackend:
         out.names.update(media[2])
         out.warnings += apply_rules(out.payload, deployment, where)
         self._rule_duration(deployment, out)
+        keys = ("fal", self.name) if self.name != "fal" else ("fal",)
+        out.payload = merge_provider_options(out.payload, request, *keys)
+        return out
+
+    async def _translate_workflow(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        where: str,
+        resolved: tuple[dict[str, Any], list[str], dict[str, str]] | None,
+    ) -> _Input:
+        """A ComfyUI endpoint's input: each mapped request field and input under the endpoint's
+        name, image inputs through the media path (``resolved``: already done at submit)."""
+        if resolved is None:
+            resolved = await workflow_inputs(request, deployment, where=where, media=self._media.url)
+        payload, warnings, names = resolved
+        out = _Input(payload=dict(payload), warnings=list(warnings), names=dict(names))
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out
@@ -914,6 +943,8 @@ class FalBackend:
         flags = nsfw if isinstance(nsfw, list) else []
         fmt = job.data.get("output_format")
         duration = job.data.get("duration_s")
+        if not files and isinstance(output.get("outputs"), Mapping):
+            return comfy_artifacts(output["outputs"])  # a comfy/ endpoint: files per output node
         artifacts = []
         for index, (kind, item) in enumerate(files):
             info: Mapping[str, Any] = {"url": item} if isinstance(item, str) else item

@@ -275,11 +275,18 @@ class ModalSettings(ProviderSettings):
     type: Literal["modal"] = "modal"
     app: str = "genrouter-diffusion"
     cls: str = "Diffusion"
+    video_cls: str = "Video"
+    """The class serving ``kind: video`` models (``deploy/modal``'s ``Video``)."""
     gpu: str | None = None
     environment: str | None = None
     token_id: SecretStr | None = None
     token_secret: SecretStr | None = None
     cold_start_s: Annotated[float, Field(ge=0)] = 20.0
+    webhook_secret: SecretStr | None = None
+    """The ``whsec_...`` secret the deployment signs webhooks with (its ``GENROUTER_WEBHOOK_SECRET``)."""
+    shipped_models: bool = True
+    """Serve the shipped catalog's Modal models (``sdxl``...); false for a class that serves only
+    its ``models:`` (the ComfyUI class in ``deploy/modal/comfy``)."""
 
 
 class LatencySpec(SettingsModel):
