@@ -14,15 +14,23 @@ and memory traffic are real. Text encoders keep their widths with 2 layers each 
 Variants, each measured ``--repeats`` times (median, min–max; warm-up excluded):
 
 - ``bare b1`` / ``bare bN``: ``pipe(...)`` called directly, batch 1 and batch N.
-- ``service b1``: requests through the service (parse, batcher, per-item generators,
-  PNG encoding in its pool) with batching off, two clients in flight so encoding
-  overlaps the next generation: the serving overhead is ``1 - service b1 / bare b1``.
+- ``service b1``: requests through the deployed class's production path with batching
+  off, two clients in flight so encoding overlaps the next generation: the serving
+  overhead is ``1 - service b1 / bare b1``.
 - ``service b1 latency``: one client at a time (encoding on the critical path).
 - ``service dynamic``: ``--clients`` concurrent clients, dynamic batching up to N within
   ``--wait-ms``; reports images/s and the mean batch formed.
 
-Each runs eager, then with ``torch.compile`` of the denoiser (mode ``default``, as the
-anchor; ``--no-compile`` skips; FLUX compiles only with ``--flux-compile``). Prints one
+The production path (``--path concurrent``, the default) is what ``app.py``'s
+``Diffusion.generate`` does under ``@modal.concurrent``: each request is pickled and
+unpickled (as Modal sends it), awaited as its own coroutine through
+``DiffusionService.agenerate`` (the in-process batcher groups concurrent ones), and its
+result pickled back. ``--path generate_many`` instead hands each group of ``--clients``
+pickled requests to ``generate_many`` at once (a ``@modal.batched``-style call).
+
+Each runs eager, then with ``torch.compile`` of the denoiser in the deployment's own mode
+(``ServiceConfig.compile_mode``, ``max-autotune-no-cudagraphs``; ``--compile-mode`` picks
+another; ``--no-compile`` skips; FLUX compiles only with ``--flux-compile``). Prints one
 JSON line per variant and a table; ``--out`` also writes them to a file.
 
 Goals (shared/BENCHMARKS.md, one H100): SDXL ≥ 1.0 img/s with compile + batching;
@@ -33,8 +41,9 @@ this measures the whole pipeline, so expect the VAE decode and text encoders on 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
+import asyncio
 import json
+import pickle
 import statistics
 import sys
 import time
@@ -140,18 +149,28 @@ class Bench:
     def through_service(self, total: int, clients: int) -> tuple[float, list[int]]:
         """Seconds to serve ``total`` requests with ``clients`` in flight; the batches formed."""
         before = len(self.service.batch_sizes)
+        requests = [pickle.dumps(self.request()) for _ in range(total)]
         started = time.perf_counter()
-        pending: set[cf.Future[Any]] = set()
-        submitted = 0
-        while submitted < total or pending:
-            while submitted < total and len(pending) < clients:
-                pending.add(self.service.submit(self.request()))
-                submitted += 1
-            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for future in done:
-                future.result()
+        if self.args.path == "generate_many":
+            for start in range(0, total, clients):
+                chunk = [pickle.loads(r) for r in requests[start : start + clients]]
+                _check(pickle.loads(pickle.dumps(self.service.generate_many(chunk))))
+        else:
+            asyncio.run(self._concurrent(requests, clients))
         elapsed = time.perf_counter() - started
         return elapsed, self.service.batch_sizes[before:]
+
+    async def _concurrent(self, requests: list[bytes], clients: int) -> None:
+        """``clients`` callers, each awaiting its requests as app.py's ``generate`` does."""
+        queue = list(reversed(requests))
+
+        async def caller() -> None:
+            while queue:
+                request = pickle.loads(queue.pop())
+                result = await self.service.agenerate(request)
+                _check([pickle.loads(pickle.dumps(result))])
+
+        await asyncio.gather(*(caller() for _ in range(clients)))
 
     def measure(self, variant: str, mode: str, batch: int, run: Callable[[], tuple[float, int]]) -> float:
         """Warm up once, then ``repeats`` runs of ``run() -> (seconds, images)``; emits images/s."""
@@ -213,6 +232,12 @@ class Bench:
         return out
 
 
+def _check(results: list[dict[str, Any]]) -> None:
+    for result in results:
+        if "error" in result:
+            raise RuntimeError(f"the service failed a request: {result['error']}")
+
+
 def run_family(svc: Any, family: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     model, steps, guidance = FAMILIES[family]
     steps = args.steps or (2 if args.tiny else steps)
@@ -225,7 +250,7 @@ def run_family(svc: Any, family: str, args: argparse.Namespace) -> dict[str, dic
         wait_ms=args.wait_ms,
         warmup=False,
         encode_threads=4,
-        compile_mode=args.compile_mode,
+        compile_mode=args.compile_mode or svc.ServiceConfig().compile_mode,
     )
     started = time.perf_counter()
     service = svc.DiffusionService(config).setup()
@@ -308,8 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flux-dynamic", action="store_true", help="also batch FLUX (adds nothing on H100)")
     parser.add_argument(
         "--compile-mode",
-        default="default",
-        help="torch.compile mode (default: as the anchor; compiles in ~2 min)",
+        default=None,
+        help="torch.compile mode (default: the deployment's, max-autotune-no-cudagraphs; "
+        "'default' compiles in ~2 min as the anchor did)",
+    )
+    parser.add_argument(
+        "--path",
+        choices=("concurrent", "generate_many"),
+        default="concurrent",
+        help="the deployed class's path (concurrent agenerate) or a batched generate_many call",
     )
     parser.add_argument("--quick", action="store_true", help="2 repeats, fewer requests")
     parser.add_argument("--out", type=Path, default=None, help="also append JSON lines here")
@@ -330,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         batch=args.batch,
         repeats=args.repeats,
         tiny=args.tiny,
+        path=args.path,
+        compile_mode=args.compile_mode or svc.ServiceConfig().compile_mode,
     )
     results = {}
     for family in [f.strip() for f in args.models.split(",") if f.strip()]:

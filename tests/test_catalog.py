@@ -17,10 +17,12 @@ from genrouter.catalog import (
     CatalogEntry,
     Deployment,
     Limits,
+    ParamRule,
     PriceUnit,
     Pricing,
     build_deployment,
     load_catalog_file,
+    param_target,
     shipped_catalog_dir,
 )
 from genrouter.errors import ConfigError
@@ -385,7 +387,7 @@ def test_replicate_flux_maps_sizes_to_aspect_ratio(model: str) -> None:
     """Replicate FLUX has no width/height: sizes go to the nearest aspect ratio, not exactly."""
     entry = Catalog.load().models[model].entries["replicate"]
     params = entry.params or {}
-    assert params["aspect_ratio"] == "aspect_ratio"
+    assert param_target(params["aspect_ratio"]) == "aspect_ratio"
     assert params["width"] is None
     assert params["height"] is None
     assert entry.limits is not None
@@ -405,7 +407,10 @@ def test_replicate_sdxl_takes_exact_sizes() -> None:
 def test_replicate_safety_checker_is_inverted_and_documented(model: str) -> None:
     """Replicate's safety switch is disable_safety_checker, and the entry says it is inverted."""
     entry = Catalog.load().models[model].entries["replicate"]
-    assert (entry.params or {})["safety_checker"] == "disable_safety_checker"
+    rule = (entry.params or {})["safety_checker"]
+    assert param_target(rule) == "disable_safety_checker"
+    assert isinstance(rule, ParamRule)
+    assert rule.invert
     assert entry.description is not None
     assert "inverted" in entry.description
 
@@ -607,9 +612,15 @@ def test_per_image_estimate_is_price_times_outputs() -> None:
 
 
 def test_per_megapixel_estimate_rounds_megapixels_up() -> None:
-    """fal flux-dev at 1024x1024 (1.048576 MP) bills 2 MP: $0.05."""
-    cost = deployment("fal", "flux-dev").estimate_cost(request(width=1024, height=1024))
+    """fal flux-dev at 1536x1024 (1.5 fal megapixels of 1024x1024 pixels) bills 2 MP: $0.05."""
+    cost = deployment("fal", "flux-dev").estimate_cost(request(width=1536, height=1024))
     assert cost == Decimal("0.05")
+
+
+def test_fal_megapixel_is_1024_by_1024_pixels() -> None:
+    """fal flux-dev at 1024x1024 is one billed megapixel: $0.025, as fal charges."""
+    cost = deployment("fal", "flux-dev").estimate_cost(request(width=1024, height=1024))
+    assert cost == Decimal("0.025")
 
 
 def test_per_megapixel_estimate_uses_the_default_size() -> None:
@@ -621,7 +632,7 @@ def test_per_megapixel_estimate_uses_the_default_size() -> None:
 def test_per_megapixel_estimate_scales_with_outputs() -> None:
     """A per-megapixel estimate is per output image."""
     cost = deployment("fal", "flux-dev").estimate_cost(request(width=1024, height=1024, num_outputs=4))
-    assert cost == Decimal("0.2")
+    assert cost == Decimal("0.1")
 
 
 def test_exact_megapixels_are_not_rounded() -> None:
@@ -651,8 +662,10 @@ def test_per_video_estimate() -> None:
 
 def test_per_gpu_second_estimate_uses_seconds_per_output() -> None:
     """A GPU-second estimate is rate x estimated seconds per output x outputs."""
-    cost = deployment("modal", "sdxl").estimate_cost(request("sdxl", num_outputs=2))
-    assert cost == Decimal("0.001097") * 2
+    dep = deployment("modal", "sdxl")
+    cost = dep.estimate_cost(request("sdxl", num_outputs=2))
+    assert dep.gpu_seconds_per_output == 2.2  # eager SDXL, the class's default (providers/modal.yaml)
+    assert cost == (Decimal("0.001097") * Decimal("2.2") * 2).quantize(Decimal("0.000001"))
 
 
 def test_actual_per_image_counts_the_outputs_returned() -> None:
@@ -668,7 +681,7 @@ def test_actual_per_megapixel_uses_the_output_sizes() -> None:
     """Actual per-megapixel cost uses each output's reported size, rounded up per image."""
     dep = deployment("fal", "flux-dev")
     assert dep.pricing is not None
-    outputs = result(image(1024, 1024), image(512, 512))
+    outputs = result(image(1536, 1024), image(512, 512))
     amount, _ = dep.pricing.actual(request(), outputs, dep)
     assert amount == Decimal("0.075")
 
@@ -678,7 +691,7 @@ def test_actual_per_megapixel_falls_back_to_the_request_size() -> None:
     dep = deployment("fal", "flux-dev")
     assert dep.pricing is not None
     amount, _ = dep.pricing.actual(request(width=2048, height=2048), result(image()), dep)
-    assert amount == Decimal("0.125")
+    assert amount == Decimal("0.1")
 
 
 def test_actual_per_video_second_uses_the_output_duration() -> None:
@@ -844,6 +857,7 @@ def test_estimate_is_none_iff_price_or_quantity_unknown(
         PriceUnit.PER_MEGAPIXEL: sizing == "explicit" or default_size is not None,
         PriceUnit.PER_VIDEO_SECOND: duration is not None or default_duration is not None,
         PriceUnit.PER_GPU_SECOND: gpu_seconds is not None,
+        PriceUnit.PER_RUN: True,
     }[unit]
     estimate = dep.estimate_cost(request(**fields))
     assert (estimate is None) == (not priced or not known)

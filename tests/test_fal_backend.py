@@ -366,9 +366,9 @@ async def test_a_submit_builds_its_body_only_once_a_request_slot_is_free(
     built: list[str] = []
     translate = backend._translate
 
-    async def recording(d: Deployment, r: GenerationRequest) -> Any:
+    async def recording(d: Deployment, r: GenerationRequest, *media: Any) -> Any:
         built.append(r.prompt)
-        return await translate(d, r)
+        return await translate(d, r, *media)
 
     monkeypatch.setattr(backend, "_translate", recording)
     slots = request_slots(backend._client)
@@ -726,11 +726,18 @@ TRANSLATIONS: list[tuple[str, str, dict[str, Any], dict[str, Any], str | None]] 
         None,
     ),
     (
-        "kling drops width/height",
+        "kling sends width/height as the nearest allowed aspect ratio",
         "kling-video",
-        {"width": 640, "height": 480},
-        {},
-        "no input for width/height",
+        {"width": 1280, "height": 720},
+        {"aspect_ratio": "16:9"},
+        "takes aspect ratios, not sizes",
+    ),
+    (
+        "kling snaps an aspect ratio it lacks to the nearest allowed",
+        "kling-video",
+        {"aspect_ratio": "21:9"},
+        {"aspect_ratio": "16:9"},
+        "became 16:9",
     ),
     ("png passes", "flux-dev", {"output_format": "png"}, {"output_format": "png"}, None),
     ("jpeg passes", "flux-dev", {"output_format": "jpeg"}, {"output_format": "jpeg"}, None),
@@ -945,9 +952,10 @@ async def test_no_credentials_excludes_the_provider_in_explain() -> None:
         plan = router.explain("a fox", model="flux-dev")
     finally:
         await router.aclose()
-    (candidate,) = plan.candidates
-    assert candidate.excluded is not None
-    assert "no fal credentials" in candidate.excluded
+    assert plan.candidates  # flux-dev and its image-to-image variant
+    for candidate in plan.candidates:
+        assert candidate.excluded is not None
+        assert "no fal credentials" in candidate.excluded
 
 
 async def test_no_credentials_submit_raises_without_sending(api: respx.MockRouter) -> None:

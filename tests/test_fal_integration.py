@@ -81,7 +81,7 @@ async def test_happy_path_costs_from_actual_dimensions(
         result = await router.generate("a red fox", model="flux-dev", width=1024, height=1024, seed=7)
     (image,) = result.outputs
     assert (image.width, image.height, result.seed) == (1024, 1024, 7)
-    assert result.cost.amount_usd == Decimal("0.05")
+    assert result.cost.amount_usd == Decimal("0.025")
     assert (result.provider, result.endpoint) == ("fal", "fal-ai/flux/dev")
     assert fal_a.job_for("a red fox").input["image_size"] == "square_hd"
     assert (await image.aread()).startswith(b"\x89PNG")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import inspect
 import io
@@ -31,7 +32,9 @@ DEPRECATED_CLS_PARAMETERS = {
 """Parameters modal 1.6 rejects or deprecates (shared/reference/modal.md, "Renames")."""
 
 DEPRECATED_API = (
-    *DEPRECATED_CLS_PARAMETERS,
+    # max_inputs is current as @modal.concurrent's argument; as an @app.cls argument the
+    # options test below rejects it.
+    *(DEPRECATED_CLS_PARAMETERS - {"max_inputs"}),
     "web_endpoint",  # → fastapi_endpoint
     "modal.Stub",
     "modal.Mount",
@@ -73,7 +76,9 @@ def test_cls_options_are_modal_1_6_parameters(monkeypatch: pytest.MonkeyPatch, t
     accepted = set(inspect.signature(modal.App.cls).parameters)
     assert set(app.CLS_OPTIONS) <= accepted
     assert not set(app.CLS_OPTIONS) & DEPRECATED_CLS_PARAMETERS
-    assert set(app.BATCH_OPTIONS) <= set(inspect.signature(modal.batched).parameters)
+    assert set(app.VIDEO_CLS_OPTIONS) <= accepted
+    assert not set(app.VIDEO_CLS_OPTIONS) & DEPRECATED_CLS_PARAMETERS
+    assert set(app.CONCURRENCY_OPTIONS) <= set(inspect.signature(modal.concurrent).parameters)
 
 
 def test_every_optional_feature_imports_with_current_names(
@@ -122,12 +127,23 @@ def test_service_settings_are_copied_into_the_image_environment(
     assert "GENROUTER_MODAL_CPU" not in app.SETTINGS.service_env
 
 
-@pytest.mark.filterwarnings("ignore:The Diffusion.generate function is executing locally:UserWarning")
+def _hooks_and_generate(cls: Any, **parameters: Any) -> tuple[Any, Any]:
+    """An instance of the user class with its parameters, its enter hooks run in order, and
+    its ``generate`` as the raw coroutine function: what a container does with the class."""
+    user_cls = cls._get_user_cls()
+    instance = user_cls.__new__(user_cls)
+    instance.__dict__.update(parameters)
+    names = ("load", "start") if "load" in user_cls.__dict__ else ("load_and_start",)
+    for name in names:
+        user_cls.__dict__[name]._get_raw_f()(instance)
+    return instance, user_cls.__dict__["generate"]._get_raw_f()
+
+
 @pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 def test_local_generate_runs_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Diffusion(model_id=...).generate.local([...]) runs both enter hooks and returns images."""
+    """Diffusion(model_id=...) with both enter hooks run serves requests, an error dict for a bad one."""
     pytest.importorskip("diffusers")
     app = import_app(monkeypatch, tmp_path)
     for key, value in {
@@ -137,8 +153,15 @@ def test_local_generate_runs_the_service(monkeypatch: pytest.MonkeyPatch, tmp_pa
         "GENROUTER_LORA_DIR": str(tmp_path),
     }.items():
         monkeypatch.setenv(key, value)
-    results: list[dict[str, Any]] = app.Diffusion(model_id="flux-dev").generate.local(
-        [{"model": "flux-dev", "prompt": "a fox", "width": 32, "height": 32, "seed": 1}, {"prompt": ""}]
-    )
+    instance, generate = _hooks_and_generate(app.Diffusion, model_id="flux-dev")
+
+    async def both() -> list[dict[str, Any]]:
+        good = {"model": "flux-dev", "prompt": "a fox", "width": 32, "height": 32, "seed": 1}
+        return list(await asyncio.gather(generate(instance, good), generate(instance, {"prompt": ""})))
+
+    try:
+        results = asyncio.run(both())
+    finally:
+        instance.service.close()
     assert Image.open(io.BytesIO(results[0]["outputs"][0])).size == (32, 32)
     assert results[1]["error"]["type"] == "ValueError"

@@ -216,11 +216,19 @@ async def test_cold_start_adds_the_cold_start_estimate_to_the_cost(shared_servic
     assert "cold start" in (result.cost.basis or "")
 
 
-async def test_warm_container_leaves_the_gpu_second_cost_to_the_router(shared_service: Any) -> None:
-    """With a warm container the backend reports no cost; the router prices running_s from the catalog."""
+async def test_warm_container_cost_is_the_actual_gpu_seconds_times_the_price(shared_service: Any) -> None:
+    """With a warm container the cost is actual: the GPU-seconds the class reported × the price.
+
+    (Issue 15 replaced "the backend reports no cost; the router prices running_s": the class
+    now reports everything it held the GPU for, which is what Modal bills.)
+    """
     backend = make_backend(InProcessModalTransport(service=shared_service, warm=2))
     job, _ = await run(backend, modal_deployment(), GenerationRequest(model="sdxl", prompt="x", seed=2))
-    assert (await backend.fetch_result(job)).cost.amount_usd is None
+    result = await backend.fetch_result(job)
+    gpu_s = Decimal(repr(result.raw["gpu_seconds"]))
+    assert not result.cost.estimated
+    assert result.cost.amount_usd == (PRICE * gpu_s).quantize(Decimal("0.000001")).normalize()
+    assert "GPU-s held" in (result.cost.basis or "")
 
 
 async def test_service_rejection_is_an_invalid_request(shared_service: Any) -> None:

@@ -32,7 +32,6 @@ from genrouter import (
     RateLimitedError,
     SubmitOutcomeUnknownError,
 )
-from genrouter.backends import replicate as replicate_module
 from genrouter.backends.base import Backend
 from genrouter.backends.replicate import ReplicateBackend
 from genrouter.catalog import Catalog, CatalogEntry, Deployment, Limits, build_deployment
@@ -366,17 +365,16 @@ async def test_a_lost_create_found_in_the_listing_becomes_the_job(
     assert any("found its prediction by listing" in w for w in job.warnings)
 
 
-async def test_a_lost_create_missing_from_two_listings_is_retryable(
+async def test_a_lost_create_missing_from_two_listings_stays_outcome_unknown(
     api: respx.MockRouter, backend: ReplicateBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two clean listings without it: nothing was created, so sending again is safe."""
+    """Two complete listings without it: still SubmitOutcomeUnknownError, never sent there again."""
     monkeypatch.setattr("genrouter.backends.replicate.RECONCILE_PAUSE_S", 0.0)
     api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
     empty = api.get("/v1/predictions").mock(return_value=httpx.Response(200, json={"results": []}))
-    with pytest.raises(ProviderUnavailableError) as caught:
+    with pytest.raises(SubmitOutcomeUnknownError) as caught:
         await backend.submit(deployment(), request())
-    assert caught.value.retryable
-    assert not isinstance(caught.value, SubmitOutcomeUnknownError)
+    assert not caught.value.retryable
     assert empty.call_count == 2
 
 
@@ -739,13 +737,13 @@ async def test_image_string_that_is_not_a_url_is_refused(
     assert caught.value.field == "image"
 
 
-async def test_oversized_inline_image_is_refused(
-    api: respx.MockRouter, backend: ReplicateBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Bytes over MAX_INLINE_BYTES raise InvalidRequestError asking for a URL."""
-    monkeypatch.setattr(replicate_module, "MAX_INLINE_BYTES", 8)
-    with pytest.raises(InvalidRequestError, match="https URL"):
-        await backend.submit(deployment(), request(image=PNG))
+async def test_oversized_image_is_refused(api: respx.MockRouter) -> None:
+    """Bytes over max_upload_bytes raise InvalidRequestError naming the field and the limit."""
+    capped = make_backend(api, max_upload_bytes=8)
+    with pytest.raises(InvalidRequestError, match="limit of 8 bytes") as caught:
+        await capped.submit(deployment(), request(image=PNG))
+    await capped.aclose()
+    assert caught.value.field == "image"
 
 
 async def test_unmapped_fields_are_dropped_with_warnings(

@@ -251,14 +251,15 @@ async def test_a_create_that_lost_its_answer_is_found_by_listing(fake: FakeRepli
     assert any("found its prediction by listing" in w for w in result.warnings)
 
 
-async def test_a_create_that_made_nothing_is_sent_again(fake: FakeReplicate, make: Build) -> None:
-    """A create lost before it made a prediction (two clean listings) is safe to send again."""
+async def test_an_unmatched_create_is_never_sent_again(
+    fake: FakeReplicate, make: Build, backup: FakeBackend
+) -> None:
+    """A lost create found in no listing (two complete looks) stays outcome-unknown: it fails over."""
     fake.create_faults = ["drop"]
     result = await make(retry={"max_attempts": 3}).generate("a fox", model="flux-dev")
-    assert outcomes(result) == [("replicate", "failed"), ("replicate", "succeeded")]
-    assert "safe to send again" in str(result.attempts[0].error)
-    assert fake.create_count == 2
-    assert len(fake.predictions) == 1
+    assert outcomes(result) == [("replicate", "failed"), ("backup", "succeeded")]
+    assert str(result.attempts[0].error).startswith("SubmitOutcomeUnknownError")
+    assert fake.create_count == 1
     assert fake.lists == 2
 
 

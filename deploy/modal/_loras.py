@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LoraCache"]
+__all__ = ["HotswapSlot", "LoraCache"]
 
 _LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
@@ -107,3 +107,67 @@ class LoraCache:
             raise ValueError(f"LoRA {target.name} does not fit {self.model_id}: {exc}") from None
         self.loaded[name] = target
         self.loads += 1
+
+
+class HotswapSlot:
+    """One LoRA slot inside a compiled denoiser, refilled in place so swapping never recompiles.
+
+    With ``torch.compile`` on, :meth:`prepare` (before compiling) enables diffusers' LoRA
+    hotswap at ``target_rank`` and loads a placeholder adapter whose B matrices are zero (it
+    changes nothing) into the slot. A request with one LoRA then hotswaps that LoRA's weights
+    into the slot, its scale folded into B (so the scaling, a graph input, never changes); a
+    request without LoRAs swaps the placeholder back. LoRAs the slot cannot take (several per
+    request, a rank above ``target_rank``, layers the placeholder does not adapt) are refused by
+    :meth:`swap` returning False, and run on the eager module instead.
+    """
+
+    NAME = "hotswap"
+
+    def __init__(self, target_rank: int) -> None:
+        self.target_rank = target_rank
+        self.placeholder: str | None = None
+        self.current: tuple[str, float] | None = None
+        self.swaps = 0
+        self.unfit: set[str] = set()
+
+    def prepare(self, pipe: Any, placeholder_path: str) -> None:
+        """Enable hotswap and load the zero placeholder (call before ``torch.compile``)."""
+        pipe.enable_lora_hotswap(target_rank=self.target_rank)
+        target = Path(placeholder_path)
+        pipe.load_lora_weights(str(target.parent), weight_name=target.name, adapter_name=self.NAME)
+        self.placeholder = placeholder_path
+
+    def swap(self, pipe: Any, wanted: Sequence[tuple[str, str, float]]) -> bool:
+        """Put ``wanted`` (one LoRA, or none: the placeholder) in the slot; False if it cannot go there."""
+        if self.placeholder is None or len(wanted) > 1 or any(name in self.unfit for name, _, _ in wanted):
+            return False
+        key = (wanted[0][0], wanted[0][2]) if wanted else None
+        if key == self.current:
+            return True
+        path, scale = (wanted[0][1], wanted[0][2]) if wanted else (self.placeholder, 1.0)
+        try:
+            state = _scaled_state(pipe, path, scale)
+            pipe.load_lora_weights(state, adapter_name=self.NAME, hotswap=True)
+        except Exception:
+            if not wanted:
+                raise
+            self.unfit.add(wanted[0][0])
+            return False
+        self.current = key
+        self.swaps += 1
+        return True
+
+
+def _scaled_state(pipe: Any, path: str, scale: float) -> dict[str, Any]:
+    target = Path(path)
+    loaded = (
+        pipe.lora_state_dict(str(target))
+        if target.is_dir()
+        else pipe.lora_state_dict(str(target.parent), weight_name=target.name)
+    )
+    state: dict[str, Any] = dict(loaded[0] if isinstance(loaded, tuple) else loaded)
+    if scale != 1.0:
+        for key, tensor in state.items():
+            if "lora_B" in key or "lora_up" in key or "lora.up" in key:
+                state[key] = tensor * scale
+    return state

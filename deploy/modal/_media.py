@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-__all__ = ["encode_image", "encode_video"]
+__all__ = ["blank_png", "encode_image", "encode_video"]
 
 
 def _to_uint8(array: Any) -> Any:
@@ -58,4 +58,13 @@ def encode_video(frames: Any, fmt: str, fps: int) -> bytes:
         images[0].save(buffer, format="WEBP", quality=85, **kwargs)
     else:
         images[0].save(buffer, format="GIF", **kwargs)
+    return buffer.getvalue()
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A mid-grey PNG of ``width`` x ``height`` (the first frame of image-to-video warm-ups)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (128, 128, 128)).save(buffer, format="PNG")
     return buffer.getvalue()

@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import urllib.parse
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -40,6 +41,9 @@ KNOWN_FIELDS = frozenset(
         "output_format",
         "duration_s",
         "fps",
+        "webhook_url",
+        "checkpoint",
+        "output_volume",
     }
 )
 
@@ -65,6 +69,12 @@ class Request:
     num_frames: int | None
     fps: int | None
     warnings: list[str]
+    webhook_url: str | None = None
+    """Where to POST the signed job event when the request ends (``_webhooks.py``)."""
+    checkpoint: tuple[str, str] | None = None
+    """``(key, path)`` of a single-file checkpoint whose denoiser serves this request."""
+    output_volume: bool | None = None
+    """Write outputs to the output folder (a Volume): True, False, or None (when large)."""
 
     @property
     def key(self) -> Hashable:
@@ -82,6 +92,9 @@ class Request:
             self.strength if img2img else None,
             loras,
             self.num_frames,
+            self.checkpoint[0] if self.checkpoint else None,
+            # Video: one request per pipeline call (each runs minutes; a batch would wait on all).
+            id(self) if self.num_frames is not None else None,
         )
 
 
@@ -154,7 +167,10 @@ def parse_request(raw: Mapping[str, Any], models: Mapping[str, Any], config: Any
         seed = derived_seed(raw)
     steps = _int(raw, "steps", loaded.default_steps, 1, 200)
     guidance = _float(raw, "guidance", spec.default_guidance, 0.0, 50.0)
-    image, strength = _image(raw, spec, width, height, steps)
+    if spec.image_to_video:
+        image, strength = _first_frame(raw, spec, width, height), None
+    else:
+        image, strength = _image(raw, spec, width, height, steps)
     loras = _loras(raw, loaded, config)
     output_format = raw.get("output_format") or ("webp" if spec.kind == "video" else "png")
     formats = VIDEO_FORMATS if spec.kind == "video" else IMAGE_FORMATS
@@ -164,11 +180,38 @@ def parse_request(raw: Mapping[str, Any], models: Mapping[str, Any], config: Any
         raise ValueError("mp4 output needs PyAV in the image (pip install av); ask for webp or gif")
     num_frames = fps = None
     if spec.kind == "video":
-        fps = _int(raw, "fps", spec.fps, 1, 60)
-        duration = _float(raw, "duration_s", (spec.num_frames - 1) / spec.fps, 0.1, 30.0)
+        asked_fps = _int(raw, "fps", spec.fps, 1, 60)
+        fps = spec.fps  # the rate the model was trained at: another rate would change the motion
+        if asked_fps != fps:
+            warnings.append(
+                f"{model} plays at its trained {fps} fps; fps={asked_fps} was ignored "
+                "(duration_s sets the length)"
+            )
+        duration = _float(raw, "duration_s", (spec.num_frames - 1) / spec.fps, 0.1, 120.0)
         num_frames = max(5, 4 * round(duration * fps / 4) + 1)  # Wan needs 4k + 1 frames
+        if num_frames > spec.max_frames:
+            warnings.append(
+                f"{model} is trained on at most {spec.max_frames} frames ({(spec.max_frames - 1) / fps:g} s "
+                f"at {fps} fps); duration_s={duration:g} was capped to that"
+            )
+            num_frames = spec.max_frames
     elif raw.get("duration_s") is not None or raw.get("fps") is not None:
         warnings.append(f"{model} makes images; duration_s and fps were ignored")
+    webhook_url = _webhook_url(raw.get("webhook_url"))
+    checkpoint = None
+    if raw.get("checkpoint") is not None:
+        if loras:
+            raise ValueError("a checkpoint with LoRAs is not supported; ask for one or the other")
+        if loaded.checkpoints is None:
+            raise ValueError(f"{model} takes no checkpoint")
+        checkpoint = loaded.checkpoints.resolve(raw["checkpoint"])
+    output_volume = raw.get("output_volume")
+    if output_volume is not None and not isinstance(output_volume, bool):
+        raise ValueError(f"output_volume must be true or false, not {type(output_volume).__name__}")
+    if output_volume and not getattr(config, "output_dir", None):
+        raise ValueError(
+            "output_volume: this deployment has no output Volume (GENROUTER_MODAL_OUTPUTS_VOLUME)"
+        )
     return Request(
         model=model,
         prompt=prompt,
@@ -186,7 +229,39 @@ def parse_request(raw: Mapping[str, Any], models: Mapping[str, Any], config: Any
         num_frames=num_frames,
         fps=fps,
         warnings=warnings,
+        webhook_url=webhook_url,
+        checkpoint=checkpoint,
+        output_volume=output_volume,
     )
+
+
+def _first_frame(raw: Mapping[str, Any], spec: Any, width: int, height: int) -> Any:
+    """Image-to-video: the required first frame, resized to the clip's size."""
+    data = raw.get("image")
+    if data is None:
+        raise ValueError(f"{spec.model_id} makes a video from an image: send image (PNG, JPEG or WebP bytes)")
+    if raw.get("strength") is not None:
+        raise ValueError(f"{spec.model_id} takes no strength: the image is the first frame")
+    if not isinstance(data, bytes | bytearray):
+        raise ValueError("image must be bytes (PNG, JPEG or WebP)")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as opened:
+            return opened.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"image is not a readable image: {exc}") from None
+
+
+def _webhook_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"webhook_url must be a string, not {type(value).__name__}")
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"webhook_url {value[:200]!r} is not an http(s) URL with a host")
+    return value
 
 
 def _image(

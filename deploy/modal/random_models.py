@@ -34,7 +34,7 @@ __all__ = [
     "save_random_lora",
 ]
 
-FAMILIES = ("sdxl", "flux", "flux-schnell", "wan")
+FAMILIES = ("sdxl", "flux", "flux-schnell", "wan", "wan-i2v")
 """Pipeline families this module can build."""
 
 FULL_TEXT_LAYERS = 2
@@ -290,20 +290,25 @@ def _flux(full: bool, schnell: bool) -> Any:
     )
 
 
-def _wan(full: bool) -> Any:
+def _wan(full: bool, *, i2v: bool = False) -> Any:
+    """Wan 2.1; with ``i2v`` the image-to-video variant (36 input channels: noise, the encoded
+    first frame and its mask), without the CLIP image encoder (as Wan 2.2's 5B model)."""
     from diffusers import (
         AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
+        WanImageToVideoPipeline,
         WanPipeline,
         WanTransformer3DModel,
     )
+
+    in_channels = 36 if i2v else 16
 
     if full:
         transformer = WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=12,
             attention_head_dim=128,
-            in_channels=16,
+            in_channels=in_channels,
             out_channels=16,
             text_dim=4096,
             freq_dim=256,
@@ -320,7 +325,7 @@ def _wan(full: bool) -> Any:
             patch_size=(1, 2, 2),
             num_attention_heads=2,
             attention_head_dim=12,
-            in_channels=16,
+            in_channels=in_channels,
             out_channels=16,
             text_dim=32,
             freq_dim=256,
@@ -338,7 +343,8 @@ def _wan(full: bool) -> Any:
             temperal_downsample=[False, True, True],
         )
         text_encoder = _t5(32, 8, 37, 4, 2, umt5=True)
-    return WanPipeline(
+    pipeline_class = WanImageToVideoPipeline if i2v else WanPipeline
+    return pipeline_class(
         tokenizer=char_tokenizer(512, bos=False),
         text_encoder=text_encoder,
         vae=vae,
@@ -373,8 +379,8 @@ def build_pipeline(
         torch.manual_seed(seed)
         if family == "sdxl":
             pipe = _sdxl(full)
-        elif family == "wan":
-            pipe = _wan(full)
+        elif family in ("wan", "wan-i2v"):
+            pipe = _wan(full, i2v=family == "wan-i2v")
         else:
             pipe = _flux(full, schnell=family == "flux-schnell")
     for component in pipe.components.values():
@@ -413,11 +419,13 @@ def save_random_lora(
     rank: int = 4,
     seed: int = 0,
     std: float = 0.5,
+    zero_b: bool = False,
 ) -> Path:
     """Write ``<directory>/<name>.safetensors``: a LoRA with random A and B for ``pipe``'s denoiser.
 
     Both matrices are random (a trained LoRA's B starts at zero; a random one must not,
-    or it would change nothing). Returns the file's path.
+    or it would change nothing), unless ``zero_b``: then it changes nothing (the service's
+    hotswap placeholder). Returns the file's path.
     """
     import torch
 
@@ -429,7 +437,7 @@ def save_random_lora(
     for module_name, module in denoiser.named_modules():
         if isinstance(module, torch.nn.Linear) and module_name.endswith(tuple("." + t for t in LORA_TARGETS)):
             a = torch.randn(rank, module.in_features, generator=generator) * std
-            b = torch.randn(module.out_features, rank, generator=generator) * std
+            b = torch.randn(module.out_features, rank, generator=generator) * (0.0 if zero_b else std)
             layers[f"{module_name}.lora_A.weight"] = a
             layers[f"{module_name}.lora_B.weight"] = b
     if not layers:

@@ -99,8 +99,22 @@ def _sibling(name: str) -> Any:
 
 _batching = _sibling("_batching")
 _loras = _sibling("_loras")
+_checkpoints = _sibling("_checkpoints")
 _media = _sibling("_media")
 _requests = _sibling("_requests")
+_webhooks = _sibling("_webhooks")
+_config = _sibling("_config")
+_models = _sibling("_models")
+
+ENV_VARIABLES: tuple[str, ...] = _config.ENV_VARIABLES
+ServiceConfig = _config.ServiceConfig
+ModelSpec = _models.ModelSpec
+MODELS: dict[str, Any] = _models.MODELS
+register_model = _models.register_model
+gpu_type = _models.gpu_type
+_PIPELINES: dict[str, tuple[str, str | None]] = _models.PIPELINES
+_patch_wan_prompt_cleaning = _models.patch_wan_prompt_cleaning
+_outputs = _sibling("_outputs")
 
 DynamicBatcher = _batching.DynamicBatcher
 builtin_error = _batching.builtin_error
@@ -109,223 +123,6 @@ parse_request = _requests.parse_request
 MAX_SEED: int = _requests.MAX_SEED
 IMAGE_FORMATS: dict[str, str] = _requests.IMAGE_FORMATS
 VIDEO_FORMATS: dict[str, str] = _requests.VIDEO_FORMATS
-
-
-# -- configuration -------------------------------------------------------------------
-
-ENV_VARIABLES = (
-    "GENROUTER_MODELS",
-    "GENROUTER_EXTRA_MODELS",
-    "GENROUTER_WEIGHTS_DIR",
-    "GENROUTER_LORA_DIR",
-    "GENROUTER_DEVICE",
-    "GENROUTER_DTYPE",
-    "GENROUTER_COMPILE",
-    "GENROUTER_COMPILE_MODE",
-    "GENROUTER_MAX_BATCH_SIZE",
-    "GENROUTER_BATCH_WAIT_MS",
-    "GENROUTER_MAX_LORAS",
-    "GENROUTER_ENCODE_THREADS",
-    "GENROUTER_PNG_COMPRESS_LEVEL",
-    "GENROUTER_WARMUP",
-    "GENROUTER_RANDOM_WEIGHTS",
-    "GENROUTER_CPU_THREADS",
-)
-"""The variables the service reads, besides ``GENROUTER_SOURCE_<MODEL>``."""
-
-
-def _flag(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-@dataclasses.dataclass(frozen=True)
-class ServiceConfig:
-    """How the service loads and runs models. :meth:`from_env` reads ``GENROUTER_*`` variables."""
-
-    models: tuple[str, ...] = ("sdxl",)
-    """Model ids to load (``GENROUTER_MODELS``, comma-separated)."""
-    weights_dir: str | None = None
-    """Folder with one diffusers folder per model id (``GENROUTER_WEIGHTS_DIR``); else the HF cache."""
-    lora_dir: str | None = None
-    """Folder of LoRA files (``GENROUTER_LORA_DIR``); None: LoRA requests are refused."""
-    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Per-model weight source overrides, a path or a hub repo id (``GENROUTER_SOURCE_<MODEL>``)."""
-    device: str = "auto"
-    """``auto`` (CUDA when present), ``cuda`` or ``cpu`` (``GENROUTER_DEVICE``)."""
-    dtype: str = "auto"
-    """``auto`` (bfloat16 on CUDA, float32 on CPU), ``bfloat16``, ``float16``, ``float32``."""
-    compile: bool = False
-    """``torch.compile`` the denoiser (``GENROUTER_COMPILE``)."""
-    compile_mode: str = "max-autotune-no-cudagraphs"
-    """``torch.compile`` mode (``GENROUTER_COMPILE_MODE``)."""
-    max_batch_size: int = 4
-    """Most images in one pipeline call (``GENROUTER_MAX_BATCH_SIZE``)."""
-    wait_ms: float = 20.0
-    """Longest a request waits for batch-mates (``GENROUTER_BATCH_WAIT_MS``)."""
-    max_loras: int = 8
-    """LoRA adapters kept loaded per model (``GENROUTER_MAX_LORAS``)."""
-    max_loras_per_request: int = 4
-    max_outputs: int = 8
-    max_pixels: int = 2048 * 2048
-    encode_threads: int = 4
-    """Threads that encode outputs (``GENROUTER_ENCODE_THREADS``)."""
-    png_compress_level: int = 1
-    """zlib level for PNG (1 is fast: ~30 ms for 1024², files ~25 % larger than level 6)."""
-    random_weights: str = ""
-    """``tiny`` or ``full``: random pipelines instead of weights (``GENROUTER_RANDOM_WEIGHTS``)."""
-    warmup: bool | None = None
-    """Run one small generation per model in ``to_device`` (default: on CUDA only)."""
-    cpu_threads: int | None = None
-    """``torch.set_num_threads`` on a CPU device (``GENROUTER_CPU_THREADS``): 1 keeps tiny models
-    fast on a busy machine, where OpenMP threads otherwise spin waiting for each other."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
-        """A config from ``GENROUTER_*`` environment variables; ``overrides`` win."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if env.get("GENROUTER_MODELS"):
-            values["models"] = tuple(m.strip() for m in env["GENROUTER_MODELS"].split(",") if m.strip())
-        for name, key in (
-            ("weights_dir", "GENROUTER_WEIGHTS_DIR"),
-            ("lora_dir", "GENROUTER_LORA_DIR"),
-            ("device", "GENROUTER_DEVICE"),
-            ("dtype", "GENROUTER_DTYPE"),
-            ("compile_mode", "GENROUTER_COMPILE_MODE"),
-            ("random_weights", "GENROUTER_RANDOM_WEIGHTS"),
-        ):
-            if env.get(key):
-                values[name] = env[key]
-        for name, key in (
-            ("max_batch_size", "GENROUTER_MAX_BATCH_SIZE"),
-            ("max_loras", "GENROUTER_MAX_LORAS"),
-            ("encode_threads", "GENROUTER_ENCODE_THREADS"),
-            ("png_compress_level", "GENROUTER_PNG_COMPRESS_LEVEL"),
-            ("cpu_threads", "GENROUTER_CPU_THREADS"),
-        ):
-            if env.get(key):
-                values[name] = int(env[key])
-        if env.get("GENROUTER_BATCH_WAIT_MS"):
-            values["wait_ms"] = float(env["GENROUTER_BATCH_WAIT_MS"])
-        if env.get("GENROUTER_COMPILE"):
-            values["compile"] = _flag(env["GENROUTER_COMPILE"])
-        if env.get("GENROUTER_WARMUP"):
-            values["warmup"] = _flag(env["GENROUTER_WARMUP"])
-        sources = {
-            key[len("GENROUTER_SOURCE_") :].lower().replace("_", "-"): value
-            for key, value in env.items()
-            if key.startswith("GENROUTER_SOURCE_") and value
-        }
-        if sources:
-            values["sources"] = sources
-        values.update(overrides)
-        return cls(**values)
-
-
-# -- the model registry ---------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """A model the service can serve, and how to load and drive it."""
-
-    model_id: str
-    family: str
-    """``sdxl``, ``flux`` or ``wan``: which diffusers pipeline classes load it."""
-    source: str
-    """Hub repo id or path of the weights (a folder in ``weights_dir`` named like the id wins)."""
-    random_family: str
-    """The :mod:`random_models` family used with ``random_weights``."""
-    kind: str = "image"
-    default_steps: int = 30
-    default_guidance: float = 5.0
-    default_size: tuple[int, int] = (1024, 1024)
-    size_factor: int = 1
-    """Size step = VAE scale factor x this (FLUX and Wan pack 2x2 latent patches)."""
-    max_sequence_length: int | None = None
-    negative_prompt: bool = True
-    img2img: bool = True
-    lora: bool = True
-    variant: str | None = None
-    fps: int = 16
-    num_frames: int = 33
-
-
-MODELS: dict[str, ModelSpec] = {
-    "sdxl": ModelSpec(
-        "sdxl",
-        "sdxl",
-        "stabilityai/stable-diffusion-xl-base-1.0",
-        "sdxl",
-        default_steps=30,
-        default_guidance=5.0,
-        variant="fp16",
-    ),
-    "flux-dev": ModelSpec(
-        "flux-dev",
-        "flux",
-        "black-forest-labs/FLUX.1-dev",
-        "flux",
-        default_steps=28,
-        default_guidance=3.5,
-        size_factor=2,
-        max_sequence_length=512,
-        negative_prompt=False,
-    ),
-    "flux-schnell": ModelSpec(
-        "flux-schnell",
-        "flux",
-        "black-forest-labs/FLUX.1-schnell",
-        "flux-schnell",
-        default_steps=4,
-        default_guidance=0.0,
-        size_factor=2,
-        max_sequence_length=256,
-        negative_prompt=False,
-        img2img=False,
-        lora=False,
-    ),
-    "wan-t2v": ModelSpec(
-        "wan-t2v",
-        "wan",
-        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-        "wan",
-        kind="video",
-        default_steps=30,
-        default_guidance=5.0,
-        default_size=(832, 480),
-        size_factor=2,
-        max_sequence_length=512,
-        img2img=False,
-        lora=False,
-    ),
-}
-"""Every model the service knows, by id. Add fine-tunes with :func:`register_model`."""
-
-
-def register_model(model_id: str, base: str, source: str) -> ModelSpec:
-    """Serve a fine-tune: ``model_id`` is ``base``'s architecture with weights from ``source``.
-
-    ``GENROUTER_EXTRA_MODELS="my-sdxl=sdxl:/weights/my-sdxl"`` does the same at deploy time.
-    """
-    if base not in MODELS:
-        raise ValueError(f"unknown base model {base!r}; expected one of {', '.join(sorted(MODELS))}")
-    spec = dataclasses.replace(MODELS[base], model_id=model_id, source=source, variant=None)
-    MODELS[model_id] = spec
-    return spec
-
-
-def _register_extra_models(value: str) -> None:
-    for item in filter(None, (part.strip() for part in value.split(","))):
-        model_id, _, rest = item.partition("=")
-        base, _, source = rest.partition(":")
-        if not (model_id and base and source):
-            raise ValueError(f"GENROUTER_EXTRA_MODELS item {item!r} is not 'id=base:source'")
-        register_model(model_id.strip(), base.strip(), source.strip())
-
-
-if os.environ.get("GENROUTER_EXTRA_MODELS"):
-    _register_extra_models(os.environ["GENROUTER_EXTRA_MODELS"])
 
 
 # -- the service -------------------------------------------------------------------------
@@ -343,13 +140,12 @@ class _Loaded:
     default_size: tuple[int, int]
     default_steps: int
     loras: LoraCache
-
-
-_PIPELINES = {
-    "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
-    "flux": ("FluxPipeline", "FluxImg2ImgPipeline"),
-    "wan": ("WanPipeline", None),
-}
+    checkpoints: Any = None
+    """The model's :class:`_checkpoints.CheckpointCache`."""
+    config_source: str | None = None
+    """Where the model's diffusers configs are (the weights' path or hub id); None for random weights."""
+    hotswap: Any = None
+    """The model's :class:`_loras.HotswapSlot` when LoRAs are hotswapped into the compiled denoiser."""
 
 
 class DiffusionService:
@@ -367,12 +163,23 @@ class DiffusionService:
         self.models: dict[str, _Loaded] = {}
         self.device = "cpu"
         self._dtype: Any = None
+        self._loaded_dtype: Any = None
         self._pool: cf.ThreadPoolExecutor | None = None
         self._batcher = DynamicBatcher(
             self._run_group, max_batch_size=self.config.max_batch_size, wait_ms=self.config.wait_ms
         )
         self._gpu_lock = threading.Lock()
         self._on_device = False
+        self.gpu = "cpu"
+        """The GPU type serving (Modal's names: ``H100``, ``A100-80GB``...), or ``cpu``."""
+        self.warmed: list[tuple[str, int, int, int]] = []
+        """``(model, width, height, batch)`` of each warm-up generation, in order."""
+        self.cold_start_s: float | None = None
+        """Seconds this container spent starting (set by ``app.py``); reported on its first result."""
+        self._cold_start_reported = False
+        self._webhooks: Any = (
+            _webhooks.WebhookSender(self.config.webhook_secret) if self.config.webhook_secret else None
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -383,7 +190,21 @@ class DiffusionService:
         self.start()
         return self
 
+    def _load_dtype(self) -> Any:
+        """The dtype weights are loaded in before the device is known (touches no CUDA).
+
+        ``auto`` means bfloat16 unless the device is explicitly ``cpu``: a container loads
+        to CPU memory in the snapshot phase and serves on the GPU in bfloat16, so the
+        snapshot holds bfloat16 weights (half the memory, and nothing to convert later).
+        """
+        import torch
+
+        if self.config.dtype != "auto":
+            return getattr(torch, self.config.dtype)
+        return torch.float32 if self.config.device == "cpu" else torch.bfloat16
+
     def _resolve_device(self) -> tuple[str, Any]:
+        """The serving device and dtype: called in :meth:`to_device` (the GPU phase), never before."""
         import torch
 
         device = self.config.device
@@ -395,19 +216,23 @@ class DiffusionService:
         return device, getattr(torch, dtype_name)
 
     def load_cpu(self) -> None:
-        """Load every configured model into CPU memory (no GPU needed: the snapshot phase).
+        """Load every configured model into CPU memory: the memory-snapshot phase.
 
-        Random full-size weights (``random_weights="full"``) are created on the target
-        device directly: a float32 CPU copy would be 50 GB of noise.
+        Nothing here touches CUDA (no GPU exists in that phase): the device is resolved by
+        :meth:`to_device`. Weights load in :meth:`_load_dtype` (bfloat16 for a GPU
+        deployment). Random full-size weights (``random_weights="full"``) are built by
+        :meth:`to_device` on the device itself: a CPU copy would be tens of GB of noise.
         """
-        self.device, self._dtype = self._resolve_device()
-        if self.device == "cpu" and self.config.cpu_threads:
+        self._dtype = self._loaded_dtype = self._load_dtype()
+        if self.config.device == "cpu" and self.config.cpu_threads:
             import torch
 
             torch.set_num_threads(self.config.cpu_threads)
         unknown = [m for m in self.config.models if m not in MODELS]
         if unknown:
             raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(sorted(MODELS))}")
+        if self.config.random_weights == "full":
+            return
         for model_id in self.config.models:
             if model_id not in self.models:
                 self.models[model_id] = self._load(MODELS[model_id])
@@ -417,13 +242,20 @@ class DiffusionService:
 
         started = time.perf_counter()
         random_scale = self.config.random_weights
+        config_source = None
         if random_scale:
             build_device = self.device if random_scale == "full" else "cpu"
             pipe = _sibling("random_models").build_pipeline(
                 spec.random_family, random_scale, device=build_device, dtype=self._dtype
             )
         else:
-            pipe = self._from_pretrained(getattr(diffusers, _PIPELINES[spec.family][0]), spec)
+            pipe, config_source = self._from_pretrained(getattr(diffusers, _PIPELINES[spec.family][0]), spec)
+        if spec.family.startswith("wan"):
+            _patch_wan_prompt_cleaning()
+            # Wan's VAE is trained and run in float32; in bfloat16 it bands and flickers.
+            import torch
+
+            pipe.vae.to(dtype=torch.float32)
         pipe.set_progress_bar_config(disable=True)
         if str(self._dtype) == "torch.bfloat16" and spec.family == "sdxl":
             # The SDXL VAE upcasts to float32 by default (a float16 overflow); bfloat16 does not need it.
@@ -432,7 +264,8 @@ class DiffusionService:
         img2img = None
         img2img_name = _PIPELINES[spec.family][1]
         if spec.img2img and img2img_name:
-            img2img = getattr(diffusers, img2img_name).from_pipe(pipe)
+            # from_pipe casts the shared components to float32 unless told the dtype.
+            img2img = getattr(diffusers, img2img_name).from_pipe(pipe, dtype=self._dtype)
             img2img.set_progress_bar_config(disable=True)
         attr = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
         vae_scale = int(
@@ -451,33 +284,53 @@ class DiffusionService:
             default_size=(32, 32) if tiny else spec.default_size,
             default_steps=min(2, spec.default_steps) if tiny else spec.default_steps,
             loras=LoraCache(self.config.lora_dir, spec.model_id, self.config.max_loras, self.on_lora_miss),
+            checkpoints=_checkpoints.CheckpointCache(
+                self.config.checkpoint_dir, spec.model_id, self.config.max_checkpoints, self.on_lora_miss
+            ),
+            config_source=config_source,
         )
 
-    def _from_pretrained(self, pipeline_class: Any, spec: ModelSpec) -> Any:
+    def _from_pretrained(self, pipeline_class: Any, spec: ModelSpec) -> tuple[Any, str]:
         source = self.config.sources.get(spec.model_id)
         if source is None and self.config.weights_dir:
             local = Path(self.config.weights_dir) / spec.model_id
             if (local / "model_index.json").is_file():
                 source = str(local)
-        kwargs: dict[str, Any] = {"torch_dtype": self._dtype, "use_safetensors": True}
+        kwargs: dict[str, Any] = {"dtype": self._dtype, "use_safetensors": True}
         if source is None:
             source = spec.source
             if spec.variant:
                 kwargs["variant"] = spec.variant
-        return pipeline_class.from_pretrained(source, **kwargs)
+        return pipeline_class.from_pretrained(source, **kwargs), source
 
     def to_device(self) -> None:
-        """Move the models to the device, compile if configured, and warm up."""
+        """Resolve the device and dtype (the GPU phase), move the models there, compile, warm up.
+
+        On CUDA: bfloat16 (``dtype: auto``), TF32 matmuls, channels-last UNets, and a warm-up
+        of every served size (``warmup`` defaults to on with CUDA). Wan's VAE stays float32.
+        """
         import torch
 
         if self._on_device:
             return
+        self.device, self._dtype = self._resolve_device()
         cuda = self.device.startswith("cuda")
+        self.gpu = gpu_type(torch.cuda.get_device_name(self.device)) if cuda else "cpu"
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if self.config.random_weights == "full":
+            for model_id in self.config.models:
+                if model_id not in self.models:
+                    self.models[model_id] = self._load(MODELS[model_id])
         for loaded in self.models.values():
-            loaded.pipe.to(self.device)
+            if self._dtype == self._loaded_dtype:
+                # Already in its serving dtype (and the modules a model keeps in float32 stay so).
+                loaded.pipe.to(self.device)
+            else:  # "auto" on a machine without CUDA: loaded for a GPU, served in float32
+                loaded.pipe.to(self.device, self._dtype)
+            if loaded.spec.family.startswith("wan"):
+                loaded.pipe.vae.to(dtype=torch.float32)
             if cuda and loaded.denoiser_attr == "unet":
                 loaded.eager.to(memory_format=torch.channels_last)
         self._on_device = True
@@ -495,13 +348,34 @@ class DiffusionService:
 
         with self._gpu_lock:
             for loaded in self.models.values():
+                if loaded.compiled is None and self._hotswaps(loaded):
+                    self._prepare_hotswap(loaded)
                 if loaded.compiled is None:
                     loaded.compiled = torch.compile(
-                        loaded.eager, mode=self.config.compile_mode, fullgraph=True
+                        loaded.eager,
+                        mode=self.config.compile_mode if self.config.compile_backend == "inductor" else None,
+                        backend=self.config.compile_backend,
+                        fullgraph=True,
                     )
                     self._use_denoiser(loaded, loaded.compiled)
         if warmup:
             self.warmup()
+
+    def _hotswaps(self, loaded: _Loaded) -> bool:
+        wanted = self.config.lora_hotswap
+        return bool(loaded.spec.lora and self.config.lora_dir and (True if wanted is None else wanted))
+
+    def _prepare_hotswap(self, loaded: _Loaded) -> None:
+        """Give the denoiser its hotswap slot, holding a zero placeholder, before it is compiled."""
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="genrouter-hotswap-")
+        placeholder = _sibling("random_models").save_random_lora(
+            loaded.pipe, folder, "placeholder", rank=self.config.lora_max_rank, zero_b=True
+        )
+        slot = _loras.HotswapSlot(self.config.lora_max_rank)
+        slot.prepare(loaded.pipe, str(placeholder))
+        loaded.hotswap = slot
 
     def set_batching(self, *, max_batch_size: int | None = None, wait_ms: float | None = None) -> None:
         """Change the batching limits for groups formed from now on (benchmarks compare settings)."""
@@ -511,28 +385,56 @@ class DiffusionService:
             self._batcher.wait_s = max(0.0, wait_ms) / 1000
 
     def warmup(self) -> None:
-        """One small generation per model (at batch 1 and the largest batch when compiled).
+        """Two-step generations of every model at every served size, before serving.
 
-        A denoiser that fails to compile is served eagerly instead (logged), rather than
-        failing the container's start.
+        Sizes: the model's default plus ``warmup_sizes`` (those its size step divides); batches:
+        1, and also the largest batch when compiled, so no served shape compiles on a request.
+        Each ``(model, width, height, batch)`` warmed is appended to :attr:`warmed`. A denoiser
+        that fails to compile is served eagerly instead (logged), rather than failing the start.
         """
         compiled = any(m.compiled is not None for m in self.models.values())
-        sizes = sorted({1, min(self._batcher.max_batch_size, self.config.max_outputs)}) if compiled else [1]
+        batches = sorted({1, min(self._batcher.max_batch_size, self.config.max_outputs)}) if compiled else [1]
         for model_id, loaded in self.models.items():
-            for size in sizes:
-                started = time.perf_counter()
-                request = self.parse({"model": model_id, "prompt": "warm-up", "seed": 0, "num_outputs": size})
-                request.steps = 2
-                try:
-                    self._generate([request])
-                except Exception:
-                    if loaded.compiled is None:
-                        raise
-                    log.exception("torch.compile failed for %s; serving it eagerly", model_id)
-                    loaded.compiled = None
-                    self._use_denoiser(loaded, loaded.eager)
-                    self._generate([request])
-                log.info("warmed up %s at batch %d in %.1fs", model_id, size, time.perf_counter() - started)
+            video = loaded.spec.kind == "video"
+            sizes = [loaded.default_size] + [
+                size
+                for size in self.config.warmup_sizes
+                if size != loaded.default_size
+                and not (size[0] % loaded.size_step or size[1] % loaded.size_step)
+            ]
+            for width, height in sizes:
+                for size in [1] if video else batches:
+                    started = time.perf_counter()
+                    raw: dict[str, Any] = {
+                        "model": model_id,
+                        "prompt": "warm-up",
+                        "seed": 0,
+                        "num_outputs": size,
+                        "width": width,
+                        "height": height,
+                    }
+                    if loaded.spec.image_to_video:
+                        raw["image"] = _media.blank_png(width, height)
+                    request = self.parse(raw)
+                    request.steps = 2
+                    try:
+                        self._generate([request])
+                    except Exception:
+                        if loaded.compiled is None:
+                            raise
+                        log.exception("torch.compile failed for %s; serving it eagerly", model_id)
+                        loaded.compiled = None
+                        self._use_denoiser(loaded, loaded.eager)
+                        self._generate([request])
+                    self.warmed.append((model_id, width, height, size))
+                    log.info(
+                        "warmed up %s at %dx%d, batch %d in %.1fs",
+                        model_id,
+                        width,
+                        height,
+                        size,
+                        time.perf_counter() - started,
+                    )
 
     def start(self) -> None:
         """Start the batching (GPU) thread and the encoding pool."""
@@ -547,6 +449,8 @@ class DiffusionService:
         self._batcher.close()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._webhooks is not None:
+            self._webhooks.close()
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -559,15 +463,50 @@ class DiffusionService:
         """Validate a request dict; ``ValueError`` names the problem."""
         return parse_request(raw, self.models, self.config)
 
-    def submit(self, raw: Mapping[str, Any]) -> cf.Future[dict[str, Any]]:
-        """Queue a request for the batcher; the future gives the result dict or the error."""
+    def submit(self, raw: Mapping[str, Any], *, call_id: str | None = None) -> cf.Future[dict[str, Any]]:
+        """Queue a request for the batcher; the future gives the result dict or the error.
+
+        With a ``webhook_url`` in the request, the signed job event (``_webhooks.py``) is
+        POSTed there when the future resolves (not when it is cancelled); ``call_id`` is the
+        job's id in it (Modal's call id; a random one when None).
+        """
         try:
             request = self.parse(raw)
         except Exception as exc:
             future: cf.Future[dict[str, Any]] = cf.Future()
             future.set_exception(builtin_error(exc))
+            self._announce(raw.get("webhook_url") if isinstance(raw, Mapping) else None, call_id, future)
             return future
-        return self._batcher.submit(request, request.key, request.num_outputs)
+        if request.webhook_url is not None and self._webhooks is None:
+            request.warnings.append(
+                f"no webhook sent: {_webhooks.SECRET_ENV} is not set in this deployment (see its README)"
+            )
+            request.webhook_url = None
+        future = self._batcher.submit(request, request.key, request.num_outputs)
+        self._announce(request.webhook_url, call_id, future)
+        return future
+
+    def _announce(self, url: Any, call_id: str | None, future: cf.Future[dict[str, Any]]) -> None:
+        """Send the job's webhook once ``future`` resolves (if there is a URL and a secret)."""
+        sender = self._webhooks
+        if sender is None or not isinstance(url, str):
+            return
+        job_id = call_id or f"req-{os.urandom(8).hex()}"
+
+        def done(f: cf.Future[dict[str, Any]]) -> None:
+            if f.cancelled():
+                return  # the caller cancelled: nobody waits for this job any more
+            error = f.exception()
+            if error is None:
+                body = _webhooks.job_body(job_id, f.result())
+            else:
+                body = _webhooks.job_body(job_id, error=f"{type(error).__name__}: {error}")
+            try:
+                sender.send(url, body, _webhooks.message_id(job_id))
+            except RuntimeError:  # closing: the sender's threads are gone
+                log.warning("webhook for %s not sent: the service is closing", job_id)
+
+        future.add_done_callback(done)
 
     def generate(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """Generate one request (through the batcher); raises ValueError or RuntimeError."""
@@ -600,6 +539,26 @@ class DiffusionService:
                 results.append({"error": {"type": type(error).__name__, "message": str(error)}})
         return results
 
+    async def agenerate(self, raw: Mapping[str, Any], *, call_id: str | None = None) -> dict[str, Any]:
+        """Generate one request from a coroutine (the Modal class's ``@modal.concurrent`` method).
+
+        Requests awaited together are batched by the in-process batcher. A failed request
+        returns ``{"error": {"type", "message"}}``. Cancelling the awaiting task (Modal
+        cancels one input's task, no other) drops a queued request; one already running
+        finishes with its batch and its result is discarded, so batch-mates never notice.
+        """
+        import asyncio
+
+        future = self.submit(raw, call_id=call_id)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(future))
+        except asyncio.CancelledError:
+            future.cancel()  # queued: never runs; running: cancel() is refused and the batch goes on
+            raise
+        except Exception as exc:
+            error = builtin_error(exc)
+            return {"error": {"type": type(error).__name__, "message": str(error)}}
+
     # -- running ------------------------------------------------------------------------
 
     def _run_group(self, entries: list[Any]) -> None:
@@ -613,6 +572,8 @@ class DiffusionService:
     def _finish(
         self, entry: Any, request: Any, arrays: list[Any], gpu_s: float, batch: int, started: float
     ) -> None:
+        if entry.future.cancelled():
+            return  # cancelled while its batch ran: nobody wants it, skip the encoding
         try:
             t0 = time.perf_counter()
             video = request.num_frames is not None
@@ -623,6 +584,7 @@ class DiffusionService:
                 level = self.config.png_compress_level
                 encoded = [_media.encode_image(a, request.output_format, level) for a in arrays]
                 content_type = IMAGE_FORMATS[request.output_format]
+            encode_s = time.perf_counter() - t0
             result: dict[str, Any] = {
                 "model": request.model,
                 "kind": "video" if video else "image",
@@ -632,15 +594,25 @@ class DiffusionService:
                 "height": request.height,
                 "seed": request.seed,
                 "seeds": [(request.seed + i) % (MAX_SEED + 1) for i in range(request.num_outputs)],
-                "gpu_seconds": gpu_s,
+                # Everything the container's GPU was held for: this request's share of its
+                # batch (LoRA or checkpoint loading, encoding the prompt, denoising, decoding)
+                # plus encoding its outputs.
+                "gpu_seconds": gpu_s + encode_s,
                 "batch_size": batch,
                 "queue_s": max(0.0, entry.started - entry.enqueued),
-                "encode_s": time.perf_counter() - t0,
+                "encode_s": encode_s,
                 "started_at": started,
                 "finished_at": time.time(),
                 "device": self.device,
+                "gpu": self.gpu,
                 "warnings": list(request.warnings),
             }
+            if request.checkpoint is not None:
+                result["checkpoint"] = Path(request.checkpoint[1]).name
+            if self.cold_start_s is not None and not self._cold_start_reported:
+                self._cold_start_reported = True
+                result["cold_start_s"] = self.cold_start_s
+            _outputs.place(result, request.output_volume, self.config, entry_id=f"{request.seed:08x}")
             if video:
                 result.update(num_frames=request.num_frames, fps=request.fps)
                 result["duration_s"] = (request.num_frames or 0) / (request.fps or 16)
@@ -668,13 +640,34 @@ class DiffusionService:
         size = self._batcher.max_batch_size
         cuda = self.device.startswith("cuda")
         with self._gpu_lock:
-            if first.loras or loaded.loras.loaded:
-                self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
-                loaded.loras.activate(loaded.pipe, first.loras)
-            # LoRA layers change the module graph, so LoRA batches run eagerly.
-            compiled = loaded.compiled is not None and not first.loras
-            self._use_denoiser(loaded, loaded.compiled if compiled else loaded.eager)
-            pipe = loaded.img2img if first.image is not None else loaded.pipe
+            held_from = time.perf_counter()
+            if (
+                loaded.compiled is not None
+                and loaded.hotswap is not None
+                and self._swap_in(loaded, first.loras)
+            ):
+                denoiser = loaded.compiled  # the LoRA (or the placeholder) sits in the compiled slot
+            else:
+                if first.loras or loaded.loras.loaded:
+                    self._use_denoiser(loaded, loaded.eager)  # adapters are managed on the eager module
+                    loaded.loras.activate(loaded.pipe, first.loras)
+                # Other LoRA layers change the module graph, so those batches run eagerly.
+                compiled = loaded.compiled is not None and not first.loras
+                denoiser = loaded.compiled if compiled else loaded.eager
+            if first.checkpoint is not None:
+                key, path = first.checkpoint
+                denoiser = loaded.checkpoints.get(
+                    key,
+                    path,
+                    loaded.eager,
+                    device=self.device,
+                    dtype=self._dtype,
+                    config=loaded.config_source,
+                )
+            self._use_denoiser(loaded, denoiser)
+            video_image = loaded.spec.image_to_video
+            pipe = loaded.img2img if first.image is not None and not video_image else loaded.pipe
+            overhead_s = time.perf_counter() - held_from
             for start in range(0, len(slots), size):
                 chunk = slots[start : start + size]
                 kwargs = self._kwargs(loaded, requests, chunk)
@@ -688,7 +681,19 @@ class DiffusionService:
                 for (index, _), array in zip(chunk, arrays, strict=True):
                     outputs[index].append(array)
                     shares[index] += elapsed / len(chunk)
+        for index, _ in slots:  # loading adapters or checkpoints held the GPU for the whole group
+            shares[index] += overhead_s / len(slots)
         return outputs, shares, min(len(slots), size)
+
+    def _swap_in(self, loaded: _Loaded, loras: Any) -> bool:
+        """Serve ``loras`` from the hotswap slot; False when the slot cannot take them."""
+        slot = loaded.hotswap
+        if not slot.swap(loaded.pipe, loras):
+            return False
+        if loaded.loras.active:  # an eager LoRA batch ran since: make the slot the active adapter again
+            loaded.pipe.set_adapters([slot.NAME], adapter_weights=[1.0])
+            loaded.loras.active = None
+        return True
 
     def _kwargs(self, loaded: _Loaded, requests: list[Any], chunk: list[tuple[int, int]]) -> dict[str, Any]:
         import torch
@@ -709,7 +714,9 @@ class DiffusionService:
         if spec.max_sequence_length:
             tiny = self.config.random_weights == "tiny"
             kwargs["max_sequence_length"] = 32 if tiny else spec.max_sequence_length
-        if first.image is not None:
+        if first.image is not None and spec.image_to_video:
+            kwargs["image"] = first.image  # one request per call: video groups never batch
+        elif first.image is not None:
             kwargs["image"] = [requests[i].image for i, _ in chunk]
             kwargs["strength"] = first.strength
             if spec.family == "sdxl":  # SDXL img2img takes its size from the image

@@ -18,6 +18,7 @@ import weakref
 from typing import Any
 
 import genrouter._lean_httpx  # noqa: F401  (first: keeps httpx from loading its CLI)
+from genrouter._progress import ProgressCallback
 from genrouter._webhook_hub import WebhookEvent, WebhookVerificationError
 from genrouter.config import RouterConfig, load_config
 from genrouter.errors import (
@@ -50,6 +51,7 @@ from genrouter.types import (
     JobState,
     JobStatus,
     LoRA,
+    Progress,
     ProviderJob,
     RoutePlan,
     Strategy,
@@ -81,6 +83,7 @@ __all__ = [
     "JobStatus",
     "LoRA",
     "NoRouteError",
+    "Progress",
     "ProviderError",
     "ProviderJob",
     "ProviderUnavailableError",
@@ -106,25 +109,33 @@ _default_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRouter
 )
 
 
-def generate(prompt: str | None = None, /, **kwargs: Any) -> GenerationResult:
+def generate(
+    prompt: str | None = None, /, *, on_progress: ProgressCallback | None = None, **kwargs: Any
+) -> GenerationResult:
     """Generate with the discovered configuration (``GENROUTER_CONFIG``, ``./genrouter.yaml``,
     or provider credentials in the environment). Blocking.
 
     ``genrouter.generate("a red fox", model="flux-dev", width=1024, height=1024)``.
-    The router is built on first use and reused.
+    The router is built on first use and reused. ``on_progress(Progress)`` is called
+    as the job's state, queue position or logs change (see :class:`Progress`).
     """
     global _default_sync
     with _lock:
         if _default_sync is None:
             _default_sync = Router.from_config()
         router = _default_sync
-    return router.generate(prompt, **kwargs)
+    return router.generate(prompt, on_progress=on_progress, **kwargs)
 
 
-async def agenerate(prompt: str | None = None, /, **kwargs: Any) -> GenerationResult:
-    """Async :func:`generate`: one discovered :class:`AsyncRouter` per event loop, reused."""
+async def agenerate(
+    prompt: str | None = None, /, *, on_progress: ProgressCallback | None = None, **kwargs: Any
+) -> GenerationResult:
+    """Async :func:`generate`: one discovered :class:`AsyncRouter` per event loop, reused.
+
+    ``on_progress`` may also be a coroutine function (awaited before the next poll).
+    """
     loop = asyncio.get_running_loop()
     router = _default_async.get(loop)
     if router is None:
         router = _default_async[loop] = AsyncRouter.from_config()
-    return await router.generate(prompt, **kwargs)
+    return await router.generate(prompt, on_progress=on_progress, **kwargs)

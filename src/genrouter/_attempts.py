@@ -334,6 +334,7 @@ def finalise_result(
             "endpoint": deployment.endpoint,
             "provider_request_id": result.provider_request_id or jobs[0].provider_request_id,
             "cost": cost,
+            "estimated_cost_usd": deployment.estimate_cost(request) if deployment.pricing else None,
             "timings": timings,
             "attempts": attempts,
             "warnings": list(dict.fromkeys(warnings)) if warnings else warnings,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -16,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from genrouter.types import JobState
+
 __all__ = [
     "MANIFEST_NAME",
     "RESULTS_NAME",
     "BatchProgress",
     "BatchReport",
     "ItemResult",
+    "where_jobs_are",
     "write_atomically",
     "write_results",
 ]
@@ -108,8 +112,20 @@ class BatchReport:
         return self.out_dir / RESULTS_NAME
 
 
+def where_jobs_are(jobs: Mapping[str, tuple[str, JobState]]) -> str:
+    """Jobs in flight per provider: ``fal 3 queued, 2 running · replicate 0 queued, 1 running``."""
+    counts: dict[str, Counter[str]] = {}
+    for provider, state in jobs.values():
+        counts.setdefault(provider, Counter())[state.value] += 1
+    return " · ".join(
+        f"{provider} {counts[provider]['queued']} queued, {counts[provider]['running']} running"
+        for provider in sorted(counts)
+    )
+
+
 class BatchProgress:
-    """A rich progress bar (done, failed, in flight, spend, ETA); a no-op when disabled."""
+    """A rich progress bar (done, failed, in flight, spend, ETA, queued vs running per
+    provider); a no-op when disabled."""
 
     def __init__(self, console: Console | None, enabled: bool | None, total: int, done: int) -> None:
         from rich.console import Console
@@ -135,6 +151,7 @@ class BatchProgress:
                 "in flight {task.fields[inflight]} · spend ${task.fields[spend]}",
                 markup=False,
             ),
+            TextColumn("{task.fields[where]}", markup=False),
             TimeElapsedColumn(),
             TextColumn("ETA", markup=False),
             TimeRemainingColumn(),
@@ -143,8 +160,9 @@ class BatchProgress:
             refresh_per_second=4,
         )
         self._task = self._progress.add_task(
-            "batch", total=total, completed=done, done=done, failed=0, inflight=0, spend="0"
+            "batch", total=total, completed=done, done=done, failed=0, inflight=0, spend="0", where=""
         )
+        self._where = ""
 
     def __enter__(self) -> BatchProgress:
         self._progress.start()
@@ -154,12 +172,24 @@ class BatchProgress:
         self._progress.stop()
 
     def update(
-        self, *, done: int, failed: int, inflight: int, spend: Decimal, note: str | None = None
+        self,
+        *,
+        done: int,
+        failed: int,
+        inflight: int,
+        spend: Decimal,
+        note: str | None = None,
+        where: str = "",
     ) -> None:
         fields: dict[str, Any] = {"done": done, "failed": failed, "inflight": inflight, "spend": f"{spend:f}"}
         if note is not None:
             fields["description"] = note
-        self._progress.update(self._task, completed=done + failed, **fields)
+        self._progress.update(self._task, completed=done + failed, where=where, **fields)
+        if where != self._where:
+            # A job changed state: show it now rather than at the next tick.
+            self._where = where
+            if not self._progress.disable:
+                self._progress.refresh()
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -28,6 +28,7 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -51,9 +52,11 @@ from genrouter._attempts import (
 from genrouter._backoff import retry_delays
 from genrouter._clock import Timer, call_later, wait_done
 from genrouter._clock import bare_context as _bare_context
+from genrouter._deadline import SUBMIT_DEADLINE
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
+    BudgetExceededError,
     DeadlineExceededError,
     GenRouterError,
     ProviderError,
@@ -61,6 +64,7 @@ from genrouter.errors import (
     describe_error,
 )
 from genrouter.observability import attempt_ended, logger
+from genrouter.routing.reservations import budget_refusal
 from genrouter.types import (
     Attempt,
     AttemptOutcome,
@@ -71,6 +75,8 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from genrouter._clock import Clock
     from genrouter.backends.base import Backend
     from genrouter.catalog import Deployment
@@ -79,6 +85,7 @@ if TYPE_CHECKING:
     from genrouter.routing.budgets import BudgetGuard
     from genrouter.routing.health import DeploymentHealth
     from genrouter.routing.plan import PlannedCandidate
+    from genrouter.routing.reservations import Hold
     from genrouter.routing.store import StateStore
     from genrouter.routing.throttle import HedgeBudget, RetryBudget
 
@@ -134,6 +141,7 @@ class Execution:
     # One per request in flight (10,000 at once in a batch): slots, not a dict each.
     __slots__ = (
         "_cancelling",
+        "_deadline_bound",
         "_deadline_fired",
         "_hedged_from",
         "_live",
@@ -202,6 +210,7 @@ class Execution:
         self._waiter = JobWaiter(clock)
         self._submit_only = False
         self._deadline_fired = False
+        self._deadline_bound = False
         self._cancelling: set[asyncio.Task[None]] | None = None  # made on first cancel
         self.hooks = hooks
         self._request_id: str | None = None
@@ -279,12 +288,12 @@ class Execution:
                 if not queue and self.last_resort and self.clock.now() < self.deadline_at:
                     # Every viable candidate failed: try those benched by an open circuit.
                     queue, self.last_resort = list(self.last_resort), ()
+                if self.clock.now() >= self.deadline_at and (queue or self._deadline_bound):
+                    return await self._deadline(running)
                 if not queue:
-                    raise AllProvidersFailedError(
+                    raise budget_refusal(self.errors) or AllProvidersFailedError(
                         self._failure_summary(), errors=self.errors, attempts=self.attempts
                     )
-                if self.clock.now() >= self.deadline_at:
-                    return await self._deadline(running)
                 lane = self._start(queue.pop(0), hedged=False)
                 running.append(lane)
                 hedge_at = self._hedge_due(lane) if queue else None
@@ -613,13 +622,32 @@ class Execution:
                 self.errors.append(exc)
                 raise
             started = self.clock.now()
+        hold = (
+            await self._reserve(deployment.provider, lane.candidate.estimated_cost) if self.budget else None
+        )
         health = self.store.health(deployment.key)
         token = health.begin_request(started)
         lane.attempt_started = started
         try:
-            return await self._attempt_body(lane, backend, deployment, health, started)
+            outcome = await self._attempt_body(lane, backend, deployment, health, started)
+        except BaseException:
+            if hold is not None:
+                hold.release()  # failed, cancelled or lost a hedge: nothing spent
+            raise
         finally:
             health.end_request(token)
+        if hold is not None:
+            hold.settle(outcome, keep_s=self.deadline_s)  # cost to spend; a submitted job keeps it
+        return outcome
+
+    async def _reserve(self, provider: str, estimate: Decimal | None) -> Hold | None:
+        """Hold the estimate on the budgets covering ``provider`` (BudgetExceededError if none left)."""
+        assert self.budget is not None
+        try:
+            return await self.budget.reserve(provider, estimate)
+        except BudgetExceededError as exc:
+            self.errors.append(exc)
+            raise
 
     async def _attempt_body(
         self,
@@ -646,7 +674,9 @@ class Execution:
             for job in jobs:
                 status = await self._waiter.wait(backend, job, until)
                 if status is None:
-                    timed_out = await self._attempt_timed_out(backend, deployment, jobs)
+                    # attempt_s may exceed the deadline: then the deadline ended this wait.
+                    self._deadline_bound = self._deadline_bound or until >= self.deadline_at
+                    timed_out = await self._attempt_timed_out(backend, deployment, jobs, until)
                     if not await self._finished_anyway(backend, jobs):
                         raise timed_out
                     break  # the cancel came too late: the jobs are done (and billed), use them
@@ -707,8 +737,6 @@ class Execution:
             attempts=list(self.attempts),
             total_s=now - self.started,
         )
-        if self.budget:
-            self.budget.record(deployment.provider, result.cost.amount_usd)
         return result
 
     async def _submit_one(
@@ -718,14 +746,24 @@ class Execution:
         # leaves a submitting lane alone for the grace period, and the lane stops
         # itself here once the job is recorded, so that the job gets cancelled.
         lane.submitting += 1
+        # The backend may pass the time left on to the provider (fal's X-Fal-Request-Timeout,
+        # Replicate's Cancel-After). A submit-only job outlives the submit unless the
+        # request itself set a deadline.
+        pushed = not self._submit_only or self.request.deadline_s is not None
+        token = SUBMIT_DEADLINE.set(self._time_left if pushed else None)
         try:
             job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
         finally:
             lane.submitting -= 1
+            with contextlib.suppress(ValueError):  # resumed in another task's context (3.11 eager start)
+                SUBMIT_DEADLINE.reset(token)
         self._live[id(job)] = (backend, job, lane)
         if lane.stop_requested:
             raise asyncio.CancelledError
         return job
+
+    def _time_left(self) -> float:
+        return self.deadline_at - self.clock.now()
 
     async def _cancel_unfinished(self, backend: Backend, jobs: Sequence[ProviderJob], parts: int) -> None:
         """A failed split attempt must not leave its other accepted jobs running (and billing)."""
@@ -772,7 +810,7 @@ class Execution:
         return True
 
     async def _attempt_timed_out(
-        self, backend: Backend, deployment: Deployment, jobs: Sequence[ProviderJob]
+        self, backend: Backend, deployment: Deployment, jobs: Sequence[ProviderJob], until: float
     ) -> AttemptTimedOutError:
         """Cancel a timed-out attempt's jobs and wait until the cancels are answered, for
         at most half of what is left of the deadline (at least ``CANCEL_GRACE_S``).
@@ -784,9 +822,13 @@ class Execution:
         now = self.clock.now()
         patience = max(CANCEL_GRACE_S, (self.deadline_at - now) / 2)
         await self._cancel_jobs([(backend, job) for job in jobs], now + patience)
+        bound = (
+            f"the deadline (deadline_s={self.deadline_s:g}s)"
+            if until >= self.deadline_at
+            else f"timeouts.attempt_s={self.policy.timeouts.attempt_s:g}s"
+        )
         return AttemptTimedOutError(
-            f"job did not finish within timeouts.attempt_s={self.policy.timeouts.attempt_s:g}s; "
-            "cancelled it at the provider",
+            f"job did not finish within {bound}; cancelled it at the provider",
             provider=deployment.provider,
             provider_request_id=jobs[0].provider_request_id if jobs else None,
         )

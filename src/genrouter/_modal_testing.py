@@ -1,10 +1,11 @@
 """``InProcessModalTransport``: the Modal backend's transport, with ``deploy/modal/service.py`` in-process.
 
-It behaves as the deployed ``@modal.batched`` class does: each spawned call becomes
+It behaves as the deployed ``@modal.concurrent`` class does: each spawned call becomes
 one input of the service's dynamic batcher (running in the service's own threads),
 arguments and results are pickled on the way in and out (only builtins survive, as
 over Modal), a failed item comes back as the ``{"error": ...}`` dict the batched
-method returns, and call ids look like Modal's (``fc-…``). A cancelled call raises
+method returns, and call ids look like Modal's (``fc-…``), which the service also uses in
+webhook deliveries (``webhook_url``). A cancelled call raises
 modal's ``RemoteError`` from ``get``; an unknown call id ``NotFoundError``.
 
 Faults: :meth:`InProcessModalTransport.inject` makes the next ``spawn``, ``get``,
@@ -76,7 +77,7 @@ def modal_error(name: str, message: str = "") -> Exception:
 
 
 class _Service(Protocol):
-    def submit(self, request: dict[str, Any]) -> Any: ...
+    def submit(self, request: dict[str, Any], *, call_id: str | None = None) -> Any: ...
 
 
 @dataclass
@@ -104,6 +105,7 @@ class InProcessModalTransport:
     owns_service: bool = False
     spawned: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    classes: list[str | None] = field(default_factory=list)
     calls: dict[str, _Call] = field(default_factory=dict, repr=False)
     _faults: dict[str, list[BaseException]] = field(default_factory=dict, repr=False)
     _ids: Any = field(default_factory=lambda: itertools.count(1), repr=False)
@@ -137,14 +139,18 @@ class InProcessModalTransport:
         if pending:
             raise pending.pop(0)
 
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
-        """Queue the payload (a pickled copy, as Modal sends it) in the service's batcher."""
+    async def spawn(self, model_id: str, payload: dict[str, Any], cls: str | None = None) -> str:
+        """Queue the payload (a pickled copy, as Modal sends it) in the service's batcher.
+
+        ``cls`` (the class the backend chose, e.g. ``Video``) is recorded in :attr:`classes`.
+        """
         self._fault("spawn")
+        self.classes.append(cls)
         request = pickle.loads(pickle.dumps(payload))  # noqa: S301 - a round trip of our own
         request.setdefault("model", model_id)
         call_id = f"fc-inproc{self._prefix}{next(self._ids):06d}"
         loop = asyncio.get_running_loop()
-        future = self.service.submit(request)
+        future = self.service.submit(request, call_id=call_id)
         self.calls[call_id] = _Call(model_id, future, loop.time() + self.latency_s)
         self.spawned.append((model_id, request))
         return call_id
@@ -189,7 +195,7 @@ class InProcessModalTransport:
             call.future.cancel()
             call.cancelled = True
 
-    async def warm_containers(self, model_id: str) -> int | None:
+    async def warm_containers(self, model_id: str, cls: str | None = None) -> int | None:
         """``warm``, as configured."""
         self._fault("warm")
         return self.warm

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 
-__all__ = ["REDACTED", "register_secret", "scrub"]
+__all__ = ["REDACTED", "is_credential_header", "register_secret", "scrub"]
 
 REDACTED = "***"
 
@@ -31,6 +31,15 @@ _SHAPES = re.compile(
     r"|\br8_[A-Za-z0-9]{16,}"
     r"|\b(?:Bearer|Key)\s+[A-Za-z0-9._:+/=-]{12,}"
 )
+
+
+_CREDENTIAL_HEADER = re.compile(r"auth|cookie|key|token|secret|passw|signature|credential|session", re.I)
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether a header's name looks like it carries a credential (``Authorization``,
+    ``X-Api-Key``, ``Cookie``, ``X-Session-Token``...): its value is never shown."""
+    return bool(_CREDENTIAL_HEADER.search(name))
 
 
 def register_secret(value: str | None) -> None:

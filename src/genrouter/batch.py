@@ -51,7 +51,7 @@ import contextlib
 import signal
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import Path
@@ -64,6 +64,7 @@ from genrouter._batch_report import (
     BatchProgress,
     BatchReport,
     ItemResult,
+    where_jobs_are,
     write_atomically,
     write_results,
 )
@@ -76,7 +77,7 @@ from genrouter.errors import (
     JobFailedError,
     describe_error,
 )
-from genrouter.types import GenerationRequest, GenerationResult, JobHandle, JobState
+from genrouter.types import GenerationRequest, GenerationResult, JobHandle, JobState, Progress
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -172,6 +173,8 @@ class BatchRunner:
         self._skipped = 0
         self._warnings: list[str] = []
         self._progress: BatchProgress | None = None
+        self._jobs_at: dict[str, tuple[str, JobState]] = {}
+        """Each item in flight: its provider and job state (queued or running), for the bar."""
 
     # -- control -------------------------------------------------------------------------------
 
@@ -308,6 +311,7 @@ class BatchRunner:
                 inflight=self._tally["inflight"],
                 spend=self._spent,
                 note=note,
+                where=where_jobs_are(self._jobs_at),
             )
 
     # -- one item ----------------------------------------------------------------------------------
@@ -368,7 +372,10 @@ class BatchRunner:
             manifest.note(item.id, interrupted)
             self._set(item.id, "submitted")
             return _Outcome.LEFT
-        wait = asyncio.ensure_future(self.router.result(handle, timeout=self.timeout_s))
+        on_progress = self._watch(item.id, handle.provider)
+        wait = asyncio.ensure_future(
+            self.router.result(handle, timeout=self.timeout_s, on_progress=on_progress)
+        )
         self._waits.add(wait)
         try:
             result = await wait
@@ -395,6 +402,7 @@ class BatchRunner:
             return _Outcome.LEFT
         finally:
             self._waits.discard(wait)
+            self._jobs_at.pop(item.id, None)
         if not result.outputs:
             manifest.mark_failed(item.id, f"{result.provider} returned no outputs (a safety filter?)")
             self._set(item.id, "failed")
@@ -414,6 +422,19 @@ class BatchRunner:
             self._run_spent += cost
         self._set(item.id, "succeeded")
         return _Outcome.DONE
+
+    def _watch(self, item_id: str, provider: str) -> Callable[[Progress], None]:
+        """Track where an item's job is (queued until its provider says it runs) for the bar."""
+        self._jobs_at[item_id] = (provider, JobState.QUEUED)
+
+        def seen(progress: Progress) -> None:
+            if progress.state.is_terminal:
+                self._jobs_at.pop(item_id, None)
+            else:
+                self._jobs_at[item_id] = (progress.provider, progress.state)
+            self._refresh()
+
+        return seen
 
     async def _job_failed(self, handle: JobHandle, error: GenRouterError) -> bool:
         """Whether the job itself failed (resubmit) rather than reading it (re-attach later)."""

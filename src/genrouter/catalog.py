@@ -16,6 +16,16 @@ own through ``catalogs:`` or inline ``models:`` in a provider section)::
         params: {guidance: guidance_scale}
         price: {per_megapixel: "0.025", megapixel_rounding: ceil,
                 source: "fal.ai model page", date: "2026-05-01"}
+        variants:                 # more endpoints of this model, picked by capability
+          - endpoint: fal-ai/flux/dev/image-to-image
+            capabilities: [image-to-image]
+            params: {image: image_url, strength: strength}
+
+A ``params`` value is the provider's input name, null (no such input), or a value map
+(:class:`ParamRule`: ``{to, wrap, values, allowed, as, invert}``). User-declared entries
+are merged over the shipped entry of their provider type and model, else over the type's
+``defaults`` (:meth:`Catalog.inherit`). Model names and aliases never contain ``:``
+(``"<provider-key>:<endpoint>"`` is a passthrough).
 
 This module is data only: it knows units and shapes, never a provider's wire format.
 """
@@ -36,23 +46,45 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genrouter._catalog_params import (
+    IMAGE_INPUT_KINDS,
+    KINDS,
+    PROMPTLESS_KINDS,
+    STANDARD_FIELDS,
+    Kind,
+    ParamMapping,
+    ParamRule,
+    ParamValue,
+    check_alias,
+    param_target,
+)
+from genrouter._workflows import InputSpec, parse_inputs
 from genrouter.errors import ConfigError
 
 if TYPE_CHECKING:
     from genrouter.types import GenerationRequest, GenerationResult
 
 __all__ = [
+    "IMAGE_INPUT_KINDS",
+    "KINDS",
+    "PROMPTLESS_KINDS",
+    "STANDARD_FIELDS",
     "Capability",
     "Catalog",
     "CatalogEntry",
     "CatalogFile",
+    "CatalogVariant",
     "Deployment",
+    "Kind",
     "Limits",
     "ModelSpec",
+    "ParamRule",
     "Price",
     "PriceUnit",
     "Pricing",
+    "param_target",
     "shipped_catalog_dir",
+    "shipped_gpu_prices",
 ]
 
 
@@ -65,6 +97,8 @@ class Capability(StrEnum):
     LORA = "lora"
     TEXT_TO_VIDEO = "text-to-video"
     IMAGE_TO_VIDEO = "image-to-video"
+    UPSCALE = "upscale"
+    REMOVE_BACKGROUND = "remove-background"
 
 
 class PriceUnit(StrEnum):
@@ -75,6 +109,8 @@ class PriceUnit(StrEnum):
     PER_MEGAPIXEL = "per_megapixel"
     PER_VIDEO_SECOND = "per_video_second"
     PER_GPU_SECOND = "per_gpu_second"
+    PER_RUN = "per_run"
+    """One run of a workflow (a fal ComfyUI endpoint bills per request)."""
 
 
 _UNITS = tuple(u.value for u in PriceUnit)
@@ -97,7 +133,11 @@ class Price(BaseModel):
     per_megapixel: Decimal | None = Field(default=None, ge=0)
     per_video_second: Decimal | None = Field(default=None, ge=0)
     per_gpu_second: Decimal | None = Field(default=None, ge=0)
+    per_run: Decimal | None = Field(default=None, ge=0)
     megapixel_rounding: Literal["exact", "ceil"] = "exact"
+    megapixel_pixels: int = Field(default=1_000_000, ge=1)
+    """Pixels in one billed megapixel: 1000000, or 1048576 (1024×1024) where the provider
+    counts so (fal bills a 1024×1024 image as one megapixel)."""
     source: str | None = None
     date: str | None = None
 
@@ -136,12 +176,27 @@ class Price(BaseModel):
             unit=PriceUnit(unit),
             amount=amount,
             ceil_megapixels=self.megapixel_rounding == "ceil",
+            megapixel_pixels=self.megapixel_pixels,
             source=self.source,
             date=self.date,
         )
 
 
 Range = Annotated[tuple[int, int], Field(description="[min, max], inclusive")]
+
+
+class ReducedSize(BaseModel):
+    """A model's smaller output mode (Replicate FLUX's ``megapixels: "0.25"``).
+
+    A requested size under ``below_megapixels`` adds ``input`` to the provider input,
+    and each side of a ``sizes`` entry is multiplied by ``scale``.
+    """
+
+    model_config = _CATALOG
+
+    below_megapixels: float = Field(gt=0)
+    input: dict[str, Any]
+    scale: float = Field(gt=0, le=1)
 
 
 class Limits(BaseModel):
@@ -159,6 +214,10 @@ class Limits(BaseModel):
     duration_range_s: tuple[float, float] | None = None
     default_duration_s: float | None = None
     max_loras: int | None = Field(default=None, ge=0)
+    sizes: dict[str, tuple[int, int]] | None = None
+    """Output size per aspect ratio, for models that take ratios, not sizes (``"16:9": [1344, 768]``)."""
+    reduced_size: ReducedSize | None = None
+    """Smaller outputs: sizes under ``below_megapixels`` send ``input`` and scale ``sizes``."""
 
     @field_validator("default_size")
     @classmethod
@@ -175,28 +234,110 @@ class Limits(BaseModel):
         return value
 
 
+class CatalogVariant(BaseModel):
+    """Another deployment of the same model on the same provider (``variants:``).
+
+    It inherits every key of its parent entry except those it sets; its ``params``
+    merge over the parent's. The router picks it when the request needs one of its
+    ``capabilities`` (e.g. an image-to-image endpoint beside a text-to-image one).
+    """
+
+    model_config = _CATALOG
+
+    endpoint: str = Field(min_length=1)
+    capabilities: list[Capability] | None = None
+    limits: Limits | None = None
+    params: ParamMapping | None = None
+    price: Price | None = None
+    gpu_seconds_per_output: float | None = Field(default=None, gt=0)
+    description: str | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
+
+    @field_validator("params")
+    @classmethod
+    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
+        return _check_param_keys(value)
+
+
 class CatalogEntry(BaseModel):
     """One model as one provider serves it (a row of a catalog file or inline ``models:``)."""
 
     model_config = _CATALOG
 
     endpoint: str = Field(min_length=1)
-    kind: Literal["image", "video"] | None = None
+    kind: Kind | None = None
     aliases: list[str] = Field(default_factory=list)
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
-    params: dict[str, str | None] | None = None
+    params: ParamMapping | None = None
     price: Price | None = None
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
+    variants: list[CatalogVariant] | None = None
+    inputs: dict[str, InputSpec] | None = None
+    """A workflow's named inputs and their types (see :mod:`genrouter._workflows`)."""
 
-    @field_validator("params")
+    @field_validator("params", mode="before")
     @classmethod
-    def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
-        return _check_param_keys(value)
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _input_specs(cls, value: Any) -> Any:
+        return parse_inputs(value) if isinstance(value, Mapping) else value
+
+    @model_validator(mode="after")
+    def _request_fields(self) -> CatalogEntry:
+        # A workflow's params also map its input names; the router checks those keys
+        # against the model's declared inputs (which may live on another entry).
+        if self.kind != "workflow":
+            _check_param_keys(self.params)
+        if self.inputs is not None and self.kind not in (None, "workflow"):
+            raise ValueError(f"inputs are declared by workflow entries, not {self.kind} ones")
+        return self
+
+    @field_validator("aliases")
+    @classmethod
+    def _no_colons(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            check_alias(alias, "alias")
+        return value
+
+    def expanded(self) -> list[CatalogEntry]:
+        """This entry and each of its variants as a plain entry (variants inherit from it)."""
+        base = self.model_copy(update={"variants": None}) if self.variants else self
+        out = [base]
+        for variant in self.variants or ():
+            update: dict[str, Any] = {
+                name: getattr(variant, name) for name in variant.model_fields_set if name != "params"
+            }
+            if variant.params is not None:
+                update["params"] = {**(self.params or {}), **variant.params}
+            out.append(base.model_copy(update=update))
+        return out
 
 
-def _check_param_keys(value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+def _media_param_shapes(value: Any) -> Any:
+    """``images: {to: image_urls}`` → ``image_urls``; ``images: [first_frame_url, last_frame_url]``
+    (one input per image, in order) → ``"first_frame_url,last_frame_url"``."""
+    if not isinstance(value, dict):
+        return value
+    out = dict(value)
+    for key, target in value.items():
+        if isinstance(target, dict) and set(target) == {"to"}:
+            target = target["to"]
+        if isinstance(target, list) and key == "images" and all(isinstance(t, str) for t in target):
+            target = ",".join(target)
+        out[key] = target
+    return out
+
+
+def _check_param_keys(value: ParamMapping | None) -> ParamMapping | None:
     """``params`` keys must be GenerationRequest fields (a typo would silently do nothing)."""
     if value:
         from genrouter.types import GenerationRequest
@@ -220,11 +361,16 @@ class CatalogDefaults(BaseModel):
 
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
-    params: dict[str, str | None] | None = None
+    params: ParamMapping | None = None
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
 
     @field_validator("params")
     @classmethod
-    def _request_fields(cls, value: dict[str, str | None] | None) -> dict[str, str | None] | None:
+    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
         return _check_param_keys(value)
 
 
@@ -238,6 +384,24 @@ class CatalogFile(BaseModel):
     description: str | None = None
     defaults: CatalogDefaults = Field(default_factory=CatalogDefaults)
     models: dict[str, CatalogEntry]
+    gpu_prices: dict[str, Price] | None = None
+    """Self-hosted classes: the price of each GPU type by its name (``H100``, ``A100-80GB``), so
+    that a result naming the GPU that ran is priced at that GPU's rate (``providers/modal.yaml``)."""
+
+    @field_validator("models")
+    @classmethod
+    def _no_colons(cls, value: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+        for name in value:
+            check_alias(name, "model")
+        return value
+
+
+def shipped_gpu_prices(provider_type: str) -> dict[str, Pricing]:
+    """The ``gpu_prices`` of the shipped catalog file for ``provider_type`` (empty when none)."""
+    for _, catalog_file in _shipped_files():
+        if catalog_file.provider == provider_type and catalog_file.gpu_prices:
+            return {gpu: price.to_pricing() for gpu, price in catalog_file.gpu_prices.items()}
+    return {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,19 +413,22 @@ class Pricing:
     ceil_megapixels: bool = False
     source: str | None = None
     date: str | None = None
+    megapixel_pixels: int = 1_000_000
 
     def describe(self) -> str:
         """``"$0.025 per_megapixel (fal.ai pricing, 2026-05-01)"``."""
         return _describe_pricing(self.unit, self.amount, self.source, self.date)
 
     def _megapixels(self, width: int, height: int) -> Decimal:
-        mp = Decimal(width * height) / Decimal(1_000_000)
+        mp = Decimal(width * height) / Decimal(self.megapixel_pixels)
         return Decimal(math.ceil(mp)) if self.ceil_megapixels else mp
 
     def estimate(self, request: GenerationRequest, deployment: Deployment) -> Decimal | None:
         """Estimated cost of ``request`` on ``deployment`` before running it, or None if unknowable."""
         outputs = request.num_outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            return _money(self.amount * _runs(request, deployment))
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * outputs)
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -281,6 +448,9 @@ class Pricing:
         """Cost of a finished result from what was actually produced, and how it was computed."""
         outputs = result.outputs
         unit = self.unit
+        if unit is PriceUnit.PER_RUN:
+            runs = _runs(request, deployment)
+            return _money(self.amount * runs), f"{runs} run(s) × {self.describe()}"
         if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
             return _money(self.amount * len(outputs)), f"{len(outputs)} × {self.describe()}"
         if unit is PriceUnit.PER_MEGAPIXEL:
@@ -317,6 +487,11 @@ def _describe_pricing(unit: PriceUnit, amount: Decimal, source: str | None, date
     return f"${amount} {unit.value}" + (f" ({origin})" if origin else "")
 
 
+def _runs(request: GenerationRequest, deployment: Deployment) -> int:
+    """Calls made for ``request``: ``ceil(num_outputs / max_outputs_per_call)``."""
+    return -(-request.num_outputs // deployment.limits.max_outputs_per_call)
+
+
 def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
@@ -327,6 +502,14 @@ def _money(value: Decimal) -> Decimal:
     if rounded >= _TEN and rounded == rounded.to_integral_value():
         return rounded.quantize(_ONE)  # 1E+1 → 10
     return rounded
+
+
+_RATIO_TEXT = re.compile(r"^\d+:\d+$")
+
+
+def _log_ratio(ratio: str) -> float:
+    w, h = (int(x) for x in ratio.split(":"))
+    return math.log(w / h) if w > 0 and h > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +531,12 @@ class Deployment:
     pricing: Pricing | None
     gpu_seconds_per_output: float | None = None
     source: str | None = None
+    inputs: Mapping[str, InputSpec] = field(default_factory=dict)
+    """A workflow's declared inputs (empty for other kinds)."""
+    rules: Mapping[str, ParamRule] = field(default_factory=dict)
+    """The ``params`` that are :class:`ParamRule` s (value maps), by request field."""
+    passthrough: bool = False
+    """A ``<provider-key>:<endpoint>`` deployment made for one request (no catalog entry)."""
     key: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -358,11 +547,20 @@ class Deployment:
         if request.width is not None and request.height is not None:
             return request.width, request.height
         if request.aspect_ratio is not None and self.limits.default_size is not None:
-            w, h = (int(x) for x in request.aspect_ratio.split(":"))
+            w, h = (int(x) for x in self.aspect_ratio_for(request.aspect_ratio).split(":"))
             area = self.limits.default_size[0] * self.limits.default_size[1]
             height = round(math.sqrt(area * h / w))
             return round(height * w / h), height
         return self.limits.default_size
+
+    def aspect_ratio_for(self, ratio: str) -> str:
+        """``ratio``, or the nearest one the ``aspect_ratio`` value map allows (by log of w/h)."""
+        rule = self.rules.get("aspect_ratio")
+        allowed = [str(a) for a in rule.allowed or () if _RATIO_TEXT.match(str(a))] if rule else []
+        if not allowed or ratio in allowed or not _RATIO_TEXT.match(ratio):
+            return ratio
+        target = _log_ratio(ratio)
+        return min(allowed, key=lambda r: abs(_log_ratio(r) - target))
 
     def estimate_cost(self, request: GenerationRequest) -> Decimal | None:
         """Estimated cost of ``request`` here, or None when the price or size is unknown."""
@@ -416,6 +614,16 @@ def load_catalog_file(path: Path) -> CatalogFile:
         ) from exc
 
 
+def _merge_defaults(old: CatalogDefaults | None, new: CatalogDefaults) -> CatalogDefaults:
+    if old is None:
+        return new
+    return CatalogDefaults(
+        capabilities=new.capabilities if new.capabilities is not None else old.capabilities,
+        limits=new.limits if new.limits is not None else old.limits,
+        params={**(old.params or {}), **(new.params or {})} or None,
+    )
+
+
 def merge_entry(entry: CatalogEntry, defaults: CatalogDefaults) -> CatalogEntry:
     """``entry`` with the file's defaults filled in (entry values win; params merge)."""
     update: dict[str, Any] = {}
@@ -434,15 +642,43 @@ class Catalog:
     Build with :meth:`load`; the shipped files are parsed once per process.
     """
 
-    def __init__(self, files: Iterable[tuple[str, CatalogFile]]) -> None:
+    def __init__(
+        self,
+        files: Iterable[tuple[str, CatalogFile]],
+        user_files: Iterable[tuple[str, CatalogFile]] = (),
+    ) -> None:
         self._entries: dict[str, dict[str, CatalogEntry]] = {}
         self._aliases: dict[str, str] = {}
+        self._shipped: dict[str, dict[str, CatalogEntry]] = {}
+        self._defaults: dict[str, CatalogDefaults] = {}
+        self._user: dict[str, dict[str, tuple[str, CatalogEntry]]] = {}
+        self._shipped_aliases: dict[str, str] = {}
         sources: dict[tuple[str, str], str] = {}
         for source, catalog in files:
             bucket = self._entries.setdefault(catalog.provider, {})
+            self._defaults[catalog.provider] = _merge_defaults(
+                self._defaults.get(catalog.provider), catalog.defaults
+            )
             for name, raw_entry in catalog.models.items():
                 # A later file replaces an earlier entry for the same provider and model.
                 bucket[name] = merge_entry(raw_entry, catalog.defaults)
+                sources[(catalog.provider, name)] = source
+                for alias in raw_entry.aliases:
+                    self._shipped_aliases.setdefault(alias, name)
+            self._shipped.setdefault(catalog.provider, {}).update(bucket)
+        shipped_names = {name for bucket in self._shipped.values() for name in bucket}
+        for source, catalog in user_files:
+            bucket = self._entries.setdefault(catalog.provider, {})
+            user = self._user.setdefault(catalog.provider, {})
+            for given, raw_entry in catalog.models.items():
+                entry = merge_entry(raw_entry, catalog.defaults)
+                # An alias of a shipped model names that model (flux.1-dev is flux-dev).
+                name = given if given in shipped_names else self._shipped_aliases.get(given, given)
+                user[name] = (source, entry)
+                # Over the shipped entry (or the type's defaults) when ``provider`` is a type;
+                # a provider key is inherited by its type when a router is built.
+                shipped_type = catalog.provider in self._defaults
+                bucket[name] = self.inherit(catalog.provider, name, entry) if shipped_type else entry
                 sources[(catalog.provider, name)] = source
         kinds: dict[str, str] = {}
         capabilities: dict[str, set[Capability]] = {}
@@ -456,7 +692,8 @@ class Catalog:
                         f"but {kinds[name]} elsewhere",
                         key_path=f"models.{name}.kind",
                     )
-                capabilities.setdefault(name, set()).update(entry.capabilities or ())
+                for each in entry.expanded():
+                    capabilities.setdefault(name, set()).update(each.capabilities or ())
                 aliases.setdefault(name, set()).update(entry.aliases)
         self._models: dict[str, ModelSpec] = {}
         for name, kind in kinds.items():
@@ -475,12 +712,60 @@ class Catalog:
 
     @classmethod
     def load(cls, extra: Iterable[str | Path] = ()) -> Catalog:
-        """The shipped catalogs plus ``extra`` catalog files (later files shadow earlier ones)."""
-        files = list(_shipped_files())
-        for path in extra:
-            p = Path(path)
-            files.append((str(p), load_catalog_file(p)))
-        return cls(files)
+        """The shipped catalogs plus ``extra`` catalog files (later files shadow earlier ones).
+
+        An entry of an extra file is merged over the shipped entry for the same provider
+        type and model (see :meth:`inherit`).
+        """
+        user = [(str(Path(path)), load_catalog_file(Path(path))) for path in extra]
+        return cls(_shipped_files(), user)
+
+    def standard_params(self, provider_type: str) -> dict[str, ParamValue]:
+        """A provider type's standard mapping: its shipped catalog's ``defaults.params``.
+
+        Types without a shipped catalog (``simulated``, ``custom``, import paths) take
+        genrouter's own field names (``prompt: prompt``, ``width: width``, ...).
+        """
+        defaults = self._defaults.get(provider_type)
+        if defaults is not None and defaults.params:
+            return dict(defaults.params)
+        return {name: name for name in STANDARD_FIELDS}
+
+    def inherit(self, provider_type: str, model: str, entry: CatalogEntry) -> CatalogEntry:
+        """A user-declared ``entry`` merged over what the catalog knows for it.
+
+        Over the shipped entry of ``provider_type`` for ``model`` (or an alias of it) when
+        there is one: every key the entry sets wins, ``params`` and ``limits`` merge key by
+        key. Else over the type's defaults, so ``params`` start from
+        :meth:`standard_params`. A workflow entry is taken as written: its ``params`` map to
+        the workflow's own inputs, which no standard mapping knows.
+        """
+        if entry.kind == "workflow":
+            return entry
+        shipped = self._shipped.get(provider_type, {})
+        base = shipped.get(model) or shipped.get(self._shipped_aliases.get(model, ""))
+        if base is None:
+            defaults = self._defaults.get(provider_type) or CatalogDefaults()
+            params = {**self.standard_params(provider_type), **(entry.params or {})}
+            return merge_entry(entry, defaults).model_copy(update={"params": params})
+        update: dict[str, Any] = {name: getattr(entry, name) for name in entry.model_fields_set}
+        update["params"] = {**(base.params or {}), **(entry.params or {})}
+        if "variants" not in entry.model_fields_set and entry.endpoint != base.endpoint:
+            update["variants"] = None  # another endpoint: the shipped variants belong to the old one
+        if entry.limits is not None and base.limits is not None:
+            update["limits"] = base.limits.model_copy(
+                update={name: getattr(entry.limits, name) for name in entry.limits.model_fields_set}
+            )
+        return base.model_copy(update=update)
+
+    def shipped_types(self) -> list[str]:
+        """Provider types with a shipped catalog (``fal``, ``modal``, ``replicate``)."""
+        return sorted(self._shipped)
+
+    def user_entries_for(self, provider: str) -> Mapping[str, tuple[str, CatalogEntry]]:
+        """Entries that ``catalogs:`` files declare for ``provider``: (file, entry) by model,
+        not yet merged over anything."""
+        return self._user.get(provider, {})
 
     @property
     def models(self) -> Mapping[str, ModelSpec]:
@@ -501,6 +786,12 @@ class Catalog:
 def _default_capabilities(kind: str) -> set[Capability]:
     if kind == "video":
         return {Capability.TEXT_TO_VIDEO}
+    if kind == "upscale":
+        return {Capability.UPSCALE}
+    if kind == "remove-background":
+        return {Capability.REMOVE_BACKGROUND}
+    if kind == "workflow":
+        return set()  # a workflow takes what its inputs declare
     return {Capability.TEXT_TO_IMAGE}
 
 
@@ -522,10 +813,11 @@ def build_deployment(
 ) -> Deployment:
     """A :class:`Deployment` from a catalog entry, filling gaps from the model's shipped spec."""
     capabilities = entry.capabilities
-    if capabilities is None:
-        capabilities = list(spec.capabilities) if spec else list(_default_capabilities("image"))
     kind = entry.kind or (spec.kind if spec else "image")
+    if capabilities is None:
+        capabilities = list(spec.capabilities) if spec else list(_default_capabilities(kind))
     price = entry.price or price_override
+    raw = entry.params or {}
     return Deployment(
         provider=provider,
         provider_type=provider_type,
@@ -534,8 +826,10 @@ def build_deployment(
         kind=kind,
         capabilities=frozenset(capabilities),
         limits=entry.limits or Limits(),
-        params=dict(entry.params or {}),
+        params={name: param_target(value) for name, value in raw.items()},
         pricing=price.to_pricing() if price else None,
         gpu_seconds_per_output=entry.gpu_seconds_per_output,
         source=source,
+        rules={name: value for name, value in raw.items() if isinstance(value, ParamRule)},
+        inputs=dict(entry.inputs or {}),
     )

@@ -1,4 +1,4 @@
-"""The ``genrouter`` command line: generate, models, route --explain, batch, config check/schema.
+"""The ``genrouter`` command line: generate, models, route --explain, batch, loadtest, config check/schema.
 
 Every command takes ``-c/--config`` (else ``GENROUTER_CONFIG``, ``./genrouter.yaml``,
 or credentials in the environment). An error prints exactly one line on stderr
@@ -9,6 +9,7 @@ generation failures.
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,7 +22,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genrouter.config import RouterConfig, dump_schema, load_config
+from genrouter._models_listing import catalog_rows, check_kind, filter_rows, render_table, router_rows
+from genrouter._workflows import parse_cli_input
+from genrouter.catalog import Catalog
+from genrouter.config import RouterConfig, config_notes, config_present, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
 from genrouter.types import GenerationResult
@@ -55,6 +59,11 @@ DEFAULT_OUTDIR = Path("genrouter-output")
 
 def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+def _status_console() -> Console:
+    """Where ``generate``'s live line goes: stderr (shown only when it is a terminal)."""
+    return Console(stderr=True, highlight=False)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -133,20 +142,33 @@ def generate(
         list[str] | None, typer.Option("-p", "--provider", help="Allow only this provider (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the GenerationResult as JSON.")] = False,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option("-i", "--input", help="A workflow input NAME=VALUE (JSON, or @file for an image)."),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Generate and save outputs; print paths, provider, cost and latency."""
     with _errors(verbose):
         fields: dict[str, Any] = {"model": model, "prompt": prompt, "num_outputs": num, **_parse_size(size)}
+        if inputs:
+            fields["inputs"] = dict(parse_cli_input(text) for text in inputs)
         if seed is not None:
             fields["seed"] = seed
         if provider:
             fields["providers"] = provider
         cfg = _config(config)
 
+        from genrouter._live import LiveLine
+
+        live = LiveLine(_status_console(), model, enabled=not as_json)
+
         async def run() -> tuple[GenerationResult, list[Path]]:
             async with AsyncRouter.from_config(cfg) as router:
-                result = await router.generate(**fields)
+                with live:
+                    result = await router.generate(
+                        on_progress=live.update if live.enabled else None, **fields
+                    )
             outdir.mkdir(parents=True, exist_ok=True)
             saved = []
             for i, artifact in enumerate(result.outputs):
@@ -165,26 +187,32 @@ def generate(
 
 
 @app.command()
-def models(config: ConfigOption = None, verbose: VerboseOption = False) -> None:
-    """List the models each configured provider serves, with price and health."""
+def models(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of models.")] = False,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind (image, video, ...).")] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Only this provider type or key.")
+    ] = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """List models: the shipped catalogs without a config; with one, its deployments and health."""
     with _errors(verbose):
-        router = AsyncRouter.from_config(_config(config))
-        table = Table("model", "kind", "provider", "endpoint", "price", "capabilities", "health")
-        now = router.clock.now()
-        for deployment in sorted(router.deployments(), key=lambda d: (d.model, d.provider)):
-            price = deployment.pricing.describe() if deployment.pricing else "unknown"
-            caps = ", ".join(sorted(c.value for c in deployment.capabilities))
-            health = router.state.health(deployment.key).describe(now)
-            table.add_row(
-                deployment.model,
-                deployment.kind,
-                deployment.provider,
-                deployment.endpoint,
-                price,
-                caps,
-                health,
-            )
-        _out().print(table)
+        try:
+            check_kind(kind)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key_path="--kind") from exc
+        router = None if config is None and not config_present() else AsyncRouter.from_config(_config(config))
+        if router is None:
+            catalog = Catalog.load()
+            rows = catalog_rows(catalog, catalog.shipped_types())
+        else:
+            rows = router_rows(router)
+        rows = filter_rows(rows, kind, provider)
+        if as_json:
+            _out().print(json.dumps(rows, indent=2), markup=False, soft_wrap=True)
+        else:
+            render_table(rows, Console(highlight=False), health=router is not None)
 
 
 @app.command()
@@ -367,12 +395,19 @@ def config_check(
             f"ok: {len(cfg.providers)} provider(s) ({', '.join(cfg.providers)}), {len(models)} model(s)",
             markup=False,
         )
+        for note in config_notes(cfg):
+            _out().print(f"note: {note}", markup=False)
 
 
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the config file's JSON Schema (for editors via yaml-language-server)."""
     sys.stdout.write(dump_schema() + "\n")
+
+
+from genrouter.loadtest.command import register as _register_loadtest  # noqa: E402 - needs the helpers above
+
+_register_loadtest(app)
 
 
 def main(argv: list[str] | None = None) -> None:

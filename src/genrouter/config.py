@@ -76,6 +76,7 @@ __all__ = [
     "RoutePolicy",
     "RouterConfig",
     "RoutingConfig",
+    "SpilloverPolicy",
     "StateConfig",
     "TimeoutPolicy",
     "config_json_schema",
@@ -218,6 +219,16 @@ class ExplorePolicy(SettingsModel):
     interval_s: Annotated[float, Field(gt=0, le=86_400)] = 30.0
 
 
+class SpilloverPolicy(SettingsModel):
+    """With ``strategy: cost`` and ``latency_slo_s``: rank a deployment that reports its
+    capacity (backlog, containers) by its predicted completion time, so the cheapest one
+    keeps the traffic it can finish within the SLO and the rest spills to the next
+    (:mod:`genrouter.routing.spillover`). On by default; it changes nothing without an
+    SLO or a capacity-reporting deployment."""
+
+    enabled: bool = True
+
+
 Weight = Annotated[float, Field(gt=0), BeforeValidator(reject_bool)]
 
 
@@ -236,6 +247,7 @@ class RoutePolicy(SettingsModel):
     circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
     retry_budget: RetryBudgetPolicy = Field(default_factory=RetryBudgetPolicy)
     explore: ExplorePolicy = Field(default_factory=ExplorePolicy)
+    spillover: SpilloverPolicy = Field(default_factory=SpilloverPolicy)
 
     @field_validator("max_cost_usd", mode="before")
     @classmethod
@@ -792,12 +804,6 @@ def _semantic_problems(config: RouterConfig) -> list[str]:
             for name in policy.weights or {}:
                 if name not in config.providers:
                     problems.append(_unknown_provider(f"{path}.weights.{name}", name, providers))
-        timeouts = policy.timeouts
-        if (is_default or timeouts != default.timeouts) and timeouts.attempt_s > timeouts.deadline_s:
-            problems.append(
-                f"{path}.timeouts.attempt_s: {timeouts.attempt_s:g} is longer than "
-                f"deadline_s {timeouts.deadline_s:g}; an attempt can never use it all"
-            )
         retry = policy.retry
         if (is_default or retry != default.retry) and retry.initial_backoff_s > retry.max_backoff_s:
             problems.append(
@@ -1017,6 +1023,16 @@ def discover_config(
     return from_env
 
 
+def config_present(env: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> bool:
+    """Whether discovery would find a config (``GENROUTER_CONFIG``, ``./genrouter.yaml`` or
+    credentials in the environment), without loading it."""
+    env = os.environ if env is None else env
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    if env.get(CONFIG_ENV) or (base / DEFAULT_CONFIG_FILE).is_file():
+        return True
+    return environment_config(env) is not None
+
+
 def _under(base: Path, path: str | Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else base / p
@@ -1092,3 +1108,26 @@ def config_json_schema() -> dict[str, Any]:
 def dump_schema() -> str:
     """The config JSON Schema as indented JSON text."""
     return json.dumps(config_json_schema(), indent=2)
+
+
+def config_notes(config: RouterConfig) -> list[str]:
+    """Harmless combinations worth a word (``genrouter config check`` prints them as notes).
+
+    ``timeouts.attempt_s`` longer than ``deadline_s`` is valid: the deadline bounds every
+    attempt, so such an attempt ends at the deadline.
+    """
+    notes: list[str] = []
+    default = config.routing.default
+    policies = [("routing.default", default)] + [
+        (f"routing.models.{name}", policy) for name, policy in config.routing.models.items()
+    ]
+    for path, policy in policies:
+        timeouts = policy.timeouts
+        if timeouts.attempt_s > timeouts.deadline_s and (
+            path == "routing.default" or timeouts != default.timeouts
+        ):
+            notes.append(
+                f"{path}.timeouts: attempt_s {timeouts.attempt_s:g} is longer than deadline_s "
+                f"{timeouts.deadline_s:g}; the deadline ends each attempt first"
+            )
+    return notes

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from genrouter._secrets import scrub
@@ -86,6 +87,9 @@ def request_ended(
                 "model": request.model,
                 "provider": result.provider,
                 "cost_usd": float(result.cost.amount_usd) if result.cost.amount_usd is not None else None,
+                "cost_estimated": result.cost.estimated,
+                "estimated_cost_usd": _float(result.estimated_cost_usd),
+                "actual_cost_usd": _float(result.actual_cost_usd),
                 "latency_s": latency_s,
                 "attempts": len(result.attempts),
             }
@@ -105,6 +109,10 @@ def request_ended(
             hook.on_result(result, error, model=request.model, request=request, latency_s=latency_s)
         except Exception:
             logger.exception("metrics hook %r failed in on_result; ignored", type(hook).__name__)
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
 
 
 class OpenTelemetryHook:
@@ -143,6 +151,9 @@ class OpenTelemetryHook:
             attributes["genrouter.provider"] = provider
         if result is not None and result.cost.amount_usd is not None:
             attributes["genrouter.cost_usd"] = float(result.cost.amount_usd)
+            attributes["genrouter.cost_estimated"] = result.cost.estimated
+        if result is not None and result.estimated_cost_usd is not None:
+            attributes["genrouter.estimated_cost_usd"] = float(result.estimated_cost_usd)
         span = self._tracer.start_span("genrouter.generate", start_time=start, attributes=attributes)
         if error is not None:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, scrub(str(error))))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,11 +34,14 @@ from genrouter._attempts import (
     terminal_state_of,
 )
 from genrouter._clock import Clock, MonotonicClock
+from genrouter._deployments import PassthroughDeployments, needs_image, provider_deployments
 from genrouter._execution import Execution
+from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
+from genrouter._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
 from genrouter.backends.base import Backend, load_backend_class
 from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
-from genrouter.catalog import Catalog, CatalogEntry, Deployment, build_deployment
+from genrouter.catalog import Catalog, Deployment
 from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
 from genrouter.errors import (
     BudgetExceededError,
@@ -45,12 +49,14 @@ from genrouter.errors import (
     DeadlineExceededError,
     GenRouterError,
     InvalidRequestError,
+    JobFailedError,
     NoRouteError,
 )
 from genrouter.observability import MetricsHook, logger, request_ended
 from genrouter.routing.budgets import BudgetGuard
 from genrouter.routing.plan import ExploreRule, Plan, build_plan
 from genrouter.routing.policies import SmoothWeightedRoundRobin
+from genrouter.routing.spillover import CapacitySource
 from genrouter.routing.store import MemoryStateStore, StateStore
 from genrouter.routing.throttle import HedgeBudget, RetryBudget
 from genrouter.types import (
@@ -96,6 +102,7 @@ class AsyncRouter:
         self._backends: dict[str, Backend] = {}
         self._deployments: dict[str, list[Deployment]] = {}
         self._latency_hints: dict[str, float] = {}
+        self._capacity: dict[str, CapacitySource] = {}
         self._unavailable: dict[str, str] = {}
         self._round_robins: dict[str, SmoothWeightedRoundRobin] = {}
         self._ranks: dict[int, dict[str, int]] = {}
@@ -105,7 +112,7 @@ class AsyncRouter:
         self.throttle: RetryBudget | None = (
             RetryBudget(retry_budget.max_tokens, retry_budget.token_ratio) if retry_budget.enabled else None
         )
-        self.budget = BudgetGuard(config.budgets, self.state)
+        self.budget = BudgetGuard(config.budgets, self.state, clock=self.clock)
         self._budget = self.budget if config.budgets else None
         self._explore_rules: dict[int, ExploreRule | None] = {}
         # A shared store syncs in the background once the router runs in an event loop.
@@ -127,6 +134,8 @@ class AsyncRouter:
             if bind_clock is not None:
                 bind_clock(self.clock)
         self._build_deployments()
+        self._workflow_inputs = check_workflow_deployments(self.deployments())
+        share_workflow_inputs(self._deployments, self._workflow_inputs)
         self._check_model_overrides()
 
     @classmethod
@@ -149,41 +158,26 @@ class AsyncRouter:
     # -- construction helpers ------------------------------------------------------
 
     def _build_deployments(self) -> None:
-        models = self.catalog.models
         for key, section in self.config.providers.items():
             backend = self._backends[key]
-            default_entries = getattr(backend, "default_entries", None)
-            entries: dict[str, CatalogEntry] = dict(
-                default_entries(self.catalog)
-                if default_entries is not None
-                else self.catalog.entries_for(section.type)
-            )
-            entries.update(self.catalog.entries_for(key))
-            entries.update(section.models)
-            price_override = getattr(section, "price", None)
-            default_limits = getattr(backend, "default_limits", None)
-            for model, entry in entries.items():
-                name = self.catalog.resolve(model) or model
-                if entry.limits is None and default_limits is not None:
-                    entry = entry.model_copy(update={"limits": default_limits})
-                deployment = build_deployment(
-                    provider=key,
-                    provider_type=section.type,
-                    model=name,
-                    entry=entry,
-                    spec=models.get(name),
-                    price_override=price_override,
-                    source=f"providers.{key}.models" if model in section.models else None,
-                )
-                self._deployments.setdefault(name, []).append(deployment)
-                hint = getattr(backend, "latency_hint", None)
-                if hint is not None:
-                    value = hint(deployment)
-                    if value is not None:
-                        self._latency_hints[deployment.key] = value
+            for deployment in provider_deployments(self.catalog, key, section, backend):
+                self._deployments.setdefault(deployment.model, []).append(deployment)
+                self._hint(deployment)
+                capacity = getattr(backend, "capacity", None)
+                if callable(capacity):
+                    self._capacity[deployment.key] = functools.partial(capacity, deployment)
             reason = getattr(backend, "unavailable_reason", None)
             if isinstance(reason, str) and reason:
                 self._unavailable[key] = reason
+        self._passthrough = PassthroughDeployments(self.catalog, self.config.providers, self._backends)
+
+    def _hint(self, deployment: Deployment) -> None:
+        """Record the backend's latency hint for ``deployment``, if it gives one."""
+        hint = getattr(self._backends[deployment.provider], "latency_hint", None)
+        if hint is not None:
+            value = hint(deployment)
+            if value is not None:
+                self._latency_hints[deployment.key] = value
 
     def _check_model_overrides(self) -> None:
         for model in self.config.routing.models:
@@ -244,18 +238,27 @@ class AsyncRouter:
     def _plan(self, request: GenerationRequest, *, explaining: bool = False) -> tuple[Plan, RoutePolicy]:
         name = self.catalog.resolve(request.model) or request.model
         deployments = self._deployments.get(name)
+        passthrough = not deployments and ":" in request.model
+        if passthrough:
+            deployments = [self._passthrough.get(request.model, request)]
+            if deployments[0].key not in self._latency_hints:
+                self._hint(deployments[0])
         if not deployments:
             known = sorted(self._deployments)
             close = difflib.get_close_matches(request.model, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known models: {', '.join(known)}"
             raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
+        kind = deployments[0].kind
+        needs_image(request, kind)
+        if request.inputs or kind == "workflow":
+            check_inputs(request, model=name, kind=kind, schema=self._workflow_inputs.get(name))
         policy = self.config.routing.policy_for(name)
         strategy = request.strategy or policy.strategy
         max_cost = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd
         plan = build_plan(
             request,
             model=name,
-            kind=deployments[0].kind,
+            kind=kind,
             deployments=deployments,
             strategy=strategy,
             provider_rank=self._rank(policy),
@@ -271,7 +274,14 @@ class AsyncRouter:
             half_open_probes=policy.circuit_breaker.half_open_probes,
             explore=self._explore_rule(policy),
             budget=self._budget,
+            capacity=self._capacity if policy.spillover.enabled else None,
         )
+        if passthrough:
+            only = deployments[0]
+            plan.notes.append(
+                f"passthrough: {request.model!r} goes to provider {only.provider} as endpoint "
+                f"{only.endpoint!r} with its standard mapping; no fallback, cost unknown unless reported"
+            )
         return plan, policy
 
     def _explore_rule(self, policy: RoutePolicy) -> ExploreRule | None:
@@ -338,9 +348,18 @@ class AsyncRouter:
         return plan, policy
 
     async def generate(
-        self, request: GenerationRequest | str | None = None, /, **kwargs: Any
+        self,
+        request: GenerationRequest | str | None = None,
+        /,
+        *,
+        on_progress: ProgressCallback | None = None,
+        **kwargs: Any,
     ) -> GenerationResult:
         """Generate: route ``request`` (a :class:`GenerationRequest`, a prompt, or keyword fields).
+
+        ``on_progress`` (a function, or a coroutine function) is called with a
+        :class:`~genrouter.types.Progress` whenever a job's state, queue position or
+        logs change; one that raises is logged once and ignored.
 
         Raises :class:`InvalidRequestError` for bad input, :class:`NoRouteError` when no
         deployment can serve it, :class:`DeadlineExceededError` when the one deadline
@@ -349,11 +368,11 @@ class AsyncRouter:
         req = self._request(request, kwargs)
         hooks = self.hooks
         if not hooks and not logger.isEnabledFor(logging.INFO):
-            execution = self._execution(req)
+            execution = self._execution(req, on_progress=on_progress)
             return await execution.generate()
         started = self.clock.now()
         try:
-            execution = self._execution(req, hooks=hooks)
+            execution = self._execution(req, hooks=hooks, on_progress=on_progress)
             result = await execution.generate()
         except Exception as exc:
             request_ended(hooks, req, None, exc, self.clock.now() - started)
@@ -362,7 +381,11 @@ class AsyncRouter:
         return result
 
     def _execution(
-        self, req: GenerationRequest, webhook_url: str | None = None, hooks: Sequence[MetricsHook] = ()
+        self,
+        req: GenerationRequest,
+        webhook_url: str | None = None,
+        hooks: Sequence[MetricsHook] = (),
+        on_progress: ProgressCallback | None = None,
     ) -> Execution:
         """Plan ``req`` and set up its execution (hedging only when waiting for the result).
 
@@ -388,6 +411,8 @@ class AsyncRouter:
             background=self._background,
             hooks=hooks,
         )
+        if on_progress is not None:
+            execution.backends = watch_all(self._backends, on_progress, self.clock, execution.started)
         return execution
 
     # -- jobs API -----------------------------------------------------------------------
@@ -435,6 +460,12 @@ class AsyncRouter:
         for deployment in self._deployments.get(name, []):
             if deployment.provider == handle.provider and deployment.endpoint == handle.endpoint:
                 return deployment
+        if name not in self._deployments and ":" in handle.model:
+            made = self._passthrough.find(handle.model, handle.endpoint) or self._passthrough.get(
+                handle.model
+            )
+            if made.provider == handle.provider and made.endpoint == handle.endpoint:
+                return made
         raise ConfigError(
             f"job {handle.id}: provider {handle.provider!r} no longer serves "
             f"{handle.model!r} at {handle.endpoint!r}",
@@ -449,8 +480,16 @@ class AsyncRouter:
             return statuses[0]
         return statuses[0].model_copy(update={"state": terminal_state_of(statuses)})
 
-    async def result(self, handle: JobHandle, timeout: float | None = None) -> GenerationResult:  # noqa: ASYNC109
+    async def result(
+        self,
+        handle: JobHandle,
+        timeout: float | None = None,  # noqa: ASYNC109
+        *,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
         """Wait for the job and return its result; never resubmits.
+
+        ``on_progress`` works as in :meth:`generate` (elapsed from this call).
 
         ``timeout`` (seconds; default the policy's ``deadline_s``) bounds the wait:
         when it passes, :class:`DeadlineExceededError` is raised and the job keeps
@@ -458,6 +497,8 @@ class AsyncRouter:
         :class:`JobFailedError` with ``state == "cancelled"``.
         """
         backend = self._backend_for(handle)
+        if on_progress is not None:
+            backend = watch(backend, ProgressReporter(on_progress, self.clock))
         deployment = self._deployment_for(handle)
         policy = self.policy_for(handle.model)
         wait_s = timeout if timeout is not None else policy.timeouts.deadline_s
@@ -485,6 +526,8 @@ class AsyncRouter:
             exc.provider = exc.provider or handle.provider
             exc.provider_request_id = exc.provider_request_id or handle.provider_request_id
             observe_failure(self.state, self.clock.now(), deployment, exc, policy)
+            if isinstance(exc, JobFailedError):
+                self.budget.release_job(handle.provider, handle.provider_request_id)
             raise
         elapsed = self.clock.now() - started
         merged = merge_results(results)
@@ -514,7 +557,7 @@ class AsyncRouter:
             attempts=[*handle.attempts, attempt],
             total_s=elapsed,
         )
-        self.budget.record(handle.provider, result.cost.amount_usd)
+        self.budget.settle_job(handle.provider, handle.provider_request_id, result.cost.amount_usd)
         return result
 
     async def _wait_for_job(
@@ -565,6 +608,7 @@ class AsyncRouter:
         backend = self._backend_for(handle)
         for job in handle.jobs:
             await backend.cancel(job)
+        self.budget.release_job(handle.provider, handle.provider_request_id)
 
     # -- lifecycle ---------------------------------------------------------------------
 

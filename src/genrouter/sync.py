@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from genrouter._clock import Clock
+from genrouter._progress import ProgressCallback
 from genrouter._webhook_hub import WebhookEvent
 from genrouter.backends.base import Backend
 from genrouter.observability import MetricsHook
@@ -91,9 +92,16 @@ class Router:
         """The :class:`AsyncRouter` underneath (its loop runs in the portal thread)."""
         return self._router
 
-    def generate(self, request: GenerationRequest | str | None = None, /, **kwargs: Any) -> GenerationResult:
-        """Blocking :meth:`AsyncRouter.generate`."""
-        return self._portal.call(self._router.generate(request, **kwargs))
+    def generate(
+        self,
+        request: GenerationRequest | str | None = None,
+        /,
+        *,
+        on_progress: ProgressCallback | None = None,
+        **kwargs: Any,
+    ) -> GenerationResult:
+        """Blocking :meth:`AsyncRouter.generate`; ``on_progress`` runs on the router's loop thread."""
+        return self._portal.call(self._router.generate(request, on_progress=on_progress, **kwargs))
 
     def explain(self, request: GenerationRequest | str | None = None, /, **kwargs: Any) -> RoutePlan:
         """:meth:`AsyncRouter.explain` (already synchronous)."""
@@ -114,9 +122,11 @@ class Router:
         """Blocking :meth:`AsyncRouter.status`."""
         return self._portal.call(self._router.status(handle))
 
-    def result(self, handle: JobHandle, timeout: float | None = None) -> GenerationResult:
+    def result(
+        self, handle: JobHandle, timeout: float | None = None, *, on_progress: ProgressCallback | None = None
+    ) -> GenerationResult:
         """Blocking :meth:`AsyncRouter.result`."""
-        return self._portal.call(self._router.result(handle, timeout=timeout))
+        return self._portal.call(self._router.result(handle, timeout=timeout, on_progress=on_progress))
 
     def cancel(self, handle: JobHandle) -> None:
         """Blocking :meth:`AsyncRouter.cancel`."""

@@ -7,6 +7,9 @@
 - :func:`set_testing` removes every backoff and Retry-After sleep from the router.
 - ``BackendContract`` (lazily imported; needs pytest) is the conformance suite that
   every backend's tests subclass.
+- ``InProcessModalTransport`` runs ``deploy/modal/service.py`` in-process behind the Modal
+  backend; ``comfy_transport(comfy_url, workflows_dir=...)`` does the same for the ComfyUI
+  class (``deploy/modal/comfy/service.py``) against a ComfyUI server at ``comfy_url``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ if TYPE_CHECKING:
     from genrouter._clock import Clock
     from genrouter.catalog import Deployment
 
-__all__ = [  # noqa: F822 - BackendContract is served lazily by __getattr__ (it needs pytest)
+__all__ = [  # noqa: F822 - BackendContract and comfy_transport are served lazily by __getattr__
     "BackendContract",
     "FailJob",
     "FailSubmit",
@@ -44,6 +47,7 @@ __all__ = [  # noqa: F822 - BackendContract is served lazily by __getattr__ (it 
     "Hang",
     "InProcessModalTransport",
     "Succeed",
+    "comfy_transport",
     "set_testing",
 ]
 
@@ -418,4 +422,8 @@ def __getattr__(name: str) -> Any:
         from genrouter._modal_testing import InProcessModalTransport
 
         return InProcessModalTransport
+    if name == "comfy_transport":
+        from genrouter._comfy_testing import comfy_transport
+
+        return comfy_transport
     raise AttributeError(f"module 'genrouter.testing' has no attribute {name!r}")

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from genrouter._media import read_artifact_bytes, read_artifact_bytes_async, save_artifact
+from genrouter._secrets import is_credential_header, register_secret
 
 __all__ = [
     "Artifact",
@@ -40,6 +41,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "LoRA",
+    "Progress",
     "ProviderJob",
     "RoutePlan",
     "Strategy",
@@ -58,6 +60,7 @@ _ASPECT_RATIO = re.compile(r"^([1-9]\d{0,2}):([1-9]\d{0,2})$")
 MAX_DIMENSION = 8192
 MIN_DIMENSION = 16
 MAX_OUTPUTS = 16
+MAX_IMAGES = 16
 
 
 class JobState(StrEnum):
@@ -110,6 +113,25 @@ MediaInput = str | bytes | Path
 _BYTES_DATA_URL = "data:application/vnd.genrouter.bytes;base64,"
 
 
+def _media_from_json(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_BYTES_DATA_URL):
+        return base64.b64decode(value[len(_BYTES_DATA_URL) :])
+    return value
+
+
+def _media_to_json(value: MediaInput) -> str:
+    # Raw bytes would read back as their base64 text (a str is a URL or a path);
+    # a marked data URL reads back as the same bytes.
+    if isinstance(value, bytes):
+        return _BYTES_DATA_URL + base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+def _check_media_not_empty(value: MediaInput) -> None:
+    if len(str(value) if isinstance(value, Path) else value) == 0:
+        raise ValueError("is empty; pass a URL, bytes or a file path")
+
+
 class GenerationRequest(BaseModel):
     """One generation request: what to make, and optional routing overrides.
 
@@ -132,6 +154,11 @@ class GenerationRequest(BaseModel):
     guidance: Annotated[float | None, Field(ge=0.0, le=50.0)] = None
     image: MediaInput | None = None
     mask: MediaInput | None = None
+    images: Annotated[list[MediaInput], Field(max_length=MAX_IMAGES)] = Field(
+        default_factory=list,
+        description="Several input images (reference images, first and last frame), "
+        "each a URL, bytes or a pathlib.Path; the catalog entry maps them.",
+    )
     strength: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
     loras: Annotated[list[LoRA], Field(max_length=8)] = Field(default_factory=list)
     duration_s: Annotated[float | None, Field(gt=0.0, le=600.0)] = None
@@ -139,11 +166,38 @@ class GenerationRequest(BaseModel):
     output_format: OutputFormat | None = None
     safety_checker: bool | None = None
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    inputs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="A workflow model's named inputs (JSON values; images as URL, bytes or path).",
+    )
+    provider_headers: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers per provider key ({key: {header: value}}), "
+        "merged over the provider section's provider_headers.",
+        repr=False,
+    )
     providers: list[str] | None = None
     strategy: Strategy | None = None
     max_cost_usd: Annotated[Decimal | None, Field(ge=0)] = None
     deadline_s: Annotated[float | None, Field(gt=0.0, le=86_400.0)] = None
     tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("provider_headers")
+    @classmethod
+    def _credential_headers_are_secrets(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for headers in value.values():
+            for name, header_value in headers.items():
+                if is_credential_header(name):
+                    register_secret(header_value)
+        return value
+
+    @field_serializer("provider_headers", when_used="json")
+    def _headers_without_credentials(self, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        # A stored handle or manifest never holds a credential; headers only matter at submit.
+        return {
+            key: {n: v for n, v in headers.items() if not is_credential_header(n)}
+            for key, headers in value.items()
+        }
 
     @field_validator("prompt")
     @classmethod
@@ -179,23 +233,43 @@ class GenerationRequest(BaseModel):
     @field_validator("image", "mask", mode="before")
     @classmethod
     def _bytes_from_json(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.startswith(_BYTES_DATA_URL):
-            return base64.b64decode(value[len(_BYTES_DATA_URL) :])
-        return value
+        return _media_from_json(value)
+
+    @field_validator("images", mode="before")
+    @classmethod
+    def _list_bytes_from_json(cls, value: Any) -> Any:
+        return [_media_from_json(item) for item in value] if isinstance(value, list) else value
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _input_bytes_from_json(cls, value: Any) -> Any:
+        return {k: _media_from_json(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_serializer("inputs", when_used="json")
+    def _input_bytes_to_json(self, value: dict[str, Any]) -> dict[str, Any]:
+        # Image inputs given as bytes or a path round-trip like ``image`` does.
+        return {k: _media_to_json(v) if isinstance(v, bytes | Path) else v for k, v in value.items()}
 
     @field_serializer("image", "mask", when_used="json")
     def _bytes_to_json(self, value: MediaInput | None) -> str | None:
-        # Raw bytes would read back as their base64 text (a str is a URL or a path);
-        # a marked data URL reads back as the same bytes.
-        if isinstance(value, bytes):
-            return _BYTES_DATA_URL + base64.b64encode(value).decode("ascii")
-        return None if value is None else str(value)
+        return None if value is None else _media_to_json(value)
+
+    @field_serializer("images", when_used="json")
+    def _list_bytes_to_json(self, value: list[MediaInput]) -> list[str]:
+        return [_media_to_json(item) for item in value]
 
     @field_validator("image", "mask")
     @classmethod
     def _media_not_empty(cls, value: MediaInput | None) -> MediaInput | None:
-        if value is not None and len(str(value) if isinstance(value, Path) else value) == 0:
-            raise ValueError("is empty; pass a URL, bytes or a file path")
+        if value is not None:
+            _check_media_not_empty(value)
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _list_media_not_empty(cls, value: list[MediaInput]) -> list[MediaInput]:
+        for item in value:
+            _check_media_not_empty(item)
         return value
 
     @model_validator(mode="after")
@@ -305,10 +379,20 @@ class GenerationResult(BaseModel):
     outputs: list[Artifact]
     seed: int | None = None
     cost: Cost = Field(default_factory=Cost)
+    estimated_cost_usd: Decimal | None = Field(
+        default=None,
+        description="The estimate routing used before the job ran (None: no price known). "
+        "`cost` is what it cost: billed (estimated=False) when the provider reported it.",
+    )
     timings: Timings = Field(default_factory=Timings)
     attempts: list[Attempt] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @property
+    def actual_cost_usd(self) -> Decimal | None:
+        """What the provider reported it billed (``cost.amount_usd`` when not estimated), else None."""
+        return None if self.cost.estimated else self.cost.amount_usd
 
 
 class ProviderJob(BaseModel):
@@ -339,6 +423,24 @@ class JobStatus(BaseModel):
     queue_position: int | None = None
     logs: list[str] = Field(default_factory=list)
     error: str | None = None
+
+
+class Progress(BaseModel):
+    """What a request's job is doing now, as given to ``generate(..., on_progress=fn)``.
+
+    Sent when the state or queue position changes or new log lines arrive (at most
+    once per poll). ``logs`` holds only lines not sent before; ``queue_position`` is
+    the provider's (fal), None where it does not say; ``elapsed_s`` counts from the
+    start of the request (or of ``result()``).
+    """
+
+    model_config = _FROZEN
+
+    provider: str
+    state: JobState
+    queue_position: int | None = None
+    logs: list[str] = Field(default_factory=list)
+    elapsed_s: float = 0.0
 
 
 class JobHandle(BaseModel):

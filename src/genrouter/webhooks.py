@@ -1,4 +1,4 @@
-"""Webhook signature verification (Replicate, fal) and an ASGI receiver.
+"""Webhook signature verification (Replicate, fal, the self-hosted Modal class) and an ASGI receiver.
 
 Both verifiers take the raw request body (never re-serialised JSON) and the
 headers (any mapping; names are case-insensitive), and return a normalised
@@ -23,7 +23,11 @@ or base64url/hex text). :class:`JwksCache` fetches fal's JWKS
 the keys are older than five minutes it fetches once more, so a new key is picked
 up without letting forged deliveries trigger a fetch each.
 
-Both reject a signed timestamp more than ``tolerance_s`` (default 300 s) before or
+**Modal** (genrouter's own ``deploy/modal`` class) signs with Standard Webhooks too, keyed
+with the Modal section's ``webhook_secret``; its body is ``{"type", "timestamp", "data": {"id",
+"status", "error", "result"}}`` (``deploy/modal/_webhooks.py``), ``id`` being the call id.
+
+All reject a signed timestamp more than ``tolerance_s`` (default 300 s) before or
 after now: a captured delivery cannot be replayed later.
 
 :meth:`AsyncRouter.handle_webhook` verifies with the provider's configured secret
@@ -54,7 +58,7 @@ from standardwebhooks.webhooks import Webhook
 
 from genrouter._secrets import register_secret
 from genrouter._webhook_hub import WebhookEvent, WebhookHub, WebhookVerificationError
-from genrouter.backends.settings import FalSettings, ReplicateSettings
+from genrouter.backends.settings import FalSettings, ModalSettings, ReplicateSettings
 from genrouter.errors import ConfigError, GenRouterError
 from genrouter.types import JobState
 
@@ -76,6 +80,7 @@ __all__ = [
     "providers_for",
     "respond_to_webhook",
     "verify_fal_webhook",
+    "verify_modal_webhook",
     "verify_provider_webhook",
     "verify_replicate_webhook",
 ]
@@ -108,6 +113,11 @@ _REPLICATE_STATES = {
     "aborted": JobState.CANCELLED,
 }
 _FAL_CANCELLED = frozenset({"client_cancelled"})
+_MODAL_STATES = {
+    "succeeded": JobState.SUCCEEDED,
+    "failed": JobState.FAILED,
+    "cancelled": JobState.CANCELLED,
+}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -177,29 +187,7 @@ def verify_replicate_webhook(
     :class:`WebhookVerificationError`; a secret that is not base64 raises
     :class:`~genrouter.errors.ConfigError`.
     """
-    lowered = _lower(headers)
-    msg_id, stamp_text, signatures = _required(
-        lowered, "webhook-id", "webhook-timestamp", "webhook-signature"
-    )
-    stamp = _timestamp(stamp_text, "webhook-timestamp", tolerance_s, now)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise WebhookVerificationError("webhook body is not UTF-8") from exc
-    expected = _standard_webhooks_mac(secret, msg_id, stamp, text)
-    matched = False
-    for entry in signatures.split():
-        version, _, value = entry.partition(",")
-        if version != "v1":
-            continue
-        try:
-            candidate = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        # Check every entry (no early exit) so timing says nothing about which matched.
-        matched |= hmac.compare_digest(candidate, expected)
-    if not matched:
-        raise WebhookVerificationError("webhook-signature: no v1 signature matches the webhook secret")
+    msg_id, stamp = _standard_webhooks_check(headers, body, secret, tolerance_s, now, "Replicate")
     prediction = _json_object(body, "expected a Replicate prediction")
     rid, status = prediction.get("id"), prediction.get("status")
     if not isinstance(rid, str) or not rid or not isinstance(status, str):
@@ -220,7 +208,42 @@ def verify_replicate_webhook(
     )
 
 
-def _standard_webhooks_mac(secret: str | SecretStr, msg_id: str, stamp: int, text: str) -> bytes:
+def _standard_webhooks_check(
+    headers: Mapping[str, str],
+    body: bytes,
+    secret: str | SecretStr,
+    tolerance_s: float,
+    now: float | None,
+    who: str,
+) -> tuple[str, int]:
+    """Check a Standard Webhooks signature; the delivery id and signed timestamp."""
+    lowered = _lower(headers)
+    msg_id, stamp_text, signatures = _required(
+        lowered, "webhook-id", "webhook-timestamp", "webhook-signature"
+    )
+    stamp = _timestamp(stamp_text, "webhook-timestamp", tolerance_s, now)
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WebhookVerificationError("webhook body is not UTF-8") from exc
+    expected = _standard_webhooks_mac(secret, msg_id, stamp, text, who)
+    matched = False
+    for entry in signatures.split():
+        version, _, value = entry.partition(",")
+        if version != "v1":
+            continue
+        try:
+            candidate = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        # Check every entry (no early exit) so timing says nothing about which matched.
+        matched |= hmac.compare_digest(candidate, expected)
+    if not matched:
+        raise WebhookVerificationError("webhook-signature: no v1 signature matches the webhook secret")
+    return msg_id, stamp
+
+
+def _standard_webhooks_mac(secret: str | SecretStr, msg_id: str, stamp: int, text: str, who: str) -> bytes:
     """HMAC-SHA256 of ``id.timestamp.body`` as the ``standardwebhooks`` package signs it."""
     raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
     register_secret(raw)
@@ -228,12 +251,53 @@ def _standard_webhooks_mac(secret: str | SecretStr, msg_id: str, stamp: int, tex
         signer = Webhook(raw.strip())
     except Exception as exc:
         raise ConfigError(
-            "the Replicate webhook secret is not a Standard Webhooks secret ('whsec_' + base64); "
-            "copy it from GET /v1/webhooks/default/secret",
+            f"the {who} webhook secret is not a Standard Webhooks secret ('whsec_' + base64)"
+            + ("; copy it from GET /v1/webhooks/default/secret" if who == "Replicate" else ""),
             key_path="webhook_secret",
         ) from exc
     signed = signer.sign(msg_id=msg_id, timestamp=datetime.fromtimestamp(stamp, tz=UTC), data=text)
     return base64.b64decode(signed.partition(",")[2])
+
+
+# -- Modal (genrouter's own deployment; Standard Webhooks) ------------------------------------------
+
+
+def verify_modal_webhook(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    secret: str | SecretStr,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    now: float | None = None,
+    provider: str = "modal",
+) -> WebhookEvent:
+    """Verify a delivery from the ``deploy/modal`` class (Standard Webhooks HMAC-SHA256).
+
+    The body is ``{"type", "timestamp", "data": {"id": <call id>, "status", "error", "result"}}``
+    (``deploy/modal/_webhooks.py``); ``provider_request_id`` is the Modal call id, as in the
+    :class:`~genrouter.types.ProviderJob`. ``secret``, ``now`` and ``tolerance_s`` as for
+    :func:`verify_replicate_webhook`.
+    """
+    msg_id, stamp = _standard_webhooks_check(headers, body, secret, tolerance_s, now, "Modal")
+    envelope = _json_object(body, "expected a genrouter Modal job event")
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        raise WebhookVerificationError("signature verified, but the body has no 'data' object")
+    rid, status = data.get("id"), data.get("status")
+    if not isinstance(rid, str) or not rid or not isinstance(status, str):
+        raise WebhookVerificationError("signature verified, but the event has no call id or status")
+    state = _MODAL_STATES.get(status)
+    if state is None:
+        raise WebhookVerificationError(f"signature verified, but job status {status[:30]!r} is unknown")
+    return WebhookEvent(
+        provider=provider,
+        provider_request_id=rid,
+        state=state,
+        error=_text(data.get("error")) if state is not JobState.SUCCEEDED else None,
+        raw=envelope,
+        delivery_id=msg_id,
+        timestamp=stamp,
+    )
 
 
 # -- fal (Ed25519) ---------------------------------------------------------------------------------
@@ -506,6 +570,17 @@ async def verify_provider_webhook(
         return verify_replicate_webhook(
             headers, body, secret=section.webhook_secret, tolerance_s=tolerance_s, provider=provider
         )
+    if isinstance(section, ModalSettings):
+        if section.webhook_secret is None or not section.webhook_secret.get_secret_value():
+            raise ConfigError(
+                f"providers.{provider}.webhook_secret is not set; use the whsec_... value the "
+                "deployment signs with (GENROUTER_WEBHOOK_SECRET in its Modal secret; "
+                "see deploy/modal/README.md)",
+                key_path=f"providers.{provider}.webhook_secret",
+            )
+        return verify_modal_webhook(
+            headers, body, secret=section.webhook_secret, tolerance_s=tolerance_s, provider=provider
+        )
     if isinstance(section, FalSettings):
         return await _verify_fal_configured(router.webhooks, provider, section, headers, body, tolerance_s)
     raise ConfigError(
@@ -559,11 +634,11 @@ def providers_for(router: AsyncRouter, headers: Mapping[str, str]) -> list[str]:
     the provider in its path tries each of these (see :func:`asgi_app`).
     """
     lowered = _lower(headers)
-    kind: type[FalSettings | ReplicateSettings] | None = None
+    kind: type[FalSettings] | tuple[type[ReplicateSettings], type[ModalSettings]] | None = None
     if "x-fal-webhook-signature" in lowered:
         kind = FalSettings
-    elif "webhook-signature" in lowered:
-        kind = ReplicateSettings
+    elif "webhook-signature" in lowered:  # Standard Webhooks: Replicate and the Modal class
+        kind = (ReplicateSettings, ModalSettings)
     if kind is None:
         return []
     return [key for key, section in router.config.providers.items() if isinstance(section, kind)]

@@ -10,7 +10,8 @@ real ``fal_client`` to drive it (``tests/test_fal_sdk_agreement.py`` proves that
   ``IN_PROGRESS(logs)`` → ``COMPLETED(logs, metrics[, error, error_type])``, one
   step per poll (202 while pending, 200 when complete);
 - ``GET .../requests/{id}`` answers the model output: ``images`` of the requested
-  ``image_size`` (no dimensions for Recraft) or a ``video``, with file URLs served
+  ``image_size`` (no dimensions for Recraft), a ``video``, or for ``comfy/`` endpoints
+  ComfyUI's per-node ``outputs`` (a saved image and a ``temp`` preview), with file URLs served
   by the fake itself under ``/files/`` so ``Artifact.aread()`` works;
 - ``PUT .../requests/{id}/cancel`` answers 202 ``CANCELLATION_REQUESTED`` (the job then
   shows ``COMPLETED`` with ``error_type: client_cancelled``) or 400 ``ALREADY_COMPLETED``.
@@ -22,10 +23,23 @@ fail with 503, jobs that never finish, jobs that complete with an error, and a 4
 on the result. Every submit is counted per prompt (``submit_count``) so tests can
 assert that nothing was resubmitted; every cancel is recorded in ``cancels``.
 The ``Authorization`` header must be ``Key <api_key>`` (else 401).
+
+It also speaks fal's storage API (as fal_client 1.0.3 does): ``POST
+/storage/auth/token?storage_type=fal-cdn-v3`` (API key) answers ``{token, token_type,
+base_url, expires_at}`` with ``base_url`` = ``<server>/cdn``; ``POST /cdn/files/upload``
+(``Authorization: Bearer <token>`` only) stores the body and answers ``access_url``;
+multipart is ``POST /cdn/files/upload/multipart`` → ``{access_url, uploadId}``,
+``PUT <access_url>/multipart/<uploadId>/<n>`` → ``ETag``, ``POST
+<access_url>/multipart/<uploadId>/complete``. Uploaded files are served at their
+``access_url``. ``uploads`` lists each stored file; ``cdn_authorizations`` every
+Authorization header the upload host saw (tests assert the API key is never among them).
+A result answer carries ``x-fal-billable-units`` when the job's behaviour sets
+``billable_units``; every submit's headers are kept on its job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import sys
 import threading
@@ -88,6 +102,8 @@ class Behaviour:
     inference_time: float = 1.25
     urls_in_submit: bool = True
     """Include status/response/cancel URLs in the submit answer."""
+    billable_units: str | None = None
+    """``x-fal-billable-units`` sent with the result answer (None: not sent)."""
 
 
 @dataclass
@@ -100,6 +116,7 @@ class FakeJob:
     input: dict[str, Any]
     behaviour: Behaviour
     webhook: str | None = None
+    headers: dict[str, str] | None = None
     polls: int = 0
     failures_left: int = 0
     completed: bool = False
@@ -154,6 +171,17 @@ class FakeFal:
         self._rejections: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self.token = "cdn-token-0123456789abcdef"
+        self.token_requests = 0
+        self.uploads: list[tuple[str, str, bytes]] = []
+        """(access_url path, content type, bytes) of each stored file."""
+        self.cdn_authorizations: list[str] = []
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self._multipart: dict[str, dict[str, Any]] = {}
+        self.cdn_faults: list[int] = []
+        """Statuses the next uploads answer instead (the file is not stored)."""
+        self.cdn_delay_s = 0.0
+        """How long each upload answer is held back (the file is stored at once)."""
 
     # -- inspection ------------------------------------------------------------------
 
@@ -170,10 +198,24 @@ class FakeFal:
     def __call__(self, request: Request) -> Response:
         if request.method == "GET" and request.path.startswith("/files/"):
             return self._file(request.path)
+        if request.path.startswith("/cdn/"):
+            with self._lock:
+                return self._cdn(request)
         if self.api_key is not None and request.header("authorization") != f"Key {self.api_key}":
             with self._lock:
                 self.unauthorised += 1
             return Response.json({"detail": "Invalid or missing fal API key"}, status=401)
+        if request.path == "/storage/auth/token" and request.method == "POST":
+            with self._lock:
+                self.token_requests += 1
+            return Response.json(
+                {
+                    "token": self.token,
+                    "token_type": "Bearer",
+                    "base_url": f"http://{request.header('host')}/cdn",
+                    "expires_at": "2099-01-01T00:00:00+00:00",
+                }
+            )
         head, sep, tail = request.path.strip("/").partition("/requests/")
         if not sep:
             if request.method != "POST":
@@ -216,6 +258,7 @@ class FakeFal:
                 input=body,
                 behaviour=behaviour,
                 webhook=webhook,
+                headers=dict(request.headers),
                 failures_left=behaviour.status_failures,
             )
             self.jobs[request_id] = job
@@ -290,7 +333,54 @@ class FakeFal:
             return Response.json({"detail": detail}, status=422)
         if behaviour.result_status != 200:
             return Response.json({"detail": f"HTTP {behaviour.result_status}"}, behaviour.result_status)
-        return Response.json(self.output(job, f"http://{request.header('host')}"))
+        headers = {}
+        if behaviour.billable_units is not None:
+            headers["x-fal-billable-units"] = behaviour.billable_units
+        return Response.json(self.output(job, f"http://{request.header('host')}"), headers=headers)
+
+    # -- storage -----------------------------------------------------------------------
+
+    def _cdn(self, request: Request) -> Response:
+        auth = request.header("authorization") or ""
+        self.cdn_authorizations.append(auth)
+        host = f"http://{request.header('host')}"
+        path, method = request.path, request.method
+        if method == "GET" and path in self.files:
+            content_type, data = self.files[path]
+            return Response(raw=data, headers={"content-type": content_type})
+        if auth != f"Bearer {self.token}":
+            return Response.json({"detail": "invalid upload token"}, status=401)
+        content_type = request.header("content-type") or "application/octet-stream"
+        name = request.header("x-fal-file-name") or "upload.bin"
+        if method == "POST" and path == "/cdn/files/upload" and self.cdn_faults:
+            return Response.json({"detail": "upload failed"}, status=self.cdn_faults.pop(0))
+        if method == "POST" and path == "/cdn/files/upload":
+            stored = f"/cdn/files/{hashlib.sha256(request.body).hexdigest()[:16]}/{name}"
+            self.files[stored] = (content_type, request.body)
+            self.uploads.append((stored, content_type, request.body))
+            return Response(body={"access_url": host + stored}, delay_s=self.cdn_delay_s)
+        if method == "POST" and path == "/cdn/files/upload/multipart":
+            upload_id = f"mp-{len(self._multipart) + 1}"
+            stored = f"/cdn/files/{upload_id}/{name}"
+            self._multipart[upload_id] = {"path": stored, "type": content_type, "parts": {}}
+            return Response.json({"access_url": host + stored, "uploadId": upload_id})
+        head, sep, tail = path.partition("/multipart/")
+        upload = self._multipart.get(tail.split("/")[0]) if sep else None
+        if upload is None or head != upload["path"]:
+            return Response.json({"detail": "Not found"}, status=404)
+        action = tail.split("/", 1)[1] if "/" in tail else ""
+        if method == "PUT" and action.isdigit():
+            upload["parts"][int(action)] = request.body
+            return Response(status=200, headers={"etag": f'"etag-{action}"'})
+        if method == "POST" and action == "complete":
+            listed = [int(p["partNumber"]) for p in (request.json() or {}).get("parts", [])]
+            if sorted(listed) != sorted(upload["parts"]):
+                return Response.json({"detail": "parts do not match"}, status=400)
+            data = b"".join(upload["parts"][n] for n in sorted(upload["parts"]))
+            self.files[upload["path"]] = (upload["type"], data)
+            self.uploads.append((upload["path"], upload["type"], data))
+            return Response.json({"access_url": host + upload["path"]})
+        return Response.json({"detail": "Not found"}, status=404)
 
     def _cancel(self, job: FakeJob) -> Response:
         self.cancels.append(job.request_id)
@@ -311,7 +401,24 @@ class FakeFal:
         """The model output fal would return for ``job``."""
         files = f"{base}/files/{job.request_id}"
         seed = job.input.get("seed", 42)
-        if "video" in job.endpoint:
+        if job.endpoint.startswith("comfy/"):  # ComfyUI endpoints answer files per output node
+            return {
+                "outputs": {
+                    "9": {
+                        "images": [
+                            {
+                                "url": f"{files}/0.png",
+                                "filename": "ComfyUI_00001_.png",
+                                "subfolder": "",
+                                "type": "output",
+                            }
+                        ]
+                    },
+                    "12": {"images": [{"url": f"{files}/p.png", "filename": "preview.png", "type": "temp"}]},
+                },
+                "timings": {"inference": job.behaviour.inference_time},
+            }
+        if "video" in job.endpoint or "veo" in job.endpoint:
             return {
                 "video": {
                     "url": f"{files}/0.mp4",

@@ -11,8 +11,14 @@ the real ``replicate`` client to parse it:
 - ``GET /v1/predictions/{id}`` walks a :class:`Plan`: by default ``starting`` →
   ``processing`` → ``succeeded`` over successive GETs;
 - ``POST /v1/predictions/{id}/cancel`` cancels an unfinished prediction (and records it);
-- ``GET /v1/predictions`` lists predictions newest first, honouring ``created_after``
-  (``lists`` counts calls; ``list_faults`` makes the next ones answer those statuses);
+- ``GET /v1/predictions`` lists predictions newest first, honouring ``created_after``,
+  :attr:`FakeReplicate.page_size` (100) a page with a ``next`` URL (``?cursor=``) to the
+  following page (``lists`` counts calls; ``list_faults`` makes the next ones answer
+  those statuses); :meth:`FakeReplicate.add_other_predictions` fills the account with
+  other keys' predictions (a busy account);
+- ``POST /v1/files`` (``multipart/form-data``, the file in part ``content``) stores a file
+  and answers 201 with the file object and ``urls.get`` (``/v1/files/{id}``, served with
+  the token); ``uploads`` lists each (name, content type, bytes);
 - ``GET /v1/models/{o}/{n}/versions/{id}`` (which ``replicate.run`` calls for version refs);
 - RFC 7807 errors: 401 for a wrong token, 422 with ``invalid_fields`` for bad inputs, and
   whatever :attr:`FakeReplicate.create_faults` scripts (429s, 5xx, dropped connections);
@@ -28,6 +34,9 @@ per prediction), else the :class:`Plan` registered for its prompt in
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
+import hashlib
 import random
 import re
 import threading
@@ -134,7 +143,9 @@ class _Prediction:
 
     def outputs(self) -> Any:
         plan = self.plan
-        count = plan.outputs if plan.outputs is not None else int(self.input.get("num_outputs") or 1)
+        # FLUX and SDXL name the count num_outputs; OpenAI's GPT Image models number_of_images.
+        asked = self.input.get("num_outputs") or self.input.get("number_of_images") or 1
+        count = plan.outputs if plan.outputs is not None else int(asked)
         if plan.shape == "data":
             data = "data:image/png;base64," + base64.b64encode(TINY_PNG).decode()
             return [data] * count
@@ -213,6 +224,9 @@ class FakeReplicate:
         self.leaked_auth: list[str] = []
         self.lists = 0
         self.list_faults: list[int] = []
+        self.page_size = 100
+        self.uploads: list[tuple[str, str, bytes]] = []
+        self.files: dict[str, tuple[str, bytes]] = {}
         self._lock = threading.Lock()
         self._rng = random.Random(0)
 
@@ -237,6 +251,11 @@ class FakeReplicate:
             return self._create_versioned(request)
         if method == "GET" and parts == ["v1", "predictions"]:
             return self._list(request)
+        if method == "POST" and parts == ["v1", "files"]:
+            return self._upload(request)
+        if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "files"] and parts[2] in self.files:
+            content_type, data = self.files[parts[2]]
+            return Response(raw=data, headers={"content-type": content_type})
         if len(parts) == 3 and parts[1] == "predictions" and method == "GET":
             return self._get(parts[2])
         if len(parts) == 4 and parts[1] == "predictions" and parts[3] == "cancel" and method == "POST":
@@ -308,7 +327,58 @@ class FakeReplicate:
             since = datetime.fromisoformat(after.replace("Z", "+00:00")).timestamp()
         found = [p for p in self.predictions.values() if since is None or p.created > since]
         found.sort(key=lambda p: p.created, reverse=True)
-        return Response.json({"next": None, "previous": None, "results": [p.to_json() for p in found[:100]]})
+        start = int(request.query.get("cursor", ["0"])[0])
+        page = found[start : start + self.page_size]
+        following = start + self.page_size
+        next_url = None
+        if following < len(found):
+            query = f"cursor={following}" + (f"&created_after={after}" if after else "")
+            next_url = f"http://{request.header('host')}/v1/predictions?{query}"
+        return Response.json({"next": next_url, "previous": None, "results": [p.to_json() for p in page]})
+
+    def _upload(self, request: Request) -> Response:
+        """``POST /v1/files``: the multipart part ``content`` becomes a file."""
+        head = f"Content-Type: {request.header('content-type')}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.default).parsebytes(head + request.body)
+        for part in message.iter_parts() if message.is_multipart() else ():
+            if part.get_param("name", header="content-disposition") != "content":
+                continue
+            data = part.get_payload(decode=True) or b""
+            content_type = part.get_content_type()
+            name = part.get_filename() or "upload"
+            file_id = hashlib.sha256(data).hexdigest()[:24]
+            self.files[file_id] = (content_type, data)
+            self.uploads.append((name, content_type, data))
+            body = {
+                "id": file_id,
+                "name": name,
+                "content_type": content_type,
+                "size": len(data),
+                "etag": file_id,
+                "checksums": {"sha256": hashlib.sha256(data).hexdigest()},
+                "metadata": {},
+                "created_at": _timestamp(time.time(), 6),
+                "expires_at": _timestamp(time.time() + 86400, 6),
+                "urls": {"get": f"http://{request.header('host')}/v1/files/{file_id}"},
+            }
+            return Response(status=201, body=body)
+        return problem(400, "missing multipart part 'content'")
+
+    def add_other_predictions(self, count: int, *, model: str = "someone/else") -> None:
+        """``count`` predictions made by other keys of the account, created just now."""
+        with self._lock:
+            now = time.time()
+            for index in range(count):
+                prediction = _Prediction(
+                    id="".join(self._rng.choice(_ID_ALPHABET) for _ in range(26)),
+                    model=model,
+                    version="hidden",
+                    input={"prompt": f"someone else's {index}"},
+                    plan=self.default_plan,
+                    base="http://127.0.0.1",
+                    created=round(now + 1.0 + index * 1e-3, 3),
+                )
+                self.predictions[prediction.id] = prediction
 
     def _get(self, prediction_id: str) -> Response:
         prediction = self.predictions.get(prediction_id)
@@ -384,7 +454,9 @@ def _validate(inputs: Any) -> list[tuple[str, str, str]]:
     if not isinstance(inputs, dict):
         return [("input", "invalid_type", "Invalid type. Expected: object")]
     problems: list[tuple[str, str, str]] = []
-    if not isinstance(inputs.get("prompt"), str) or not inputs["prompt"]:
+    # Image utilities (upscalers, background removers) take an image and no prompt.
+    promptless = "prompt" not in inputs and "image" in inputs
+    if not promptless and (not isinstance(inputs.get("prompt"), str) or not inputs["prompt"]):
         problems.append(("input.prompt", "required", "prompt is required"))
     for name, low, high in (("seed", 0, 2**32), ("num_outputs", 1, 4), ("num_inference_steps", 1, 500)):
         value = inputs.get(name)

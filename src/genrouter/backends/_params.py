@@ -12,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import mimetypes
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from genrouter._media import sniff_content_type
-from genrouter.catalog import Deployment
+from genrouter.catalog import PROMPTLESS_KINDS, Deployment
 from genrouter.errors import InvalidRequestError
 from genrouter.types import GenerationRequest, MediaInput
 
 __all__ = [
     "DIRECT_FIELDS",
+    "MEDIA_FIELDS",
     "media_data_url",
+    "media_inputs",
+    "media_targets",
     "merge_provider_options",
     "requested_fields",
     "translate_fields",
@@ -70,6 +73,8 @@ def translate_fields(
         if target is None:
             if field == "num_outputs" and request.num_outputs == 1:
                 continue
+            if field == "prompt" and deployment.kind in PROMPTLESS_KINDS:
+                continue  # an upscaler takes no prompt: nothing was lost
             warnings.append(
                 f"{provider} ({deployment.endpoint}) has no input for {field}; "
                 f"{field}={getattr(request, field)!r} was ignored"
@@ -133,3 +138,75 @@ async def media_data_url(
         )
     content_type = sniff_content_type(data) or guessed or "application/octet-stream"
     return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+MEDIA_FIELDS = ("image", "mask")
+"""Single media inputs; ``images`` (a list) is mapped by :func:`media_inputs`."""
+
+
+def media_targets(target: str | None) -> list[str]:
+    """The provider inputs ``images`` maps to: one list input (``image_urls``), or one input
+    per image in order (``first_frame_url,last_frame_url``, from a YAML list)."""
+    if not target:
+        return []
+    return [part.strip() for part in target.split(",") if part.strip()]
+
+
+async def media_inputs(
+    request: GenerationRequest,
+    deployment: Deployment,
+    url_for: Callable[[MediaInput, str], Awaitable[str]],
+    *,
+    provider: str,
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """(provider inputs, warnings, input name → request field) for ``image``, ``mask`` and ``images``.
+
+    ``url_for(value, field)`` turns one input into a URL (inline, uploaded or passed
+    through; see :mod:`genrouter.backends._uploads`); the inputs are resolved at once.
+    ``images`` goes to its mapping's one input as a list, or, when it maps to several
+    inputs, the first image to the first input and so on (extra images are dropped,
+    with a warning).
+    """
+    params = deployment.params
+    where = f"{provider} ({deployment.endpoint})"
+    wanted: list[tuple[str, str, MediaInput]] = []  # (target, request field, value)
+    warnings: list[str] = []
+    for name in MEDIA_FIELDS:
+        value: MediaInput | None = getattr(request, name)
+        if value is None:
+            continue
+        target = params.get(name)
+        if target:
+            wanted.append((target, name, value))
+        else:
+            warnings.append(f"{where} has no input for {name}; the {name} given was ignored")
+    lists: dict[str, list[int]] = {}
+    if request.images:
+        targets = media_targets(params.get("images"))
+        if not targets:
+            warnings.append(f"{where} has no input for images; {len(request.images)} image(s) were ignored")
+        elif len(targets) == 1:
+            lists[targets[0]] = []
+            for index, value in enumerate(request.images):
+                lists[targets[0]].append(len(wanted))
+                wanted.append((targets[0], f"images[{index}]", value))
+        else:
+            for index, value in enumerate(request.images[: len(targets)]):
+                wanted.append((targets[index], f"images[{index}]", value))
+            if len(request.images) > len(targets):
+                warnings.append(
+                    f"{where} takes {len(targets)} images ({', '.join(targets)}); "
+                    f"{len(request.images) - len(targets)} more were ignored"
+                )
+    urls = await asyncio.gather(*(url_for(value, field) for _, field, value in wanted))
+    payload: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    in_lists = {i for indexes in lists.values() for i in indexes}
+    for index, ((target, field, _), url) in enumerate(zip(wanted, urls, strict=True)):
+        if index not in in_lists:
+            payload[target] = url
+            names[target] = field.split("[", 1)[0]
+    for target, indexes in lists.items():
+        payload[target] = [urls[i] for i in indexes]
+        names[target] = "images"
+    return payload, warnings, names

@@ -15,6 +15,8 @@ Optional extensions a backend may add (the router looks for them with ``getattr`
 - ``unavailable_reason: str | None``: why it cannot serve now (e.g. no credentials),
   shown in ``explain()`` as the exclusion reason;
 - ``bind_clock(clock)``: receive the router's clock (test doubles time themselves by it);
+- ``capacity(deployment) -> CapacityFacts | None`` (:class:`~genrouter.routing.capacity.ReportsCapacity`):
+  backlog, running jobs and containers now, for spillover routing (cheap, synchronous);
 - ``eager_start_safe: bool``: True when ``submit``/``wait``/``fetch_result`` open no
   anyio or httpx cancel scope before their first ``await``, so on Python 3.11 the
   router may run a lane's first step in the caller's task (3.12+ always can).

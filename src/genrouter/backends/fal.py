@@ -26,10 +26,13 @@ missing. Here every call is sent once through :func:`~genrouter.backends._http.s
 a submit that may have reached fal raises
 :class:`~genrouter.errors.SubmitOutcomeUnknownError` and is never re-sent; unknown
 statuses and malformed bodies are typed :class:`ProviderUnavailableError`.
-No part of fal_client is used. Input images given as bytes or a path are sent inline
-as ``data:`` URIs (fal accepts them wherever it takes an image URL) rather than
-uploaded to fal storage, whose upload API is fal_client's and needs fal's CDN and
-token service; a large image makes a large submit body.
+No part of fal_client is used.
+
+**Media inputs** (``image``, ``mask``, ``images``): URLs pass through; bytes and paths up
+to ``inline_max_bytes`` (256 KiB) go inline as ``data:`` URIs, larger ones are uploaded
+once per content to fal storage (:mod:`genrouter.backends._fal_storage`: a token from
+``rest_url`` with the API key, the file to the CDN with that token only) and sent as
+their URL; ``max_upload_bytes`` (default 1 GiB) refuses larger ones up front.
 
 **Parameters** follow the catalog's ``params`` mapping: width/height → ``image_size``
 (a preset name such as ``square_hd`` when the size is one exactly, else
@@ -39,12 +42,30 @@ token service; a large image makes a large submit body.
 loras → ``[{path, scale}]``; duration_s → the nearest of ``limits.durations_s`` as
 a string (``"5"``), warned when changed; ``provider_options["fal"]`` and then
 ``provider_options[<provider key>]`` are merged last. Every field dropped or changed
-leaves a warning on the job, which the router copies onto the result.
+leaves a warning on the job, which the router copies onto the result. An entry's value
+maps (``{to, wrap, values, allowed, as, invert}``, :mod:`genrouter.backends._mapping`) are
+applied before the options and decide what they govern (an ``output_format`` map replaces
+the jpeg|png rule, a ``duration_s`` list the ``limits.durations_s`` one); a width and
+height sent to an endpoint that takes only ``aspect_ratio`` go as the nearest allowed ratio.
+A ``kind: workflow`` deployment (a ``comfy/<owner>/<name>`` endpoint) is sent only what its
+``params`` map, request fields and ``inputs`` alike, under the endpoint's own names (image
+inputs as URLs); its outputs are read from ComfyUI's per-node ``outputs`` when the answer has
+no top-level ``images``.
 
-**Time-to-start.** ``X-Fal-Request-Timeout`` (fal's deadline for a job to *start*) is
-not sent: no setting says how long a job may queue, and the router's deadline and
-``timeouts.attempt_s`` already bound the wait and cancel the job at fal when they
-pass. ``timeout_s`` bounds each HTTP request.
+**Time-to-start.** A routed submit sends ``X-Fal-Request-Timeout`` = the request's
+remaining deadline in whole seconds (rounded down, at least 1): fal's deadline for the
+job to *start* (queue wait, runner acquisition and fal's own retries). A job still
+queued then is dropped by fal with a 504 (``X-Fal-Request-Timeout-Type: user``) and is
+not billed, so a crashed router's queued jobs do not run later; a job already running
+is not stopped by it. ``timeout_s`` bounds each HTTP request.
+
+**Headers.** The section's ``provider_headers`` go with every call to the queue and REST
+hosts; a request's ``provider_headers[<key>]`` are merged over them on its submit
+(``X-Fal-Queue-Priority: low``, ``X-Fal-Store-IO: 0``, ``X-Fal-Runner-Hint``...).
+
+**Cost.** fal's result answer carries ``x-fal-billable-units``; with the deployment's
+price that is the actual cost (``Cost.estimated=False``). Without the header the router
+estimates it from the outputs.
 
 **Errors** (reference §2 table): 401/402/403 → :class:`AuthenticationError`; 400/422 →
 :class:`InvalidRequestError` whose ``fields`` name the request fields fal rejected
@@ -84,15 +105,29 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from genrouter import __version__
-from genrouter._secrets import register_secret, scrub
+from genrouter._deadline import remaining_s
+from genrouter._secrets import is_credential_header, register_secret, scrub
+from genrouter._workflows import workflow_inputs
+from genrouter.backends._billing import billed_cost, price_data
+from genrouter.backends._comfy import comfy_artifacts
+from genrouter.backends._fal_storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
+from genrouter.backends._headers import request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
+from genrouter.backends._mapping import (
+    allowed_ratios,
+    apply_rules,
+    nearest_ratio,
+    ratio_of,
+    snapped_aspect_ratio,
+)
 from genrouter.backends._params import (
     DIRECT_FIELDS,
-    media_data_url,
+    media_inputs,
     merge_provider_options,
     requested_fields,
     translate_fields,
 )
+from genrouter.backends._uploads import MediaResolver
 from genrouter.backends.settings import FalSettings
 from genrouter.errors import (
     AuthenticationError,
@@ -106,17 +141,17 @@ from genrouter.errors import (
 from genrouter.types import (
     Artifact,
     ArtifactKind,
+    Cost,
     GenerationRequest,
     GenerationResult,
     JobState,
     JobStatus,
-    MediaInput,
     ProviderJob,
     Timings,
 )
 
 if TYPE_CHECKING:
-    from genrouter.catalog import Deployment
+    from genrouter.catalog import Deployment, ParamRule
 
 __all__ = ["DEFAULT_BASE_URL", "IMAGE_SIZE_PRESETS", "FalBackend"]
 
@@ -263,6 +298,10 @@ class FalBackend:
             None if key else f"no fal credentials: set FAL_KEY or providers.{name}.api_key"
         )
         headers = {"User-Agent": f"genrouter/{__version__} (fal)", "Accept": "application/json"}
+        for header, value in self.settings.provider_headers.items():
+            if is_credential_header(header):
+                register_secret(value)
+            headers[header] = value
         if key:
             headers["Authorization"] = f"Key {key}"
         self._base_url = (self.settings.base_url or DEFAULT_BASE_URL).rstrip("/")
@@ -272,6 +311,25 @@ class FalBackend:
             timeout_s=self.settings.timeout_s,
             headers=headers,
             transport=transport,
+        )
+        # The upload host gets a client of its own, holding no credentials.
+        cdn = make_client(
+            base_url=self._base_url,
+            timeout_s=max(self.settings.timeout_s, 120.0),
+            headers={"User-Agent": headers["User-Agent"]},
+            transport=transport,
+        )
+        self._storage = FalStorage(
+            provider=name,
+            api=self._client,
+            cdn=cdn,
+            rest_url=self.settings.rest_url or DEFAULT_REST_URL,
+        )
+        self._media = MediaResolver(
+            provider=name,
+            inline_max_bytes=self.settings.inline_max_bytes,
+            max_bytes=self.settings.max_upload_bytes or MAX_UPLOAD_BYTES,
+            upload=self._storage.upload,
         )
         self._terminal: OrderedDict[str, _Terminal] = OrderedDict()
         self._cancel_sent: OrderedDict[str, None] = OrderedDict()
@@ -300,10 +358,21 @@ class FalBackend:
         # two, so suspend once before any I/O starts.
         await asyncio.sleep(0)
         self._check_usable()
+        headers = request_headers(request, self.name)
+        # Media first, outside a request slot: an upload may take a while and asks fal's
+        # REST host for a token through this client.
+        if deployment.kind == "workflow":
+            where = f"{self.name} ({deployment.endpoint})"
+            media = await workflow_inputs(request, deployment, where=where, media=self._media.url)
+        else:
+            media = await media_inputs(request, deployment, self._media.url, provider=self.name)
         # The body is built once a request slot is free: submits queued behind thousands
         # of polls then hold no payloads (translation makes no request of its own).
         async with request_slots(self._client):
-            fal_input = await self._translate(deployment, request)
+            fal_input = await self._translate(deployment, request, media)
+            left = remaining_s()
+            if left is not None and "x-fal-request-timeout" not in {h.lower() for h in headers}:
+                headers["X-Fal-Request-Timeout"] = str(max(1, math.floor(left)))
             response = await send(
                 self._client,
                 "POST",
@@ -311,6 +380,7 @@ class FalBackend:
                 provider=self.name,
                 idempotent=False,
                 json_body=fal_input.payload,
+                headers=headers or None,
                 params={"fal_webhook": webhook_url} if webhook_url else None,
                 slot_held=True,
             )
@@ -335,6 +405,7 @@ class FalBackend:
                 "output_format": fal_input.output_format,
                 "duration_s": fal_input.duration_s,
                 "names": fal_input.names,
+                "price": price_data(deployment),
             },
             warnings=fal_input.warnings,
         )
@@ -394,6 +465,9 @@ class FalBackend:
                 provider_request_id=rid,
             )
         seed = output.get("seed")
+        billed = billed_cost(
+            job.data.get("price"), response.headers.get("x-fal-billable-units"), what="x-fal-billable-units"
+        )
         return GenerationResult(
             id="",
             model=job.endpoint,
@@ -402,6 +476,7 @@ class FalBackend:
             provider_request_id=rid,
             outputs=outputs,
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0 else None,
+            cost=billed or Cost(),
             timings=Timings(running_s=_running_s(terminal.metrics, output)),
             raw=output,
         )
@@ -430,6 +505,7 @@ class FalBackend:
             return
         self._closed = True
         await self._client.aclose()
+        await self._storage.aclose()
 
     # -- HTTP --------------------------------------------------------------------------
 
@@ -646,10 +722,21 @@ class FalBackend:
 
     # -- translation -------------------------------------------------------------------
 
-    async def _translate(self, deployment: Deployment, request: GenerationRequest) -> _Input:
-        """fal's input for ``request`` on ``deployment``, per the catalog's ``params`` mapping."""
+    async def _translate(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        media: tuple[dict[str, Any], list[str], dict[str, str]] | None = None,
+    ) -> _Input:
+        """fal's input for ``request`` on ``deployment``, per the catalog's ``params`` mapping.
+
+        ``media``: the media inputs already resolved (:func:`media_inputs`); resolved here
+        when not given.
+        """
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
+        if deployment.kind == "workflow":
+            return await self._translate_workflow(deployment, request, where, media)
         payload, warnings = translate_fields(request, deployment, provider=self.name)
         out = _Input(payload=payload, warnings=warnings)
         for name in requested_fields(request, DIRECT_FIELDS):
@@ -657,24 +744,51 @@ class FalBackend:
             if target:
                 out.names[target] = name
         self._translate_size(deployment, request, out, where)
-        self._translate_format(params, request, out, where)
+        self._translate_format(params, request, out, where, deployment.rules)
         if request.safety_checker is not None:
             self._put(out, params, "safety_checker", request.safety_checker, where)
         if request.loras:
             loras = [{"path": lora.source, "scale": lora.scale} for lora in request.loras]
             self._put(out, params, "loras", loras, where, shown=f"{len(loras)} LoRA(s)")
         self._translate_duration(deployment, request, out, where)
-        for name in ("image", "mask"):
-            value: MediaInput | None = getattr(request, name)
-            if value is None:
-                continue
-            if params.get(name):
-                self._put(out, params, name, await media_data_url(value, name, provider=self.name), where)
-            else:
-                out.warnings.append(f"{where} has no input for {name}; the {name} given was ignored")
+        if media is None:
+            media = await media_inputs(request, deployment, self._media.url, provider=self.name)
+        out.payload.update(media[0])
+        out.warnings.extend(media[1])
+        out.names.update(media[2])
+        out.warnings += apply_rules(out.payload, deployment, where)
+        self._rule_duration(deployment, out)
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out
+
+    async def _translate_workflow(
+        self,
+        deployment: Deployment,
+        request: GenerationRequest,
+        where: str,
+        resolved: tuple[dict[str, Any], list[str], dict[str, str]] | None,
+    ) -> _Input:
+        """A ComfyUI endpoint's input: each mapped request field and input under the endpoint's
+        name, image inputs through the media path (``resolved``: already done at submit)."""
+        if resolved is None:
+            resolved = await workflow_inputs(request, deployment, where=where, media=self._media.url)
+        payload, warnings, names = resolved
+        out = _Input(payload=dict(payload), warnings=list(warnings), names=dict(names))
+        keys = ("fal", self.name) if self.name != "fal" else ("fal",)
+        out.payload = merge_provider_options(out.payload, request, *keys)
+        return out
+
+    @staticmethod
+    def _rule_duration(deployment: Deployment, out: _Input) -> None:
+        """The clip length a ``duration_s`` value map settled on, for the result and cost."""
+        rule = deployment.rules.get("duration_s")
+        if rule is None or not rule.to or rule.to not in out.payload:
+            return
+        try:
+            out.duration_s = float(out.payload[rule.to])
+        except (TypeError, ValueError):
+            return
 
     @staticmethod
     def _put(
@@ -695,7 +809,20 @@ class FalBackend:
         params = deployment.params
         if request.width is not None and request.height is not None:
             width_to, height_to = params.get("width"), params.get("height")
-            if not width_to or not height_to:
+            ratio_to = params.get("aspect_ratio")
+            if (not width_to or not height_to) and ratio_to and ratio_to != "image_size":
+                # Takes only a ratio: the nearest one it allows (the size's own without a list).
+                allowed = allowed_ratios(deployment)
+                shown = f"{request.width}x{request.height}"
+                sent = (
+                    nearest_ratio(request.width, request.height, allowed)
+                    if allowed
+                    else ratio_of(request.width, request.height)
+                )
+                out.payload[ratio_to] = sent
+                out.names[ratio_to] = "aspect_ratio"
+                out.warnings.append(f"{where} takes aspect ratios, not sizes: {shown} was sent as {sent}")
+            elif not width_to or not height_to:
                 out.warnings.append(
                     f"{where} has no input for width/height; {request.width}x{request.height} was ignored"
                 )
@@ -715,7 +842,10 @@ class FalBackend:
             return
         out.names[target] = "aspect_ratio"
         if target != "image_size" and target != params.get("width"):
-            out.payload[target] = ratio
+            snapped, note = snapped_aspect_ratio(request, deployment, where)
+            out.payload[target] = snapped
+            if note is not None:
+                out.warnings.append(note)
             return
         size = deployment.size_for(request) or deployment.limits.default_size or (1024, 1024)
         preset, exact = _nearest_preset(ratio, size[0] * size[1])
@@ -728,8 +858,13 @@ class FalBackend:
 
     @staticmethod
     def _translate_format(
-        params: Mapping[str, str | None], request: GenerationRequest, out: _Input, where: str
+        params: Mapping[str, str | None],
+        request: GenerationRequest,
+        out: _Input,
+        where: str,
+        rules: Mapping[str, ParamRule] | None = None,
     ) -> None:
+        rules = rules or {}
         wanted = request.output_format
         if wanted is None:
             return
@@ -739,7 +874,10 @@ class FalBackend:
                 f"{where} has no input for output_format; output_format={wanted!r} was ignored"
             )
             return
-        if wanted not in OUTPUT_FORMATS:
+        rule = rules.get("output_format")
+        if rule is not None and (rule.values is not None or rule.allowed is not None):
+            pass  # the entry's value map says what this endpoint takes (apply_rules)
+        elif wanted not in OUTPUT_FORMATS:
             out.warnings.append(f"{where} cannot output {wanted}; asked for png instead")
             wanted = "png"
         out.payload[target] = wanted
@@ -761,6 +899,11 @@ class FalBackend:
             out.duration_s = limits.default_duration_s if deployment.kind == "video" else None
             return
         out.names[target] = "duration_s"
+        rule = deployment.rules.get("duration_s")
+        if rule is not None and rule.allowed is not None:
+            out.payload[target] = seconds  # snapped and converted by the value map
+            out.duration_s = seconds
+            return
         if limits.durations_s:
             wanted = seconds
             # fal's enumerated durations are strings ("5" | "10"); the nearest wins, ties go shorter.
@@ -800,6 +943,8 @@ class FalBackend:
         flags = nsfw if isinstance(nsfw, list) else []
         fmt = job.data.get("output_format")
         duration = job.data.get("duration_s")
+        if not files and isinstance(output.get("outputs"), Mapping):
+            return comfy_artifacts(output["outputs"])  # a comfy/ endpoint: files per output node
         artifacts = []
         for index, (kind, item) in enumerate(files):
             info: Mapping[str, Any] = {"url": item} if isinstance(item, str) else item

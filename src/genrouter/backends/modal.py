@@ -16,11 +16,15 @@ The payload is a dict of builtins under genrouter's own field names (``prompt``,
 ``width``, ``loras: [{source, scale}]``, ``image`` as bytes...); a catalog ``params``
 entry mapped to ``null`` marks a field the model lacks (it is dropped with a
 warning). Outputs come back as bytes and become ``data:`` URLs.
+A ``kind: workflow`` deployment is the ComfyUI class (``deploy/modal/comfy``): its payload
+is ``{"workflow": endpoint, "inputs": {"<node id>.inputs.<name>": value}}`` from the
+deployment's ``params`` (image inputs as bytes), and each output keeps its own content type.
 
-**Cost** = GPU-seconds the service measured × the deployment's ``per_gpu_second``
-price, plus ``cold_start_s`` × that price when Modal reported no warm container at
-submit time (``estimated=True``). Without a cold start the backend leaves the cost to
-the router, which computes the same GPU-second product from ``timings.running_s``.
+**Cost** (:mod:`genrouter.backends._modal_cost`) = (GPU-seconds the class held the GPU
+for + the container start it measured, on a container's first result) × the price of the
+GPU that ran (``gpu_prices`` in ``providers/modal.yaml``), ``estimated=False``; an
+unmeasured cold start (no warm container at submit) adds the expected start and makes it
+``estimated=True``. Video models go to the app's video class (``video_cls``, ``Video``).
 
 **Errors** (by Modal exception class; ``modal`` need not be importable to map them):
 
@@ -37,6 +41,7 @@ builtin ``TimeoutError`` from ``FunctionCall.get``  still running (not an error)
 ``AuthError`` / ``PermissionDeniedError``           :class:`AuthenticationError` (401 / 403)
 ``InvalidError``, ``RequestSizeError``,             :class:`InvalidRequestError`
 ``SerializationError``, a remote ``ValueError``
+a remote ``ConnectionError`` (ComfyUI down)         :class:`ProviderUnavailableError` (retryable)
 ``ExecutionError``, ``DeserializationError``,       :class:`ConfigError` (client and deployed
 ``VersionError``                                    class disagree: redeploy or upgrade)
 other remote exceptions (``RuntimeError``)          :class:`JobFailedError`, not retryable
@@ -57,14 +62,18 @@ import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from decimal import ROUND_HALF_EVEN, Decimal
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from genrouter._workflows import workflow_inputs
+from genrouter.backends._comfy import service_artifacts
+from genrouter.backends._mapping import apply_rules, snapped_aspect_ratio
+from genrouter.backends._modal_capacity import ModalCapacity
+from genrouter.backends._modal_cost import ColdStarts, result_cost
 from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
-from genrouter.catalog import Limits, PriceUnit
+from genrouter.catalog import Limits, PriceUnit, shipped_gpu_prices
 from genrouter.errors import (
     AuthenticationError,
     ConfigError,
@@ -90,7 +99,8 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
-    from genrouter.catalog import Deployment
+    from genrouter.catalog import Catalog, CatalogEntry, Deployment
+    from genrouter.routing.capacity import CapacityFacts
 
 __all__ = [
     "MODAL_LIMITS",
@@ -116,15 +126,14 @@ _KEPT_OUTCOMES = 32
 _KEPT_CANCELS = 4096
 _IMAGE_FORMATS = ("png", "jpeg", "webp")
 _VIDEO_FORMATS = ("webp", "gif", "mp4")
-_MICRO = Decimal("0.000001")
 
 
 @runtime_checkable
 class ModalTransport(Protocol):
     """How :class:`ModalBackend` reaches a deployed class. Errors are raised as the SDK raises them."""
 
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
-        """Start one call of the class for ``model_id``; return its call id."""
+    async def spawn(self, model_id: str, payload: dict[str, Any], cls: str | None = None) -> str:
+        """Start one call of the class for ``model_id`` (``cls``: another class of the app); its call id."""
         ...
 
     async def get(self, call_id: str, timeout_s: float) -> dict[str, Any] | None:
@@ -135,8 +144,8 @@ class ModalTransport(Protocol):
         """Cancel the call (harmless once it finished)."""
         ...
 
-    async def warm_containers(self, model_id: str) -> int | None:
-        """Containers running for ``model_id`` now, or None if unknown."""
+    async def warm_containers(self, model_id: str, cls: str | None = None) -> int | None:
+        """Containers running for ``model_id`` (of class ``cls``) now, or None if unknown."""
         ...
 
     async def aclose(self) -> None:
@@ -188,6 +197,8 @@ def map_modal_error(
     if not names:  # raised by the class's own code and pickled back
         if isinstance(exc, ValueError | TypeError):
             return InvalidRequestError(text, provider=provider, provider_request_id=rid, status_code=422)
+        if isinstance(exc, ConnectionError):  # the class could not reach what it serves from (ComfyUI)
+            return ProviderUnavailableError(text, provider=provider, provider_request_id=rid)
         return JobFailedError(text, provider=provider, provider_request_id=rid, retryable=False)
     for name in names:
         error = _by_name(name, text, provider, rid, at_submit)
@@ -248,6 +259,8 @@ def _consume(task: asyncio.Future[Any]) -> None:
 def _item_error(error: Mapping[str, Any]) -> Exception:
     """A per-item error dict from the batched method as the builtin exception it stands for."""
     message = str(error.get("message", "unknown error"))
+    if error.get("type") == "ConnectionError":
+        return ConnectionError(message)
     return ValueError(message) if error.get("type") in ("ValueError", "TypeError") else RuntimeError(message)
 
 
@@ -282,8 +295,8 @@ class SdkModalTransport:
         self._token = (token_id, token_secret) if token_id and token_secret else None
         self._modal: Any = None
         self._client: Any = None
-        self._cls: Any = None
-        self._objects: dict[str, Any] = {}
+        self._classes: dict[str, Any] = {}
+        self._objects: dict[tuple[str, str], Any] = {}
         self._stats: dict[str, tuple[float, int | None]] = {}
         self._connecting = asyncio.Lock()
 
@@ -325,20 +338,22 @@ class SdkModalTransport:
                     )
         return modal
 
-    async def _method(self, model_id: str) -> Any:
+    async def _method(self, model_id: str, cls: str | None = None) -> Any:
         modal = await self._ensure_client()
-        if self._cls is None:
-            self._cls = modal.Cls.from_name(
-                self.app, self.cls, environment_name=self.environment, client=self._client
+        name = cls or self.cls
+        looked_up = self._classes.get(name)
+        if looked_up is None:
+            looked_up = self._classes[name] = modal.Cls.from_name(
+                self.app, name, environment_name=self.environment, client=self._client
             )
-        obj = self._objects.get(model_id)
+        obj = self._objects.get((name, model_id))
         if obj is None:
-            obj = self._objects[model_id] = self._cls(model_id=model_id)
+            obj = self._objects[(name, model_id)] = looked_up(model_id=model_id)
         return obj.generate
 
-    async def spawn(self, model_id: str, payload: dict[str, Any]) -> str:
-        """``generate.spawn.aio(payload)`` on the class for ``model_id``; the FunctionCall id."""
-        method = await self._method(model_id)
+    async def spawn(self, model_id: str, payload: dict[str, Any], cls: str | None = None) -> str:
+        """``generate.spawn.aio(payload)`` on the class (``cls``, default ``self.cls``) for ``model_id``."""
+        method = await self._method(model_id, cls)
         call = await self._bounded(method.spawn.aio(payload), self.timeout_s, "spawn", submit=True)
         return str(call.object_id)
 
@@ -364,31 +379,44 @@ class SdkModalTransport:
         call = modal.FunctionCall.from_id(call_id, client=self._client)
         await self._bounded(call.cancel.aio(), self.timeout_s, f"cancel({call_id})")
 
-    async def warm_containers(self, model_id: str) -> int | None:
+    async def warm_containers(self, model_id: str, cls: str | None = None) -> int | None:
         """Running containers for ``model_id`` (cached ``stats_ttl_s``); None if unknown."""
         now = time.monotonic()
-        cached = self._stats.get(model_id)
+        key = f"{cls or self.cls}:{model_id}"
+        cached = self._stats.get(key)
         if cached is not None and now - cached[0] < self.stats_ttl_s:
             return cached[1]
         try:
-            method = await self._method(model_id)
+            method = await self._method(model_id, cls)
             stats = await self._bounded(method.get_current_stats.aio(), 2.0, "stats")
             count: int | None = int(stats.num_total_runners)
         except Exception:  # a cost estimate must never fail a submit
             count = None
-        self._stats[model_id] = (now, count)
+        self._stats[key] = (now, count)
         return count
+
+    async def current_stats(self, model_id: str) -> dict[str, int]:
+        """``get_current_stats()`` of the class for ``model_id`` (backlog, runners, running inputs)."""
+        method = await self._method(model_id)
+        stats = await self._bounded(method.get_current_stats.aio(), 2.0, "stats")
+        names = ("backlog", "num_total_runners", "num_running_inputs")
+        return {name: int(getattr(stats, name)) for name in names if getattr(stats, name, None) is not None}
 
     async def aclose(self) -> None:
         """Close the client this transport created (an environment client is modal's own)."""
         client, self._client = self._client, None
-        self._cls = None
+        self._classes.clear()
         self._objects.clear()
         if client is not None:
             await client.close.aio()
 
 
 # -- the backend --------------------------------------------------------------------------------
+
+
+def _no_shipped_entries(catalog: Catalog) -> Mapping[str, CatalogEntry]:
+    """A class that serves only its ``models:`` (``shipped_models: false``)."""
+    return {}
 
 
 class ModalBackend:
@@ -400,6 +428,9 @@ class ModalBackend:
 
     default_limits = MODAL_LIMITS
     """Limits of inline ``models:`` entries that declare none."""
+
+    default_entries: Callable[[Catalog], Mapping[str, CatalogEntry]] | None = None
+    """None: the shipped Modal models; with ``shipped_models: false`` (a ComfyUI class), none."""
 
     def __init__(
         self,
@@ -416,9 +447,14 @@ class ModalBackend:
         )
         self._transport = transport
         self._owns_transport = transport is None
+        if not self.settings.shipped_models:
+            self.default_entries = _no_shipped_entries
         self._outcomes: OrderedDict[str, dict[str, Any] | BaseException] = OrderedDict()
         self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._stats_queries: set[asyncio.Future[int | None]] = set()
+        self.cold_starts = ColdStarts(self.settings.cold_start_s)
+        """Container starts the class reported; their mean is the expected cold start."""
+        self._gpu_prices = shipped_gpu_prices("modal")
         self.unavailable_reason: str | None = None if transport is not None else self._why_unavailable()
         """Why this provider cannot serve now (no ``modal`` package, no credentials), else None."""
 
@@ -458,10 +494,25 @@ class ModalBackend:
 
     # -- optional hooks --------------------------------------------------------------
 
+    _capacity: ModalCapacity | None = None
+
+    def capacity(self, deployment: Deployment) -> CapacityFacts | None:
+        """Backlog and runners of the live deployment, for spillover (see ``_modal_capacity``)."""
+        if self._capacity is None:
+            self._capacity = ModalCapacity(lambda: self.transport, self.cold_starts.expected_s)
+        return self._capacity.facts(deployment.endpoint)
+
     def latency_hint(self, deployment: Deployment) -> float | None:
-        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s`` (queueing, transfer)."""
+        """Before any observation: ``1.2 × gpu_seconds_per_output + 1 s + P(cold) × expected start``.
+
+        P(cold): the share of this backend's submits that found no warm container (0 before
+        any); the expected start: the mean container start the class has reported, or
+        ``cold_start_s`` before any (see :mod:`genrouter.backends._modal_cost`).
+        """
         per_output = deployment.gpu_seconds_per_output
-        return None if per_output is None else 1.2 * per_output + 1.0
+        if per_output is None:
+            return None
+        return 1.2 * per_output + 1.0 + self.cold_starts.cold_share * self.cold_starts.expected_s
 
     # -- translation -----------------------------------------------------------------
 
@@ -470,6 +521,8 @@ class ModalBackend:
     ) -> tuple[dict[str, Any], list[str]]:
         params = deployment.params
         where = f"{self.name} ({deployment.endpoint})"
+        if deployment.kind == "workflow":
+            return await self._workflow_payload(deployment, request, where)
         warnings: list[str] = []
 
         def supported(field: str) -> bool:
@@ -477,6 +530,9 @@ class ModalBackend:
             return not (field in params and params[field] is None)
 
         width, height = deployment.size_for(request) or (1024, 1024)
+        _, snapped = snapped_aspect_ratio(request, deployment, where)
+        if snapped is not None:
+            warnings.append(snapped)
         payload: dict[str, Any] = {
             "model": deployment.endpoint,
             "prompt": request.prompt,
@@ -520,6 +576,24 @@ class ModalBackend:
             payload["output_format"] = request.output_format
         elif request.output_format is not None:
             warnings.append(f"{where} cannot make {request.output_format}; made {formats[0]} instead")
+        warnings += apply_rules(payload, deployment, where)
+        keys = ("modal", self.name) if self.name != "modal" else ("modal",)
+        return merge_provider_options(payload, request, *keys), warnings
+
+    async def _workflow_payload(
+        self, deployment: Deployment, request: GenerationRequest, where: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """For the ComfyUI class (``deploy/modal/comfy``): node-path → value, images as bytes."""
+
+        async def media(value: MediaInput, name: str) -> bytes:
+            return await self._image_bytes(value)
+
+        inputs, warnings, _ = await workflow_inputs(request, deployment, where=where, media=media)
+        payload: dict[str, Any] = {
+            "model": deployment.endpoint,
+            "workflow": deployment.endpoint,
+            "inputs": inputs,
+        }
         keys = ("modal", self.name) if self.name != "modal" else ("modal",)
         return merge_provider_options(payload, request, *keys), warnings
 
@@ -556,11 +630,14 @@ class ModalBackend:
         seed = request.seed if request.seed is not None else random.randrange(2**32)
         payload, warnings = await self._payload(deployment, request, seed)
         if webhook_url is not None:
-            warnings.append(f"{self.name} sends no webhooks; the result is awaited instead")
+            # The deployment POSTs a Standard Webhooks-signed event there when the call ends.
+            payload["webhook_url"] = webhook_url
         transport = self.transport
-        warm = asyncio.ensure_future(transport.warm_containers(deployment.endpoint))
+        # Video models run in their own class (one request per input, a long timeout).
+        extra: dict[str, str] = {"cls": self.settings.video_cls} if deployment.kind == "video" else {}
+        warm = asyncio.ensure_future(transport.warm_containers(deployment.endpoint, **extra))
         try:
-            call_id = await transport.spawn(deployment.endpoint, payload)
+            call_id = await transport.spawn(deployment.endpoint, payload, **extra)
         except BaseException as exc:
             # Left to finish (it is bounded), not cancelled: modal's SDK drops its inner
             # coroutine unawaited when a call is cancelled while its event loop thread starts.
@@ -574,6 +651,7 @@ class ModalBackend:
             containers = await warm
         except Exception:
             containers = None
+        self.cold_starts.saw_submit(None if containers is None else containers == 0)
         pricing = deployment.pricing
         per_gpu_second = pricing is not None and pricing.unit is PriceUnit.PER_GPU_SECOND
         return ProviderJob(
@@ -683,6 +761,21 @@ class ModalBackend:
             )
             for data in value.get("outputs", [])
         ]
+        # Outputs the class wrote to its output Volume come back as signed download links.
+        outputs += [
+            Artifact(
+                kind=kind,
+                url=url,
+                content_type=content_type,
+                width=value.get("width"),
+                height=value.get("height"),
+                duration_s=duration,
+            )
+            for url in value.get("output_urls") or []
+            if isinstance(url, str)
+        ]
+        if job.data.get("kind") == "workflow":
+            outputs = service_artifacts(value)
         gpu_s = float(value.get("gpu_seconds") or 0.0)
         queued = None
         finished, submitted = value.get("finished_at"), job.data.get("submitted_at")
@@ -697,25 +790,20 @@ class ModalBackend:
             provider_request_id=rid,
             outputs=outputs,
             seed=value.get("seed", job.data.get("seed")),
-            cost=self._cost(job, gpu_s),
+            cost=self._cost(job, value),
             timings=Timings(queued_s=queued, running_s=gpu_s),
             warnings=[f"{self.name}: {w}" for w in value.get("warnings", [])],
             raw={"call_id": rid, **raw},
         )
 
-    def _cost(self, job: ProviderJob, gpu_s: float) -> Cost:
-        """GPU-seconds plus the cold-start estimate, when a cold start is known; else the router's."""
-        price = job.data.get("price_per_gpu_second")
-        if price is None or job.data.get("cold_start") is not True:
-            return Cost()
-        cold_s = self.settings.cold_start_s
-        seconds = Decimal(repr(gpu_s)) + Decimal(repr(cold_s))
-        amount = (Decimal(price) * seconds).quantize(_MICRO, rounding=ROUND_HALF_EVEN).normalize()
-        basis = (
-            f"({gpu_s:.3f} GPU-s + {cold_s:g} s cold start: no warm container at submit) "
-            f"× {job.data.get('price_basis') or f'${price} per_gpu_second'}"
+    def _cost(self, job: ProviderJob, value: Mapping[str, Any]) -> Cost:
+        """What the result cost: see :mod:`genrouter.backends._modal_cost`."""
+        self.cold_starts.observe(value.get("cold_start_s"))
+        if self._capacity is not None and self.cold_starts.count:
+            self._capacity.use_cold_start(self.cold_starts.expected_s)  # live predictions: measured start
+        return result_cost(
+            value, job.data, gpu_prices=self._gpu_prices, expected_cold_start_s=self.cold_starts.expected_s
         )
-        return Cost(amount_usd=amount, estimated=True, basis=basis)
 
     async def cancel(self, job: ProviderJob) -> None:
         """Cancel the call at Modal (nothing to do once it finished)."""
@@ -736,6 +824,8 @@ class ModalBackend:
             _, stuck = await asyncio.wait(self._stats_queries, timeout=_STATS_CLOSE_WAIT_S)
             for query in stuck:
                 query.cancel()
+        if self._capacity is not None:
+            await self._capacity.aclose()
         transport = self._transport
         if transport is not None and self._owns_transport:
             self._transport = None

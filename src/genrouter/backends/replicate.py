@@ -32,13 +32,25 @@ API host itself (a stored job cannot redirect the token elsewhere).
 ``timeout_s - 1`` so the held-open call always answers before the HTTP timeout. A create
 that answers with a terminal status keeps the prediction in ``ProviderJob.data``, so
 polling and fetching it need no further request. ``Cancel-After`` is sent when the
-request sets ``deadline_s`` (at least 5 s): a result is worthless after its deadline, and
-Replicate then stops the prediction server-side (``aborted``, free, if it never started)
-even if genrouter's own cancel is lost with a crashed process or a create abandoned in
-flight. Without ``deadline_s`` it is not sent, since the jobs API may outlive the router's
-policy deadline. Replicate has no idempotency key: the create is never retried here, and
-a create whose answer was lost (a dropped connection, a read timeout, or a 502/504 from
-the gateway in front of the API) raises :class:`SubmitOutcomeUnknownError`.
+router routes the create (``generate``, and ``submit`` when the request sets
+``deadline_s``): the remaining deadline at that submission, in whole seconds rounded up
+(at least 5 s), so a failover or retry carries the time left, not the original deadline.
+A result is worthless after its deadline, and Replicate then stops the prediction
+server-side (``aborted``, free, if it never started; ``canceled``, billed for the time it
+ran, if it was running) even if genrouter's own cancel is lost with a crashed process or
+a create abandoned in flight. Driven directly (outside a router), it is sent when the
+request sets ``deadline_s``. Replicate has no idempotency key: the create is never
+retried here, and a create whose answer was lost (a dropped connection, a read timeout,
+or a 502/504 from the gateway in front of the API) raises
+:class:`SubmitOutcomeUnknownError` unless the prediction is found by listing (see
+:mod:`genrouter.backends._replicate_reconcile`).
+
+**Headers.** The section's ``provider_headers`` go with every call to the API; a
+request's ``provider_headers[<key>]`` are merged over them on its create (``Prefer``...).
+
+**Cost.** For a per-second price (``per_gpu_second``) the actual cost is
+``metrics.predict_time`` × the price (``Cost.estimated=False``); per-output prices are
+priced by the router from the outputs.
 
 **Errors.** RFC 7807 bodies: 422 → :class:`InvalidRequestError` whose ``fields`` name the
 request fields (``input.num_inference_steps`` → ``steps``); 429 →
@@ -52,14 +64,18 @@ and the safety filter ("NSFW content") are not.
 
 **Inputs.** The catalog's ``params`` map request fields to input names (inline entries
 without ``params`` get the shipped catalog's standard mapping). FLUX models take aspect
-ratios, not sizes: a size goes to the nearest supported ratio (and ``megapixels: "0.25"``
-for small sizes on flux-dev/schnell) with a warning when the result differs. Models that
+ratios, not sizes: a size goes to the nearest ratio of the entry's ``aspect_ratio`` value
+map (``allowed``; FLUX's list when it has none), and under ``limits.reduced_size`` (flux-dev
+and schnell: 0.5 MP) adds its input (``megapixels: "0.25"``), with a warning when the
+result differs; output sizes come from ``limits.sizes``. All of it is catalog data, so a new
+model is a YAML edit. Models that
 map both a size and ``aspect_ratio`` (flux-1.1-pro) get ``aspect_ratio: "custom"`` with the
 size in multiples of 16 within 256-1440. ``output_format: jpeg`` is sent as ``jpg``;
-``safety_checker`` goes to ``disable_safety_checker`` inverted. Image and mask bytes or a
-``Path`` are sent inline as ``data:`` URIs up to :data:`MAX_INLINE_BYTES` (Replicate
-recommends HTTPS URLs for larger files; its files API is not used); a string must be an
-``http(s):`` or ``data:`` URL. ``provider_options["replicate"]`` then
+``safety_checker`` goes to ``disable_safety_checker`` inverted. Image, mask and ``images``
+bytes or a ``Path`` are sent inline as ``data:`` URIs up to ``inline_max_bytes`` (256 KiB,
+Replicate's documented limit for data URLs); larger ones are uploaded once per content
+with ``POST /v1/files`` and sent as the file's ``urls.get``, up to ``max_upload_bytes``
+(default 100 MiB); a string must be an ``http(s):`` or ``data:`` URL. ``provider_options["replicate"]`` then
 ``provider_options[<provider key>]`` are merged last. Every dropped or changed field is a
 warning on the job.
 
@@ -91,19 +107,29 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
-from genrouter._secrets import register_secret, scrub
+from genrouter._deadline import remaining_s
+from genrouter._secrets import is_credential_header, register_secret, scrub
+from genrouter.backends._billing import billed_cost, price_data
+from genrouter.backends._headers import merged, request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, send
-from genrouter.backends._params import media_data_url, merge_provider_options, translate_fields
+from genrouter.backends._mapping import allowed_ratios, apply_rules
+from genrouter.backends._params import media_inputs, merge_provider_options, translate_fields
+from genrouter.backends._replicate_files import MAX_UPLOAD_BYTES, upload_file
 from genrouter.backends._replicate_reconcile import (
+    CLOCK_SLACK_S,
     RECONCILE_LISTS,
+    RECONCILE_MAX_PAGES,
     RECONCILE_MAX_WAIT_S,
     RECONCILE_PAUSE_S,
     ClaimedPredictions,
     created_after,
+    holds_data_url,
     matching_prediction,
+    past_cutoff,
 )
-from genrouter.backends.settings import ReplicateSettings
-from genrouter.catalog import Deployment, Limits, load_catalog_file, shipped_catalog_dir
+from genrouter.backends._uploads import MediaResolver
+from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES, ReplicateSettings
+from genrouter.catalog import Deployment, Limits, load_catalog_file, param_target, shipped_catalog_dir
 from genrouter.errors import (
     AuthenticationError,
     ConfigError,
@@ -113,16 +139,15 @@ from genrouter.errors import (
     ProviderError,
     ProviderUnavailableError,
     SubmitOutcomeUnknownError,
-    describe_error,
 )
 from genrouter.types import (
     Artifact,
     ArtifactKind,
+    Cost,
     GenerationRequest,
     GenerationResult,
     JobState,
     JobStatus,
-    MediaInput,
     ProviderJob,
     Timings,
 )
@@ -132,26 +157,16 @@ __all__ = ["FLUX_ASPECT_RATIOS", "MAX_INLINE_BYTES", "ReplicateBackend"]
 API_URL = "https://api.replicate.com"
 
 FLUX_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
-"""The aspect ratios FLUX models on Replicate accept."""
+"""The aspect ratios FLUX models on Replicate accept: the fallback for an entry whose
+``aspect_ratio`` value map lists none. Per-model lists, output sizes per ratio
+(``limits.sizes``) and the small-output mode (``limits.reduced_size``) live in
+``providers/replicate.yaml``."""
 
-# [INF] from the models' pages: flux-1.1-pro and recraft-v3 lack 21:9 and 9:21.
-_ASPECT_RATIOS = {
-    "black-forest-labs/flux-1.1-pro": FLUX_ASPECT_RATIOS[:2] + FLUX_ASPECT_RATIOS[3:10],
-    "recraft-ai/recraft-v3": FLUX_ASPECT_RATIOS[:2] + FLUX_ASPECT_RATIOS[3:10],
-}
-# Output sizes of flux-dev and flux-schnell per aspect ratio at megapixels "1" (cog-flux);
-# "0.25" halves each side.
-_FLUX_SIZES = {
-    "1:1": (1024, 1024), "16:9": (1344, 768), "21:9": (1536, 640), "3:2": (1216, 832),
-    "2:3": (832, 1216), "4:5": (896, 1088), "5:4": (1088, 896), "3:4": (896, 1152),
-    "4:3": (1152, 896), "9:16": (768, 1344), "9:21": (640, 1536),
-}  # fmt: skip
-_FLUX_SIZE_MODELS = frozenset({"black-forest-labs/flux-dev", "black-forest-labs/flux-schnell"})
-_SMALL_MEGAPIXELS = 0.5  # below this area (MP), flux-dev/schnell get megapixels "0.25"
 _CUSTOM_SIZES = ((256, 1440), 16)  # BFL's aspect_ratio "custom": sides 256-1440, multiples of 16
 
-MAX_INLINE_BYTES = 10 * 1024 * 1024
-"""Largest image or mask sent inline as a ``data:`` URI (10 MiB); pass a URL beyond it."""
+MAX_INLINE_BYTES = DEFAULT_INLINE_MAX_BYTES
+"""Default largest media input sent inline as a ``data:`` URI (256 KiB, Replicate's documented
+limit for data URLs); larger ones are uploaded (``inline_max_bytes`` in the section)."""
 
 PREFER_WAIT_MARGIN_S = 1.0
 CANCEL_AFTER_MIN_S = 5
@@ -221,6 +236,10 @@ class ReplicateBackend:
         from genrouter import __version__
 
         headers = {"User-Agent": f"genrouter/{__version__}", "Accept": "application/json"}
+        for header, value in self.settings.provider_headers.items():
+            if is_credential_header(header):
+                register_secret(value)
+            headers[header] = value
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.base_url = self.settings.base_url or API_URL
@@ -231,6 +250,12 @@ class ReplicateBackend:
         self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._cancelling: set[asyncio.Task[Any]] = set()
         self._claimed = ClaimedPredictions()
+        self._media = MediaResolver(
+            provider=name,
+            inline_max_bytes=self.settings.inline_max_bytes,
+            max_bytes=self.settings.max_upload_bytes or MAX_UPLOAD_BYTES,
+            upload=lambda media: upload_file(self._client, media, provider=self.name),
+        )
 
     def __repr__(self) -> str:
         parts = urlsplit(self.base_url)
@@ -283,7 +308,12 @@ class ReplicateBackend:
                 f"{self.name}: the create's answer was lost; found its prediction by listing",
             ]
         self._claimed.add(prediction["id"])
-        data: dict[str, Any] = {"urls": _urls(prediction), "kind": deployment.kind, **meta}
+        data: dict[str, Any] = {
+            "urls": _urls(prediction),
+            "kind": deployment.kind,
+            "price": price_data(deployment),
+            **meta,
+        }
         if _STATES.get(prediction["status"], JobState.QUEUED).is_terminal:
             data["prediction"] = _compact(prediction)
             self._remember(prediction)
@@ -298,41 +328,74 @@ class ReplicateBackend:
     async def _reconcile(
         self, payload: dict[str, Any], version: str | None, sent_at: float, lost: SubmitOutcomeUnknownError
     ) -> dict[str, Any]:
-        """The prediction a lost create made, or a retryable error when it made none.
+        """The prediction a lost create made; ``lost`` (the outcome stays unknown) otherwise.
 
-        See :mod:`genrouter.backends._replicate_reconcile`. Raises ``lost`` when the
-        listings themselves fail, or ask for a wait over ``RECONCILE_MAX_WAIT_S`` (the
-        outcome stays unknown).
+        See :mod:`genrouter.backends._replicate_reconcile`. Each look walks every page of
+        the listing back past the create's time; a create that is not found after two
+        complete looks, whose listings fail or ask for a wait over
+        ``RECONCILE_MAX_WAIT_S``, or whose input holds ``data:`` URLs (Replicate does
+        not store them, so it could never match) is never sent to this provider again.
         """
-        params = {"created_after": created_after(sent_at)}
-        clean_looks = 0
+        if holds_data_url(payload):
+            raise lost
+        looks = 0
         pause = 0.0
         for _ in range(RECONCILE_LISTS + 1):
             if pause:
                 await asyncio.sleep(pause)
             pause = RECONCILE_PAUSE_S
             try:
-                response = await self._send("GET", "/v1/predictions", idempotent=True, params=params)
-                if response.is_error:
-                    raise self._error(response, None)
-                listing = read_json(response, provider=self.name)
+                found = await self._find_created(payload, version, sent_at)
             except GenRouterError as exc:
                 pause = max(pause, exc.retry_after or 0.0)
                 if not exc.retryable or pause > RECONCILE_MAX_WAIT_S:
                     raise lost from exc
                 continue
-            results = listing.get("results") if isinstance(listing, dict) else None
-            found = matching_prediction(results or [], payload, version, self._claimed)
             if found is not None:
                 return found
-            clean_looks += 1
-            if clean_looks == 2:  # a second look covers a create still being written
-                raise ProviderUnavailableError(
-                    f"{self.name}: a create lost its answer ({describe_error(lost)}), and no "
-                    "prediction with its input exists, so it is safe to send again",
-                    provider=self.name,
-                ) from lost
+            looks += 1
+            if looks == 2:  # a second look covers a create still being written
+                break
         raise lost
+
+    async def _find_created(
+        self, payload: dict[str, Any], version: str | None, sent_at: float
+    ) -> dict[str, Any] | None:
+        """One look through the listing, page by page, for the lost create's prediction.
+
+        None when every page back past the create's time was read without a match;
+        ``ProviderUnavailableError`` when the listing could not be read to its end.
+        """
+        cutoff = sent_at - CLOCK_SLACK_S
+        url: str = "/v1/predictions"
+        params: dict[str, str] | None = {"created_after": created_after(sent_at)}
+        for _ in range(RECONCILE_MAX_PAGES):
+            response = await self._send("GET", url, idempotent=True, params=params)
+            if response.is_error:
+                raise self._error(response, None)
+            listing = read_json(response, provider=self.name)
+            results = listing.get("results") if isinstance(listing, dict) else None
+            if not isinstance(results, list):
+                raise ProviderUnavailableError(
+                    f"{self.name}: the prediction listing has no results", provider=self.name
+                )
+            found = matching_prediction(results, payload, version, self._claimed)
+            if found is not None:
+                return found
+            following = listing.get("next")
+            if not isinstance(following, str) or not following or past_cutoff(results, cutoff):
+                return None
+            if not self._same_host(following):
+                raise ProviderUnavailableError(
+                    f"{self.name}: the prediction listing's next page is on another host", provider=self.name
+                )
+            url, params = following, None
+        raise ProviderUnavailableError(
+            f"{self.name}: over {RECONCILE_MAX_PAGES} pages of predictions since the lost create; "
+            "not read to the end",
+            provider=self.name,
+            retryable=False,
+        )
 
     async def poll(self, job: ProviderJob) -> JobStatus:
         """The prediction's state: one GET, or none once it is known to be finished."""
@@ -468,9 +531,12 @@ class ReplicateBackend:
             wait = min(prefer, math.floor(self.settings.timeout_s - PREFER_WAIT_MARGIN_S))
             if wait >= 1:
                 headers["Prefer"] = f"wait={wait}"
-        if request.deadline_s is not None:
-            headers["Cancel-After"] = f"{max(CANCEL_AFTER_MIN_S, math.ceil(request.deadline_s))}s"
-        return headers
+        left = remaining_s()
+        if left is None:
+            left = request.deadline_s
+        if left is not None:
+            headers["Cancel-After"] = f"{max(CANCEL_AFTER_MIN_S, math.ceil(left))}s"
+        return merged(headers, request_headers(request, self.name))
 
     def _accepted(self, response: httpx.Response) -> dict[str, Any]:
         """The created prediction; a 2xx we cannot read may still have created one."""
@@ -566,33 +632,26 @@ class ReplicateBackend:
         params = _params(deployment)
         deployment = dataclasses.replace(deployment, params=params)
         prefix = f"{self.name} ({deployment.endpoint})"
-        model = _model_id(deployment.endpoint)
         payload, warnings = translate_fields(request, deployment, provider=self.name)
         options = merge_provider_options({}, request, "replicate", self.name)
         size_keys = {params.get(f) or f for f in _SIZE_FIELDS} | {"megapixels"}
         if not size_keys & options.keys():  # options that set a size own it
-            sized, notes = _translate_size(request, deployment, params, model, prefix)
+            sized, notes = _translate_size(request, deployment, params, prefix)
             payload.update(sized)
             warnings += notes
         warnings += _translate_format(request, deployment, params, payload, prefix)
         if request.safety_checker is not None:
             target = params.get("safety_checker")
-            if target:  # Replicate's checkers are switched off: disable_safety_checker = not on
+            if target and "safety_checker" in deployment.rules:
+                payload[target] = request.safety_checker  # the value map inverts it
+            elif target:  # Replicate's checkers are switched off: disable_safety_checker = not on
                 inverted = target.startswith("disable_")
                 payload[target] = not request.safety_checker if inverted else request.safety_checker
             else:
                 warnings.append(f"{prefix} has no safety_checker input; safety_checker was ignored")
-        for field in ("image", "mask"):
-            value: MediaInput | None = getattr(request, field)
-            if value is None:
-                continue
-            target = params.get(field)
-            if target:
-                payload[target] = await media_data_url(
-                    value, field, provider=self.name, max_bytes=MAX_INLINE_BYTES
-                )
-            else:
-                warnings.append(f"{prefix} has no {field} input; {field} was ignored")
+        media, notes, _ = await media_inputs(request, deployment, self._media.url, provider=self.name)
+        payload.update(media)
+        warnings += notes
         warnings += _translate_loras(request, params, payload, prefix)
         duration = request.duration_s
         if duration is not None:
@@ -601,8 +660,9 @@ class ReplicateBackend:
                 payload[target] = int(duration) if duration.is_integer() else duration
             elif duration != deployment.limits.default_duration_s:
                 warnings.append(f"{prefix} has no duration_s input; duration_s={duration:g} was ignored")
+        warnings += apply_rules(payload, deployment, prefix)
         payload.update(options)
-        size = _output_size(payload, params, model)
+        size = _output_size(payload, params, deployment.limits)
         meta = {
             "size": list(size) if size else None,
             "seed": request.seed,
@@ -642,6 +702,17 @@ class ReplicateBackend:
                     duration_s=job.data.get("duration_s") if kind is ArtifactKind.VIDEO else None,
                 )
             )
+        timings = _timings(prediction)
+        metrics = prediction.get("metrics")
+        predict = metrics.get("predict_time") if isinstance(metrics, dict) else None
+        billed = None
+        if isinstance(predict, int | float) and not isinstance(predict, bool) and math.isfinite(predict):
+            billed = billed_cost(
+                job.data.get("price"),
+                repr(float(predict)),
+                what="metrics.predict_time",
+                unit="per_gpu_second",
+            )
         return GenerationResult(
             id="",
             model=job.endpoint,
@@ -650,7 +721,8 @@ class ReplicateBackend:
             provider_request_id=rid,
             outputs=outputs,
             seed=job.data.get("seed"),
-            timings=_timings(prediction),
+            cost=billed or Cost(),
+            timings=timings,
             raw=_compact(prediction),
         )
 
@@ -822,16 +894,11 @@ def _standard_params() -> dict[str, str | None]:
         defaults = load_catalog_file(shipped_catalog_dir() / "replicate.yaml").defaults.params
     except ConfigError:
         defaults = None
-    return dict(defaults or {"prompt": "prompt"})
+    return {name: param_target(value) for name, value in (defaults or {"prompt": "prompt"}).items()}
 
 
 def _params(deployment: Deployment) -> dict[str, str | None]:
     return {**_standard_params(), **deployment.params}
-
-
-def _model_id(endpoint: str) -> str:
-    """``owner/name`` of an endpoint in any of the three notations."""
-    return endpoint.removeprefix("deployments/").split(":", 1)[0]
 
 
 def _ratio_distance(width: float, height: float, ratio: str) -> float:
@@ -843,11 +910,17 @@ def _nearest_ratio(width: float, height: float, ratios: tuple[str, ...]) -> str:
     return min(ratios, key=lambda r: _ratio_distance(width, height, r))
 
 
-def _flux_size(model: str, ratio: Any, megapixels: Any) -> tuple[int, int] | None:
-    size = _FLUX_SIZES.get(ratio) if model in _FLUX_SIZE_MODELS and isinstance(ratio, str) else None
-    if size is not None and str(megapixels) == "0.25":
-        return size[0] // 2, size[1] // 2
+def _table_size(limits: Limits, ratio: Any, payload: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The output size of ``ratio`` from the entry's ``limits.sizes`` (scaled when reduced)."""
+    size = limits.sizes.get(ratio) if limits.sizes and isinstance(ratio, str) else None
+    reduced = limits.reduced_size
+    if size is not None and reduced is not None and _reduced(payload, reduced.input):
+        return int(size[0] * reduced.scale), int(size[1] * reduced.scale)
     return size
+
+
+def _reduced(payload: Mapping[str, Any], marker: Mapping[str, Any]) -> bool:
+    return all(str(payload.get(k)) == str(v) for k, v in marker.items())
 
 
 def _snap(value: int, bounds: tuple[int, int] | None, step: int) -> int:
@@ -871,14 +944,14 @@ def _translate_size(
     request: GenerationRequest,
     deployment: Deployment,
     params: Mapping[str, str | None],
-    model: str,
     prefix: str,
 ) -> tuple[dict[str, Any], list[str]]:
     """Size inputs: exact sizes where the model takes them, else the nearest aspect ratio."""
     out: dict[str, Any] = {}
     warnings: list[str] = []
     w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
-    ratios = _ASPECT_RATIOS.get(model, FLUX_ASPECT_RATIOS)
+    ratios = tuple(allowed_ratios(deployment) or FLUX_ASPECT_RATIOS)
+    limits = deployment.limits
     if request.width is not None and request.height is not None:
         width, height = request.width, request.height
         if w_key and h_key:
@@ -891,9 +964,10 @@ def _translate_size(
         elif ar_key:
             ratio = _nearest_ratio(width, height, ratios)
             out[ar_key] = ratio
-            if model in _FLUX_SIZE_MODELS and width * height < _SMALL_MEGAPIXELS * 1_000_000:
-                out["megapixels"] = "0.25"
-            size = _flux_size(model, ratio, out.get("megapixels"))
+            reduced = limits.reduced_size
+            if reduced is not None and width * height < reduced.below_megapixels * 1_000_000:
+                out.update(reduced.input)
+            size = _table_size(limits, ratio, out)
             if _ratio_distance(width, height, ratio) > 1e-9 or (size and size != (width, height)):
                 about = f" (about {size[0]}x{size[1]})" if size else ""
                 warnings.append(
@@ -919,7 +993,7 @@ def _translate_size(
 
 
 def _output_size(
-    payload: Mapping[str, Any], params: Mapping[str, str | None], model: str
+    payload: Mapping[str, Any], params: Mapping[str, str | None], limits: Limits
 ) -> tuple[int, int] | None:
     """The size outputs will have, when the input fixes it (exact sizes, or FLUX's table)."""
     w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
@@ -931,7 +1005,7 @@ def _output_size(
         width, height = payload.get(w_key), payload.get(h_key)
     if type(width) is int and type(height) is int:
         return width, height
-    return _flux_size(model, ratio if ratio is not None else "1:1", payload.get("megapixels"))
+    return _table_size(limits, ratio if ratio is not None else "1:1", payload)
 
 
 def _translate_format(
@@ -950,7 +1024,8 @@ def _translate_format(
     if deployment.kind == "image":
         if wanted not in _IMAGE_FORMATS:
             return [f"{prefix} makes png, jpeg or webp images, not {wanted}; output_format was ignored"]
-        payload[target] = _IMAGE_FORMATS[wanted]
+        renamed = "output_format" in deployment.rules  # the value map renames (jpeg: jpg)
+        payload[target] = wanted if renamed else _IMAGE_FORMATS[wanted]
     else:
         payload[target] = wanted
     return []

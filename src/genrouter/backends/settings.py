@@ -36,8 +36,10 @@ from pydantic_core import CoreSchema
 from genrouter.catalog import CatalogEntry, Price
 
 __all__ = [
+    "DEFAULT_INLINE_MAX_BYTES",
     "DURATION_PATTERN",
     "SECRET_KEY_PATTERN",
+    "Autoscale",
     "CustomSettings",
     "FalSettings",
     "ImportPathSettings",
@@ -163,7 +165,18 @@ class ProviderSettings(SettingsModel):
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
     models: dict[str, CatalogEntry] = Field(default_factory=dict)
 
-    @field_validator("base_url")
+    @field_validator("models")
+    @classmethod
+    def _no_colons(cls, value: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+        for name in value:
+            if ":" in name:
+                raise ValueError(
+                    f"model {name!r} contains ':'; aliases never contain ':' (a model of the form "
+                    "'<provider-key>:<endpoint>' is a passthrough), so rename it"
+                )
+        return value
+
+    @field_validator("base_url", "rest_url", check_fields=False)
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/?#]+[^\s]*$", value):
@@ -182,15 +195,55 @@ class ProviderSettings(SettingsModel):
         return found
 
 
-class FalSettings(ProviderSettings):
+DEFAULT_INLINE_MAX_BYTES = 262_144
+"""Media inputs up to this size are sent inline as ``data:`` URLs; larger ones are uploaded."""
+
+
+def _check_headers(value: dict[str, str]) -> dict[str, str]:
+    """Header names are HTTP tokens; values one line; genrouter's own headers are not replaced."""
+    from genrouter.backends._headers import check_headers
+
+    return check_headers(value, field="provider_headers")
+
+
+class _MediaSettings(ProviderSettings):
+    """What the hosted-API sections (fal, Replicate) share: uploads and extra headers.
+
+    ``inline_max_bytes``: bytes and paths up to this size go inline as ``data:`` URLs,
+    larger ones are uploaded to the provider's storage (default 262144, 256 KiB).
+    ``max_upload_bytes``: the largest input accepted at all (default: the provider's).
+    ``provider_headers``: extra headers sent with every call to the provider's API
+    (a request's ``provider_headers[<key>]`` is merged over them for its submits).
+    """
+
+    inline_max_bytes: Annotated[int, Field(ge=0)] = DEFAULT_INLINE_MAX_BYTES
+    max_upload_bytes: Annotated[int | None, Field(ge=1)] = None
+    provider_headers: dict[str, str] = Field(default_factory=dict, repr=False)
+
+    @field_validator("provider_headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return _check_headers(value)
+
+    def secret_values(self) -> list[str]:
+        """Every secret this section holds, credential-looking header values included."""
+        from genrouter._secrets import is_credential_header
+
+        found = super().secret_values()
+        return found + [v for k, v in self.provider_headers.items() if v and is_credential_header(k)]
+
+
+class FalSettings(_MediaSettings):
     """``type: fal``. ``api_key`` defaults to ``FAL_KEY`` (or ``FAL_KEY_ID``:``FAL_KEY_SECRET``).
 
     ``webhook_public_keys``: a JWKS mapping, a list of JWKs, or raw Ed25519 keys
-    (one base64url string, or a list of them).
+    (one base64url string, or a list of them). ``rest_url`` is fal's REST host, which
+    issues storage upload tokens (default ``https://rest.fal.ai``).
     """
 
     type: Literal["fal"] = "fal"
     api_key: SecretStr | None = None
+    rest_url: str | None = None
     webhook_jwks_url: str | None = None
     webhook_public_keys: list[Any] | dict[str, Any] | None = None
 
@@ -204,7 +257,7 @@ class FalSettings(ProviderSettings):
         return value
 
 
-class ReplicateSettings(ProviderSettings):
+class ReplicateSettings(_MediaSettings):
     """``type: replicate``. ``api_token`` defaults to ``REPLICATE_API_TOKEN``.
 
     ``prefer_wait_s`` (1-60) asks Replicate to hold the create call open that long.
@@ -222,11 +275,18 @@ class ModalSettings(ProviderSettings):
     type: Literal["modal"] = "modal"
     app: str = "genrouter-diffusion"
     cls: str = "Diffusion"
+    video_cls: str = "Video"
+    """The class serving ``kind: video`` models (``deploy/modal``'s ``Video``)."""
     gpu: str | None = None
     environment: str | None = None
     token_id: SecretStr | None = None
     token_secret: SecretStr | None = None
     cold_start_s: Annotated[float, Field(ge=0)] = 20.0
+    webhook_secret: SecretStr | None = None
+    """The ``whsec_...`` secret the deployment signs webhooks with (its ``GENROUTER_WEBHOOK_SECRET``)."""
+    shipped_models: bool = True
+    """Serve the shipped catalog's Modal models (``sdxl``...); false for a class that serves only
+    its ``models:`` (the ComfyUI class in ``deploy/modal/comfy``)."""
 
 
 class LatencySpec(SettingsModel):
@@ -241,6 +301,31 @@ class LatencySpec(SettingsModel):
         median = info.data.get("median_s")
         if median is not None and value < median:
             raise ValueError(f"p99_s must be at least median_s {median:g}")
+        return value
+
+
+class Autoscale(SettingsModel):
+    """A simulated provider's container autoscaler (see :mod:`genrouter.backends._sim_autoscale`).
+
+    ``min_containers`` are warm from the start; a request beyond the free slots
+    (``concurrency_per_container`` per container) queues, and while the queue needs more
+    capacity a container starts, serving after ``cold_start_s``, up to ``max_containers``.
+    A container idle for ``scaledown_s`` (default 60, Modal's default window) leaves,
+    down to ``min_containers``.
+    """
+
+    min_containers: Annotated[int, Field(ge=0, le=10_000)] = 0
+    max_containers: Annotated[int, Field(ge=1, le=10_000)] = 1
+    concurrency_per_container: Annotated[int, Field(ge=1, le=10_000)] = 1
+    cold_start_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    scaledown_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+
+    @field_validator("max_containers")
+    @classmethod
+    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_containers")
+        if low is not None and value < low:
+            raise ValueError(f"max_containers must be at least min_containers {low}")
         return value
 
 
@@ -288,6 +373,15 @@ class SimulatedSettings(ProviderSettings):
     price: Price | None = None
     max_concurrency: Annotated[int | None, Field(ge=1)] = None
     """Jobs beyond this many in flight wait in a provider-side queue."""
+    autoscale: Autoscale | None = None
+    """Containers that scale with the queue (replaces ``max_concurrency``)."""
+
+    @field_validator("autoscale")
+    @classmethod
+    def _one_capacity_model(cls, value: Autoscale | None, info: ValidationInfo) -> Autoscale | None:
+        if value is not None and info.data.get("max_concurrency") is not None:
+            raise ValueError("set either max_concurrency or autoscale, not both")
+        return value
 
     @field_validator("latency", mode="before")
     @classmethod

@@ -6,7 +6,13 @@ of attempts fail (a 503-like :class:`ProviderUnavailableError` at completion), r
 are rate limited (a :class:`RateLimitedError` at submit, with ``retry_after_s``),
 or hang until cancelled. ``incidents`` raise latency and failure rates inside time
 windows relative to the backend's start. ``max_concurrency`` makes jobs beyond it
-wait in a provider-side queue.
+wait in a provider-side queue; ``autoscale`` puts that queue in front of containers
+that start (after ``cold_start_s``) and leave (after ``scaledown_s`` idle) with it
+(:mod:`genrouter.backends._sim_autoscale`), and the backend reports its backlog and
+containers as :class:`~genrouter.routing.capacity.CapacityFacts`.
+
+Time is the router's clock (``bind_clock``), anchored to the wall clock when bound, so
+a :class:`~genrouter.testing.FakeClock` or a virtual event loop drives the simulation.
 
 A job's outcome is a pure function of its provider request id (which encodes the
 submit time, the incident clock, the queue delay and a seeded nonce) and the
@@ -16,7 +22,6 @@ deterministic placeholder PNGs named by ``sim:`` URLs, rendered on read.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import math
@@ -26,7 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from genrouter._clock import Clock, MonotonicClock
 from genrouter._png import sim_url
+from genrouter.backends._mapping import snapped_aspect_ratio
+from genrouter.backends._sim_autoscale import AutoscaleModel
 from genrouter.backends.settings import SimulatedSettings
 from genrouter.catalog import CatalogEntry, Limits
 from genrouter.errors import (
@@ -35,6 +43,7 @@ from genrouter.errors import (
     ProviderUnavailableError,
     RateLimitedError,
 )
+from genrouter.routing.capacity import CapacityFacts
 from genrouter.types import (
     Artifact,
     ArtifactKind,
@@ -85,12 +94,37 @@ class SimulatedBackend:
             if isinstance(settings, SimulatedSettings)
             else SimulatedSettings.model_validate({"type": "simulated", **settings})
         )
-        self._started_wall = time.time()
-        self._started_mono = time.monotonic()
+        self.bind_clock(MonotonicClock())
         self._nonce = itertools.count(random.Random(self.settings.seed).randrange(1 << 30))
         self._submit_rng = random.Random(f"submit:{self.settings.seed}")
         self._cancelled: set[str] = set()
         self._slots: list[float] = []
+        self._autoscale: AutoscaleModel | None = None
+
+    def bind_clock(self, clock: Clock) -> None:
+        """Run on ``clock`` from now on (the router binds its own); wall time anchors it."""
+        self._clock = clock
+        self._clock_origin = clock.now()
+        self._started_wall = time.time()
+
+    def _now(self) -> float:
+        """Wall-anchored seconds on the bound clock."""
+        return self._started_wall + (self._clock.now() - self._clock_origin)
+
+    @property
+    def autoscaler(self) -> AutoscaleModel | None:
+        """The container model when ``autoscale`` is configured (created on first use)."""
+        spec = self.settings.autoscale
+        if spec is not None and self._autoscale is None:
+            self._autoscale = AutoscaleModel(spec, self._now())
+        return self._autoscale
+
+    def capacity(self, deployment: Deployment) -> CapacityFacts | None:
+        """Backlog, running jobs and containers now (None without ``autoscale``)."""
+        model = self.autoscaler
+        if model is None:
+            return None
+        return model.facts(self._now())
 
     def __repr__(self) -> str:
         return f"SimulatedBackend(name={self.name!r})"
@@ -140,7 +174,7 @@ class SimulatedBackend:
 
     def _outcome(self, request_id: str) -> _Outcome:
         try:
-            _, wall_ms, offset_ms, queue_ms, _nonce = request_id.split("-")
+            _, wall_ms, offset_ms, queue_ms, nonce = request_id.split("-")
             submitted = int(wall_ms, 16) / 1000
             offset = int(offset_ms, 16) / 1000
             queued = int(queue_ms, 16) / 1000
@@ -148,7 +182,9 @@ class SimulatedBackend:
             raise InvalidRequestError(
                 f"{request_id!r} is not a simulated request id", provider=self.name
             ) from exc
-        rng = random.Random(f"{self.settings.seed}:{request_id}")
+        # Drawn from the seed and the nonce only, so a run on a fake or virtual clock is
+        # reproducible whatever the wall time (the wall time only anchors the timeline).
+        rng = random.Random(f"{self.settings.seed}:{nonce}")
         multiplier, failure_rate, hang_rate = self._incident(offset)
         latency = self._draw_latency(rng) * multiplier
         fails = rng.random() < failure_rate
@@ -193,9 +229,11 @@ class SimulatedBackend:
                 status_code=429,
                 retry_after=self.settings.retry_after_s,
             )
-        now = time.time()
-        offset = time.monotonic() - self._started_mono
-        queue = self._queue_delay(now)
+        now = self._now()
+        offset = now - self._started_wall
+        model = self.autoscaler
+        placement = model.place(now) if model is not None else None
+        queue = placement.queued_s if placement is not None else self._queue_delay(now)
         request_id = (
             f"sim-{int(now * 1000):x}-{int(offset * 1000):x}-{int(queue * 1000):x}-{next(self._nonce):x}"
         )
@@ -203,9 +241,14 @@ class SimulatedBackend:
             if len(self._slots) >= self.settings.max_concurrency:
                 heapq.heappop(self._slots)
             heapq.heappush(self._slots, self._outcome(request_id).completes_at)
+        if model is not None and placement is not None:
+            model.commit(request_id, placement, self._outcome(request_id).completes_at)
         width, height = deployment.size_for(request) or DEFAULT_SIZE
         seed = request.seed if request.seed is not None else int(request_id.rsplit("-", 1)[1], 16)
         warnings = []
+        _, snapped = snapped_aspect_ratio(request, deployment, f"{self.name} ({deployment.endpoint})")
+        if snapped is not None:
+            warnings.append(snapped)
         if request.output_format not in (None, "png"):
             warnings.append(f"{self.name}: simulated outputs are PNG, not {request.output_format}")
         return ProviderJob(
@@ -243,21 +286,21 @@ class SimulatedBackend:
 
     async def poll(self, job: ProviderJob) -> JobStatus:
         """The job's state now."""
-        return self._status(job, time.time())
+        return self._status(job, self._now())
 
     async def wait(self, job: ProviderJob, timeout_s: float) -> JobStatus:
         """Sleep until the job completes or ``timeout_s`` passes; no polling needed."""
-        status = self._status(job, time.time())
+        status = self._status(job, self._now())
         if status.state.is_terminal:
             return status
         outcome = self._outcome(job.provider_request_id)
-        remaining = timeout_s if outcome.hangs else outcome.completes_at - time.time()
-        await asyncio.sleep(max(0.0, min(remaining, timeout_s)))
-        return self._status(job, time.time())
+        remaining = timeout_s if outcome.hangs else outcome.completes_at - self._now()
+        await self._clock.sleep(max(0.0, min(remaining, timeout_s)))
+        return self._status(job, self._now())
 
     async def fetch_result(self, job: ProviderJob) -> GenerationResult:
         """The outputs of a succeeded job; the job's error otherwise."""
-        status = self._status(job, time.time())
+        status = self._status(job, self._now())
         rid = job.provider_request_id
         if status.state is JobState.CANCELLED:
             raise JobFailedError.cancelled(self.name, rid)
@@ -308,8 +351,11 @@ class SimulatedBackend:
 
     async def cancel(self, job: ProviderJob) -> None:
         """Mark the job cancelled (harmless once it finished)."""
-        if not self._status(job, time.time()).state.is_terminal:
+        now = self._now()
+        if not self._status(job, now).state.is_terminal:
             self._cancelled.add(job.provider_request_id)
+            if self._autoscale is not None:
+                self._autoscale.cancel(job.provider_request_id, now)
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -218,8 +218,9 @@ class DeploymentHealth:
         bisect.insort(self._sorted, latency_s)
         self._changed_p95 = None
         if sum(self._recent_above) > RECENT_SAMPLES // 2:
+            # Fewer than RECENT_SAMPLES may be left once old samples expired.
             newest = sorted(itertools.islice(reversed(self.latencies), RECENT_SAMPLES))
-            self._changed_p95 = newest[round(0.95 * (RECENT_SAMPLES - 1))]
+            self._changed_p95 = newest[round(0.95 * (len(newest) - 1))]
 
     def record_failure(
         self,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from genrouter.catalog import Capability, Deployment
 from genrouter.routing.health import CircuitState, DeploymentHealth
 from genrouter.routing.policies import SmoothWeightedRoundRobin, rank
+from genrouter.routing.spillover import CapacitySource, apply_spillover
 from genrouter.routing.store import StateStore
 
 if TYPE_CHECKING:
@@ -106,13 +107,20 @@ class Plan:
 
 def required_capabilities(request: GenerationRequest, kind: str) -> frozenset[Capability]:
     """The capabilities a deployment of a ``kind`` model needs to serve ``request``."""
-    return _capabilities(kind, request.image is not None, request.mask is not None, bool(request.loras))
+    image = request.image is not None or bool(request.images)
+    return _capabilities(kind, image, request.mask is not None, bool(request.loras))
 
 
 @functools.lru_cache(maxsize=64)
 def _capabilities(kind: str, image: bool, mask: bool, loras: bool) -> frozenset[Capability]:
     needed: set[Capability] = set()
-    if kind == "video":
+    if kind == "upscale":
+        needed.add(Capability.UPSCALE)
+    elif kind == "remove-background":
+        needed.add(Capability.REMOVE_BACKGROUND)
+    elif kind == "workflow":
+        pass
+    elif kind == "video":
         needed.add(Capability.IMAGE_TO_VIDEO if image else Capability.TEXT_TO_VIDEO)
     else:
         needed.add(Capability.IMAGE_TO_IMAGE if image else Capability.TEXT_TO_IMAGE)
@@ -211,11 +219,14 @@ def build_plan(
     half_open_probes: int = 1,
     explore: ExploreRule | None = None,
     budget: BudgetGuard | None = None,
+    capacity: Mapping[str, CapacitySource] | None = None,
 ) -> Plan:
     """Filter and rank ``deployments`` for ``request``. Pure apart from reading ``store``.
 
     ``estimate_costs=False`` skips cost estimates when neither the strategy nor a cost
     cap needs them (the hot path of ``priority``/``latency``/``weighted`` routing).
+    ``capacity`` (deployment key → its backend's capacity facts) turns on spillover
+    predictions for ``cost`` with a ``latency_slo_s`` (:mod:`genrouter.routing.spillover`).
     """
     estimate_costs = (
         estimate_costs or max_cost_usd is not None or strategy in ("cost", "balanced") or bool(budget)
@@ -257,6 +268,8 @@ def build_plan(
         (excluded if reason else passed).append(candidate)
 
     notes: list[str] = []
+    if capacity and strategy == "cost" and latency_slo_s is not None:
+        notes += apply_spillover(passed, capacity, store, latency_slo_s)
     open_circuits.sort(key=lambda pair: pair[0])
     last_resort = [candidate for _, candidate in open_circuits]
     if not passed and last_resort:

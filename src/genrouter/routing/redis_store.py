@@ -6,6 +6,9 @@ request and must not wait on the network, so this store keeps a local mirror (a
 
 - every write (a breaker failure or success, a Retry-After block, a disabled provider,
   spend) updates the mirror at once and is published to Redis in the background;
+- budget reservations are the exception: they are checked and taken in Redis itself
+  (one Lua script), since two processes must never both take the last dollar; see
+  :mod:`genrouter.routing.reservations`;
 - a background task pulls the other processes' writes every ``sync_interval_s``
   (0.25 s by default) into the mirror, and exchanges each process's latency p95 per
   deployment, which the planner blends with its own by sample count.
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from genrouter.errors import ConfigError
 from genrouter.routing.health import DeploymentHealth
+from genrouter.routing.reservations import RESERVATION_TTL_S, RedisLedger
 from genrouter.routing.store import MemoryStateStore
 
 if TYPE_CHECKING:
@@ -61,6 +65,7 @@ class RedisStateStore:
         *,
         namespace: str = "genrouter",
         sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S,
+        reservation_ttl_s: float = RESERVATION_TTL_S,
     ) -> None:
         try:
             import redis.asyncio as redis_asyncio
@@ -78,6 +83,8 @@ class RedisStateStore:
         self._stopping = False
         self._seen_versions: dict[str, float] = {}
         self._process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._reservation_ttl_s = reservation_ttl_s
+        self._ledger: RedisLedger | None = None
 
     def __repr__(self) -> str:
         return f"RedisStateStore(namespace={self._ns!r})"
@@ -122,10 +129,20 @@ class RedisStateStore:
         while self._pending:
             await asyncio.wait(list(self._pending))
 
+    def reservation_ledger(self) -> RedisLedger:
+        """Budget reservations held in Redis beside the shared spend (made once)."""
+        if self._ledger is None:
+            self._ledger = RedisLedger(
+                self._redis, self._key, self._local, self._publish, ttl_s=self._reservation_ttl_s
+            )
+        return self._ledger
+
     async def aclose(self) -> None:
         """Flush writes, stop syncing and close the connection."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), timeout=2.0)
+        if self._ledger is not None:
+            await self._ledger.aclose()
         self._stopping = True
         task = self._sync_task
         if task is not None and not task.done():

@@ -1,0 +1,70 @@
+"""The self-hosted ComfyUI class in-process: ``deploy/modal/comfy/service.py`` behind the Modal backend.
+
+:func:`comfy_transport` builds an :class:`~genrouter._modal_testing.InProcessModalTransport`
+over a ``ComfyService`` that talks to a ComfyUI server at ``comfy_url`` (a real one, or
+a fake in tests), so a router reaches the class through ``ModalBackend`` exactly as it
+would over Modal: each call is pickled in and out and runs on the service's threads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from genrouter._modal_testing import InProcessModalTransport
+
+__all__ = ["COMFY_SERVICE_PATH", "comfy_transport", "load_comfy_service"]
+
+
+def _service_path() -> Path:
+    packaged = Path(__file__).with_name("_deploy_modal") / "comfy" / "service.py"
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "deploy" / "modal" / "comfy" / "service.py"
+
+
+COMFY_SERVICE_PATH = _service_path()
+"""``deploy/modal/comfy/service.py``: in the wheel under ``genrouter/_deploy_modal``, else the checkout's."""
+
+
+def load_comfy_service(path: str | Path = COMFY_SERVICE_PATH) -> ModuleType:
+    """Import ``deploy/modal/comfy/service.py`` from its path (once per process)."""
+    name = "genrouter_modal.comfy_service"
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    spec = importlib.util.spec_from_file_location(name, Path(path))
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no ComfyUI service at {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def comfy_transport(
+    comfy_url: str,
+    *,
+    workflows_dir: str | Path,
+    latency_s: float = 0.0,
+    warm: int | None = 1,
+    **config: Any,
+) -> InProcessModalTransport:
+    """A transport over a new ``ComfyService`` for ComfyUI at ``comfy_url`` (closed by ``aclose``).
+
+    ``config`` overrides ``ComfyConfig`` fields (``poll_s``, ``run_timeout_s``,
+    ``webhook_secret``...); ``latency_s`` and ``warm`` are the transport's.
+    """
+    module = load_comfy_service()
+    settings = {"poll_s": 0.005, **config}
+    service = module.ComfyService(
+        module.ComfyConfig(url=comfy_url, workflows_dir=str(workflows_dir), **settings)
+    ).start()
+    return InProcessModalTransport(service=service, latency_s=latency_s, warm=warm, owns_service=True)
