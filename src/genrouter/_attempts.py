@@ -310,8 +310,12 @@ def finalise_result(
     jobs: Sequence[ProviderJob],
     attempts: list[Attempt],
     total_s: float,
+    estimated_cost: Decimal | None = None,
 ) -> GenerationResult:
-    """Stamp routing facts on a backend's result: alias, provider key, cost, attempts, warnings."""
+    """Stamp routing facts on a backend's result: alias, provider key, cost, attempts, warnings.
+
+    ``estimated_cost`` is the plan's estimate when it made one (else it is computed here).
+    """
     cost = result.cost
     if cost.amount_usd is None and deployment.pricing is not None:
         amount, basis = deployment.pricing.actual(request, result, deployment)
@@ -334,7 +338,13 @@ def finalise_result(
             "endpoint": deployment.endpoint,
             "provider_request_id": result.provider_request_id or jobs[0].provider_request_id,
             "cost": cost,
-            "estimated_cost_usd": deployment.estimate_cost(request) if deployment.pricing else None,
+            "estimated_cost_usd": (
+                estimated_cost
+                if estimated_cost is not None
+                else deployment.estimate_cost(request)
+                if deployment.pricing
+                else None
+            ),
             "timings": timings,
             "attempts": attempts,
             "warnings": list(dict.fromkeys(warnings)) if warnings else warnings,

@@ -28,7 +28,6 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -736,6 +735,7 @@ class Execution:
             jobs=jobs,
             attempts=list(self.attempts),
             total_s=now - self.started,
+            estimated_cost=lane.candidate.estimated_cost,  # the plan's, when it made one
         )
         return result
 
@@ -755,8 +755,10 @@ class Execution:
             job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
         finally:
             lane.submitting -= 1
-            with contextlib.suppress(ValueError):  # resumed in another task's context (3.11 eager start)
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per submit
                 SUBMIT_DEADLINE.reset(token)
+            except ValueError:  # resumed in another task's context (3.11 eager start)
+                pass
         self._live[id(job)] = (backend, job, lane)
         if lane.stop_requested:
             raise asyncio.CancelledError
