@@ -31,7 +31,13 @@ from genrouter.catalog import (
 from genrouter.errors import ConfigError, InvalidRequestError, NoRouteError
 from genrouter.types import GenerationRequest
 
-__all__ = ["PassthroughDeployments", "needs_image", "provider_deployments", "split_passthrough"]
+__all__ = [
+    "PassthroughDeployments",
+    "needs_image",
+    "needs_prompt",
+    "provider_deployments",
+    "split_passthrough",
+]
 
 PASSTHROUGH_KEPT = 256
 """Passthrough deployments remembered per router (their health and circuit state persist)."""
@@ -106,6 +112,22 @@ def needs_image(request: GenerationRequest, kind: str) -> None:
         raise InvalidRequestError(
             f"image: {request.model!r} is a {kind} model and needs an image (a URL, bytes or a Path)",
             field="image",
+        )
+
+
+def needs_prompt(request: GenerationRequest, kind: str, *, passthrough: bool = False) -> None:
+    """An ``image`` or ``video`` request without a ``prompt`` is invalid.
+
+    Upscalers, background removers and workflows take none (a workflow that needs one
+    declares it as a required input). A passthrough endpoint is the caller's to vouch
+    for: genrouter cannot know whether it takes a prompt, so the provider decides.
+    """
+    if request.prompt is None and kind not in PROMPTLESS_KINDS and not passthrough:
+        raise InvalidRequestError(
+            f"prompt: {request.model!r} is a{'n' if kind == 'image' else ''} {kind} model and needs "
+            "a prompt; pass prompt='...' (only upscale, remove-background and workflow models "
+            "run without one)",
+            field="prompt",
         )
 
 

@@ -100,6 +100,19 @@ def _parse_size(size: str | None) -> dict[str, int]:
     return {"width": int(parts[0]), "height": int(parts[1])}
 
 
+def _image_option(value: str) -> str | Path:
+    """``--image``: a URL stays a URL; anything else is a file that must exist."""
+    if value.startswith(("http://", "https://", "data:")):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise InvalidRequestError(
+            f"--image {value!r}: no such file; pass an image file or an http(s) or data: URL",
+            field="image",
+        )
+    return path
+
+
 def _config(path: Path | None) -> RouterConfig:
     return load_config(path)
 
@@ -131,9 +144,14 @@ def _summary(result: GenerationResult, saved: list[Path]) -> list[str]:
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to generate.")],
     model: Annotated[str, typer.Option("-m", "--model", help="Model alias, e.g. flux-dev.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="What to generate (not needed for upscale or remove-background).")
+    ] = None,
     config: ConfigOption = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="An input image: a file, or an http(s) or data: URL.")
+    ] = None,
     outdir: Annotated[Path, typer.Option("-o", "--outdir", help="Where outputs are saved.")] = DEFAULT_OUTDIR,
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT, e.g. 1024x768.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible outputs.")] = None,
@@ -150,7 +168,11 @@ def generate(
 ) -> None:
     """Generate and save outputs; print paths, provider, cost and latency."""
     with _errors(verbose):
-        fields: dict[str, Any] = {"model": model, "prompt": prompt, "num_outputs": num, **_parse_size(size)}
+        fields: dict[str, Any] = {"model": model, "num_outputs": num, **_parse_size(size)}
+        if prompt is not None:
+            fields["prompt"] = prompt
+        if image is not None:
+            fields["image"] = _image_option(image)
         if inputs:
             fields["inputs"] = dict(parse_cli_input(text) for text in inputs)
         if seed is not None:
