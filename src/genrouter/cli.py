@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -195,7 +196,9 @@ def generate(
             saved = []
             for i, artifact in enumerate(result.outputs):
                 data = await artifact.aread()
-                path = outdir / f"{result.model}-{result.id[:8]}-{i}.{artifact.extension}"
+                # A passthrough model (fal:fal-ai/flux/dev) is no file name: keep it flat and portable.
+                stem = re.sub(r"[^A-Za-z0-9._-]+", "_", result.model).strip("._-") or "output"
+                path = outdir / f"{stem}-{result.id[:8]}-{i}.{artifact.extension}"
                 path.write_bytes(data)
                 saved.append(path)
             return result, saved
