@@ -152,7 +152,8 @@ def split_passthrough(model: str, providers: Mapping[str, Any]) -> tuple[str, st
 class PassthroughDeployments:
     """One-off deployments for ``"<provider-key>:<endpoint>"`` models, built on first use.
 
-    A passthrough uses the provider type's standard mapping, the backend's default
+    A passthrough uses the provider type's standard mapping (with its catalog's
+    ``defaults.passthrough_params``: the usual media input names), the backend's default
     limits, every capability (the caller vouches for the endpoint), and no price: its
     cost is unknown unless the provider reports one. It has no fallback.
     """
@@ -179,7 +180,7 @@ class PassthroughDeployments:
             kind=kind,
             capabilities=list(Capability),
             limits=limits,
-            params=self._catalog.standard_params(section.type),
+            params=self._catalog.passthrough_params(section.type),
         )
         deployment = build_deployment(
             provider=key, provider_type=section.type, model=model, entry=entry, spec=None
