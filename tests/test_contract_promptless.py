@@ -270,3 +270,18 @@ def test_cli_batch_runs_upscale_lines_without_a_prompt(
     )
     assert code == 0, err
     assert sorted(p.stem for p in out_dir.glob("up-*")) == ["up-0", "up-1", "up-2"]
+
+
+def test_cli_route_explains_an_upscale_request_without_a_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``genrouter route -m <upscaler> --image in.png --explain`` ranks the provider with no PROMPT."""
+    config = tmp_path / "genrouter.yaml"
+    config.write_text(yaml.safe_dump(SIMULATED))
+    image = tmp_path / "in.png"
+    image.write_bytes(PNG)
+    argv = ["route", "-m", "recraft-crisp-upscale", "--image", str(image), "--explain", "-c", str(config)]
+    code, out, err = _run_cli(argv, capsys)
+    assert code == 0, err
+    assert "sim" in out
+    assert "recraft-crisp-upscale" in out

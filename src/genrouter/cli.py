@@ -242,9 +242,12 @@ def models(
 
 @app.command()
 def route(
-    prompt: Annotated[str, typer.Argument(help="The prompt to plan for.")],
     model: Annotated[str, typer.Option("-m", "--model", help="Model alias.")],
+    prompt: Annotated[str | None, typer.Argument(help="The prompt to plan for.")] = None,
     config: ConfigOption = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="An input image: a file, or an http(s) or data: URL.")
+    ] = None,
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT.")] = None,
     num: Annotated[int, typer.Option("-n", "--num", help="How many outputs.")] = 1,
     explain: Annotated[bool, typer.Option("--explain", help="Show excluded candidates and why.")] = False,
@@ -254,7 +257,12 @@ def route(
     """Show how a request would be routed now, without sending it."""
     with _errors(verbose):
         router = AsyncRouter.from_config(_config(config))
-        plan = router.explain(model=model, prompt=prompt, num_outputs=num, **_parse_size(size))
+        fields: dict[str, Any] = {"model": model, "num_outputs": num, **_parse_size(size)}
+        if prompt is not None:
+            fields["prompt"] = prompt
+        if image is not None:
+            fields["image"] = _image_option(image)
+        plan = router.explain(**fields)
         if as_json:
             sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
             return
