@@ -59,3 +59,16 @@ def test_at_80_columns_the_shipped_listing_shows_model_kind_provider_endpoint_pr
 ) -> None:
     """The README's 80-column promise: those five columns, each row on one line."""
     assert header_at(80, [], capsys, monkeypatch) == ["model", "kind", "provider", "endpoint", "price"]
+
+
+def test_an_unknown_provider_filter_is_one_line_naming_the_providers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``genrouter models --provider nope`` exits 2 with one line listing fal, modal and replicate."""
+    with pytest.raises(SystemExit) as exited:
+        main(["models", "--provider", "nope"])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert all(name in err for name in ("fal", "modal", "replicate"))

@@ -93,10 +93,18 @@ def router_rows(router: AsyncRouter) -> list[dict[str, Any]]:
 
 
 def filter_rows(rows: list[dict[str, Any]], kind: str | None, provider: str | None) -> list[dict[str, Any]]:
-    """Rows of ``kind`` (one of :data:`~genrouter.catalog.KINDS`) and of a provider type or key."""
+    """Rows of ``kind`` (one of :data:`~genrouter.catalog.KINDS`) and of a provider type or key.
+
+    A ``provider`` that no row has is a ValueError naming the ones there are.
+    """
+    known = sorted({r["provider"] for r in rows} | {r["provider_type"] for r in rows})
     if kind is not None:
         rows = [r for r in rows if r["kind"] == kind]
     if provider is not None:
+        if provider not in known:
+            raise ValueError(
+                f"--provider {provider!r} is no provider type or key here; use one of {', '.join(known)}"
+            )
         rows = [r for r in rows if provider in (r["provider"], r["provider_type"])]
     return rows
 

@@ -233,7 +233,10 @@ def models(
             rows = catalog_rows(catalog, catalog.shipped_types())
         else:
             rows = router_rows(router)
-        rows = filter_rows(rows, kind, provider)
+        try:
+            rows = filter_rows(rows, kind, provider)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key_path="--provider") from exc
         if as_json:
             _out().print(json.dumps(rows, indent=2), markup=False, soft_wrap=True)
         else:
