@@ -285,3 +285,23 @@ def test_cli_route_explains_an_upscale_request_without_a_prompt(
     assert code == 0, err
     assert "sim" in out
     assert "recraft-crisp-upscale" in out
+
+
+async def test_a_workflow_that_requires_a_prompt_says_to_pass_prompt(
+    fal_server: LoopbackServer, fal: FakeFal
+) -> None:
+    """A workflow with a required ``prompt`` input refuses a request without one, suggesting prompt=."""
+    config = fal_config(fal_server)
+    entry = {**WORKFLOW, "inputs": {**WORKFLOW["inputs"], "prompt": {"type": "string", "required": True}}}
+    config["providers"]["fal"]["models"] = {
+        "cleanup": {**entry, "params": {**WORKFLOW["params"], "prompt": "prompt"}}
+    }
+    async with AsyncRouter.from_config(config) as router:
+        with pytest.raises(InvalidRequestError) as raised:
+            await router.generate(model="cleanup", inputs={"image": PNG})
+        result = await router.generate("tidy it", model="cleanup", inputs={"image": PNG})
+    assert raised.value.field == "inputs.prompt"
+    assert "pass prompt=..." in str(raised.value)
+    (job,) = fal.jobs.values()
+    assert job.input["prompt"] == "tidy it"
+    assert result.outputs
