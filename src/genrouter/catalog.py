@@ -362,6 +362,10 @@ class CatalogDefaults(BaseModel):
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
     params: ParamMapping | None = None
+    passthrough_params: ParamMapping | None = None
+    """Merged over ``params`` for passthrough models only (an endpoint no entry describes):
+    the provider's usual names for media inputs (fal's ``image_url``), which the standard
+    mapping leaves null because most of its models take none."""
 
     @field_validator("params", mode="before")
     @classmethod
@@ -621,6 +625,7 @@ def _merge_defaults(old: CatalogDefaults | None, new: CatalogDefaults) -> Catalo
         capabilities=new.capabilities if new.capabilities is not None else old.capabilities,
         limits=new.limits if new.limits is not None else old.limits,
         params={**(old.params or {}), **(new.params or {})} or None,
+        passthrough_params={**(old.passthrough_params or {}), **(new.passthrough_params or {})} or None,
     )
 
 
@@ -730,6 +735,13 @@ class Catalog:
         if defaults is not None and defaults.params:
             return dict(defaults.params)
         return {name: name for name in STANDARD_FIELDS}
+
+    def passthrough_params(self, provider_type: str) -> dict[str, ParamValue]:
+        """The mapping of a passthrough model: :meth:`standard_params` with the catalog's
+        ``defaults.passthrough_params`` (its usual media input names) merged over it."""
+        defaults = self._defaults.get(provider_type)
+        extra = defaults.passthrough_params if defaults is not None else None
+        return {**self.standard_params(provider_type), **(extra or {})}
 
     def inherit(self, provider_type: str, model: str, entry: CatalogEntry) -> CatalogEntry:
         """A user-declared ``entry`` merged over what the catalog knows for it.
