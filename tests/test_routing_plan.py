@@ -9,6 +9,7 @@ import pytest
 
 from genrouter import AsyncRouter, GenerationRequest, LoRA, RoutePlan
 from genrouter.catalog import Capability, CatalogEntry, Deployment, Limits, build_deployment
+from genrouter.config import RoutePolicy
 from genrouter.routing.plan import Plan, build_plan, required_capabilities
 from genrouter.routing.policies import SmoothWeightedRoundRobin
 from genrouter.routing.store import MemoryStateStore
@@ -43,6 +44,11 @@ def request(**fields: Any) -> GenerationRequest:
     return GenerationRequest.model_validate({"model": "flux-dev", "prompt": "a fox", **fields})
 
 
+def policy(**fields: Any) -> RoutePolicy:
+    """A routing policy as a user writes it; exploration off, as these specs rank only."""
+    return RoutePolicy.model_validate({"explore": {"enabled": False}, **fields})
+
+
 def plan(
     deployments: list[Deployment],
     req: GenerationRequest | None = None,
@@ -55,14 +61,11 @@ def plan(
 ) -> Plan:
     return build_plan(
         req or request(),
+        policy(strategy=strategy, max_cost_usd=max_cost_usd),
         model="flux-dev",
         kind=deployments[0].kind,
         deployments=deployments,
-        strategy=strategy,  # type: ignore[arg-type]
         provider_rank={d.provider: i for i, d in enumerate(deployments)},
-        weights=None,
-        max_cost_usd=max_cost_usd,
-        latency_slo_s=None,
         latency_hints={},
         unavailable=unavailable or {},
         store=store or MemoryStateStore(),
@@ -279,14 +282,11 @@ def test_plan_uses_latency_hints_before_observations() -> None:
     a, b = deployment("a"), deployment("b")
     p = build_plan(
         request(),
+        policy(strategy="latency"),
         model="flux-dev",
         kind="image",
         deployments=[a, b],
-        strategy="latency",
         provider_rank={"a": 0, "b": 1},
-        weights=None,
-        max_cost_usd=None,
-        latency_slo_s=None,
         latency_hints={a.key: 5.0, b.key: 1.0},
         unavailable={},
         store=MemoryStateStore(),
@@ -299,14 +299,11 @@ def test_plan_uses_latency_hints_before_observations() -> None:
 def _latency_plan(store: MemoryStateStore, a: Any, hint: float) -> Any:
     return build_plan(
         request(),
+        policy(strategy="latency"),
         model="flux-dev",
         kind="image",
         deployments=[a],
-        strategy="latency",
         provider_rank={"a": 0},
-        weights=None,
-        max_cost_usd=None,
-        latency_slo_s=None,
         latency_hints={a.key: hint},
         unavailable={},
         store=store,

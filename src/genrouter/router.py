@@ -54,7 +54,7 @@ from genrouter.errors import (
 )
 from genrouter.observability import MetricsHook, logger, request_ended
 from genrouter.routing.budgets import BudgetGuard
-from genrouter.routing.plan import ExploreRule, Plan, build_plan
+from genrouter.routing.plan import Plan, build_plan
 from genrouter.routing.policies import SmoothWeightedRoundRobin
 from genrouter.routing.spillover import CapacitySource
 from genrouter.routing.store import MemoryStateStore, StateStore
@@ -114,7 +114,6 @@ class AsyncRouter:
         )
         self.budget = BudgetGuard(config.budgets, self.state, clock=self.clock)
         self._budget = self.budget if config.budgets else None
-        self._explore_rules: dict[int, ExploreRule | None] = {}
         # A shared store syncs in the background once the router runs in an event loop.
         self._state_start = getattr(self.state, "start", None)
         self._closed = False
@@ -254,28 +253,21 @@ class AsyncRouter:
         if request.inputs or kind == "workflow":
             check_inputs(request, model=name, kind=kind, schema=self._workflow_inputs.get(name))
         policy = self.config.routing.policy_for(name)
-        strategy = request.strategy or policy.strategy
-        max_cost = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd
         plan = build_plan(
             request,
+            policy,
             model=name,
             kind=kind,
             deployments=deployments,
-            strategy=strategy,
             provider_rank=self._rank(policy),
-            weights=policy.weights,
-            max_cost_usd=max_cost,
-            latency_slo_s=policy.latency_slo_s,
             latency_hints=self._latency_hints,
             unavailable=self._unavailable,
             store=self.state,
             now=self.clock.now(),
             round_robin=self._round_robin(name),
             estimate_costs=explaining,
-            half_open_probes=policy.circuit_breaker.half_open_probes,
-            explore=self._explore_rule(policy),
             budget=self._budget,
-            capacity=self._capacity if policy.spillover.enabled else None,
+            capacity=self._capacity,
         )
         if passthrough:
             only = deployments[0]
@@ -284,15 +276,6 @@ class AsyncRouter:
                 f"{only.endpoint!r} with its standard mapping; no fallback, cost unknown unless reported"
             )
         return plan, policy
-
-    def _explore_rule(self, policy: RoutePolicy) -> ExploreRule | None:
-        key = id(policy)
-        if key not in self._explore_rules:
-            explore = policy.explore
-            self._explore_rules[key] = (
-                ExploreRule(explore.min_samples, explore.interval_s) if explore.enabled else None
-            )
-        return self._explore_rules[key]
 
     def _hedge_budget(self, model: str, policy: RoutePolicy) -> HedgeBudget | None:
         if not policy.hedge.enabled:

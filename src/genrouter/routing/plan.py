@@ -31,6 +31,7 @@ from genrouter.routing.spillover import CapacitySource, apply_spillover
 from genrouter.routing.store import StateStore
 
 if TYPE_CHECKING:
+    from genrouter.config import ExplorePolicy, RoutePolicy
     from genrouter.routing.budgets import BudgetGuard
 from genrouter.types import Candidate, GenerationRequest, RoutePlan, Strategy
 
@@ -201,33 +202,40 @@ def _blend_with_hint(health: DeploymentHealth, hint: float | None) -> float | No
 
 def build_plan(
     request: GenerationRequest,
+    policy: RoutePolicy,
     *,
     model: str,
     kind: str,
     deployments: Sequence[Deployment],
-    strategy: Strategy,
     provider_rank: Mapping[str, int],
-    weights: Mapping[str, float] | None,
-    max_cost_usd: Decimal | None,
-    latency_slo_s: float | None,
     latency_hints: Mapping[str, float],
     unavailable: Mapping[str, str],
     store: StateStore,
     now: float,
     round_robin: SmoothWeightedRoundRobin | None = None,
     estimate_costs: bool = True,
-    half_open_probes: int = 1,
-    explore: ExploreRule | None = None,
     budget: BudgetGuard | None = None,
     capacity: Mapping[str, CapacitySource] | None = None,
 ) -> Plan:
-    """Filter and rank ``deployments`` for ``request``. Pure apart from reading ``store``.
+    """Filter and rank ``deployments`` for ``request`` under ``policy``. Pure apart from
+    reading ``store``.
 
-    ``estimate_costs=False`` skips cost estimates when neither the strategy nor a cost
-    cap needs them (the hot path of ``priority``/``latency``/``weighted`` routing).
-    ``capacity`` (deployment key → its backend's capacity facts) turns on spillover
-    predictions for ``cost`` with a ``latency_slo_s`` (:mod:`genrouter.routing.spillover`).
+    From ``policy``: the strategy and ``max_cost_usd`` (each unless the request sets its
+    own), ``weights``, ``latency_slo_s``, the breaker's ``half_open_probes``, ``explore``
+    and ``spillover``. ``estimate_costs=False`` skips cost estimates when neither the
+    strategy nor a cost cap needs them (the hot path of ``priority``/``latency``/``weighted``
+    routing). ``capacity`` (deployment key → its backend's capacity facts) turns on
+    spillover predictions for ``cost`` with a ``latency_slo_s`` when ``policy.spillover``
+    is enabled (:mod:`genrouter.routing.spillover`).
     """
+    strategy: Strategy = request.strategy or policy.strategy
+    max_cost_usd = request.max_cost_usd if request.max_cost_usd is not None else policy.max_cost_usd
+    weights = policy.weights
+    latency_slo_s = policy.latency_slo_s
+    half_open_probes = policy.circuit_breaker.half_open_probes
+    explore = policy.explore if policy.explore.enabled else None
+    if not policy.spillover.enabled:
+        capacity = None
     estimate_costs = (
         estimate_costs or max_cost_usd is not None or strategy in ("cost", "balanced") or bool(budget)
     )
@@ -322,7 +330,7 @@ class ExploreRule:
 
 
 def _pick_exploration(
-    viable: list[PlannedCandidate], rule: ExploreRule, store: StateStore, now: float
+    viable: list[PlannedCandidate], rule: ExploreRule | ExplorePolicy, store: StateStore, now: float
 ) -> PlannedCandidate | None:
     # Only once the leader is measured: a fresh router follows its ranking first.
     if store.health(viable[0].deployment.key).samples < rule.min_samples:
