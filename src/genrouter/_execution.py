@@ -40,8 +40,6 @@ from genrouter._attempts import (
     JobWaiter,
     Submitted,
     counts_against_circuit,
-    finalise_result,
-    merge_results,
     new_result_id,
     observe_failure,
     quiet_cancel,
@@ -51,6 +49,7 @@ from genrouter._attempts import (
 from genrouter._backoff import retry_delays
 from genrouter._clock import Timer, call_later, wait_done
 from genrouter._clock import bare_context as _bare_context
+from genrouter._completion import complete, read_results
 from genrouter._deadline import SUBMIT_DEADLINE
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
@@ -700,12 +699,11 @@ class Execution:
             if succeeded:
                 lane.completed = True
                 self._on_completed(lane)
-            results = []
-            for job in jobs:
-                # A finished job is billed: reading its result may take until the deadline.
-                ok = finished.get(id(job), True)  # a job used after a late cancel succeeded
-                results.append(await self._waiter.fetch(backend, job, self.deadline_at, succeeded=ok))
-                self._live.pop(id(job), None)
+            # A finished job is billed: reading its result may take until the deadline.
+            # A job used after a late cancel is missing from ``finished``: it succeeded.
+            results = await read_results(
+                self._waiter, backend, jobs, self.deadline_at, finished, on_read=self._read
+            )
         except asyncio.CancelledError:
             # Stopped by the deadline, a won hedge or the caller: says nothing about the
             # deployment. A hedge loser's attempt was already recorded by the winner.
@@ -734,26 +732,28 @@ class Execution:
             self._fail(lane, deployment, jobs, wrapped, started)
             raise wrapped from exc
         now = self.clock.now()
-        merged = merge_results(results)
-        timings = merged.timings
-        self.store.observe_success(
-            deployment.key, now - started, now, queued_s=timings.queued_s, running_s=timings.running_s
-        )
         if self.throttle is not None:
             self.throttle.on_success(deployment.provider)
         lane.result_attempt = self._record(
             deployment, jobs, AttemptOutcome.SUCCEEDED, None, started, now, hedged=lane.hedged
         )
-        result = finalise_result(
-            merged,
-            request=self.request,
+        return complete(
+            results,
+            store=self.store,
             deployment=deployment,
+            request=self.request,
             jobs=jobs,
             attempts=list(self.attempts),
+            watched_s=now - started,
+            watched_from_submit=True,
+            now=now,
             total_s=now - self.started,
             estimated_cost=lane.candidate.estimated_cost,  # the plan's, when it made one
         )
-        return result
+
+    def _read(self, job: ProviderJob) -> None:
+        """``job``'s result is in: it needs no cancel any more."""
+        self._live.pop(id(job), None)
 
     async def _submit_one(
         self, lane: _Lane, backend: Backend, deployment: Deployment, request: GenerationRequest

@@ -500,8 +500,13 @@ def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
 
+@functools.lru_cache(maxsize=4096)
 def _money(value: Decimal) -> Decimal:
-    """Round to a millionth of a dollar, without trailing zeros or exponent notation."""
+    """Round to a millionth of a dollar, without trailing zeros or exponent notation.
+
+    Cached (three calls a routed request, the same few prices each time): equal inputs
+    give the same canonical output whatever their exponent, so a cache hit on an equal
+    Decimal is exact."""
     rounded = value.quantize(_CENT_FRACTIONS, rounding=ROUND_HALF_EVEN).normalize()
     if rounded >= _TEN and rounded == rounded.to_integral_value():
         return rounded.quantize(_ONE)  # 1E+1 → 10

@@ -27,13 +27,12 @@ from pydantic import ValidationError
 from genrouter._attempts import (
     RESULT_READS,
     JobWaiter,
-    finalise_result,
-    merge_results,
     new_result_id,
     observe_failure,
     terminal_state_of,
 )
 from genrouter._clock import Clock, MonotonicClock
+from genrouter._completion import complete, read_results
 from genrouter._deployments import PassthroughDeployments, needs_image, needs_prompt, provider_deployments
 from genrouter._execution import Execution
 from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
@@ -502,10 +501,9 @@ class AsyncRouter:
                 )
             succeeded[id(job)] = status.state is JobState.SUCCEEDED
         try:
-            results = [
-                await waiter.fetch(backend, job, until, succeeded=succeeded[id(job)], max_reads=RESULT_READS)
-                for job in handle.jobs
-            ]
+            results = await read_results(
+                waiter, backend, handle.jobs, until, succeeded, max_reads=RESULT_READS
+            )
         except GenRouterError as exc:
             exc.provider = exc.provider or handle.provider
             exc.provider_request_id = exc.provider_request_id or handle.provider_request_id
@@ -513,33 +511,25 @@ class AsyncRouter:
             if isinstance(exc, JobFailedError):
                 self.budget.release_job(handle.provider, handle.provider_request_id)
             raise
-        elapsed = self.clock.now() - started
-        merged = merge_results(results)
-        provider_time = [t for t in (merged.timings.queued_s, merged.timings.running_s) if t is not None]
-        # The provider's own time when it reports one, else how long we waited here:
-        # a caller collecting a finished result late is not provider latency.
-        latency = sum(provider_time) if provider_time else elapsed
-        self.state.observe_success(
-            deployment.key,
-            latency,
-            self.clock.now(),
-            queued_s=merged.timings.queued_s,
-            running_s=merged.timings.running_s,
-        )
+        now = self.clock.now()
         attempt = Attempt(
             provider=handle.provider,
             endpoint=handle.endpoint,
             outcome=AttemptOutcome.SUCCEEDED,
-            duration_s=(self.clock.now() - started),
+            duration_s=now - started,
             provider_request_id=handle.provider_request_id,
         )
-        result = finalise_result(
-            merged,
-            request=handle.request,
+        result = complete(
+            results,
+            store=self.state,
             deployment=deployment,
+            request=handle.request,
             jobs=handle.jobs,
             attempts=[*handle.attempts, attempt],
-            total_s=elapsed,
+            watched_s=now - started,
+            watched_from_submit=False,  # submitted earlier, maybe by another process
+            now=now,
+            total_s=now - started,
         )
         self.budget.settle_job(handle.provider, handle.provider_request_id, result.cost.amount_usd)
         return result
