@@ -28,6 +28,7 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -131,22 +132,51 @@ class _TimeLeft:
         return self.deadline_at - self.clock.now()
 
 
+class LaneState(enum.Enum):
+    """Where a lane is. ``ATTEMPTING`` → ``COMPLETED`` when its jobs succeed; any lane may
+    be stopped (``STOPPING``) or lose (``LOST``: stopped, and its attempt is recorded by
+    whoever made it lose, not as cancelled)."""
+
+    ATTEMPTING = "attempting"
+    """Submitting, waiting for its jobs, or backing off before a retry."""
+    COMPLETED = "completed"
+    """Its jobs reached a successful end at the provider (billed): the others are waste."""
+    STOPPING = "stopping"
+    """Told to stop (the deadline, the caller); a submit in flight settles first."""
+    LOST = "lost"
+    """Lost a hedge race, or the primary moved on from while it held no job."""
+
+
 @dataclass(eq=False, slots=True)
 class _Lane:
-    """One candidate's run: its task (or finished future) and what it is doing."""
+    """One candidate's run: its task (or finished future), its state and its jobs."""
 
     candidate: PlannedCandidate
     hedged: bool
     started: float
     future: asyncio.Future[Any] | None = None
+    state: LaneState = LaneState.ATTEMPTING
     submitting: int = 0
-    stop_requested: bool = False
-    lost: bool = False
+    """Submits in flight (a stopped lane lets them settle, so no job runs unseen)."""
     jobs: list[ProviderJob] = field(default_factory=list)
+    """The current attempt's jobs (emptied when it fails)."""
+    live: list[ProviderJob] = field(default_factory=list)
+    """Jobs accepted at the provider whose result is not in yet: what a stop cancels."""
     attempt_started: float = 0.0
-    completed: bool = False
-    """Its jobs reached a successful end at the provider (billed): the others are waste."""
     result_attempt: Attempt | None = None
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether it was told to stop (or lost)."""
+        return self.state is LaneState.STOPPING or self.state is LaneState.LOST
+
+    def drop(self, job: ProviderJob) -> None:
+        """``job`` needs no cancel any more (its result is in, it failed, or it is cancelled)."""
+        live = self.live
+        for i, held in enumerate(live):
+            if held is job:
+                del live[i]
+                return
 
 
 class Execution:
@@ -158,7 +188,7 @@ class Execution:
         "_deadline_bound",
         "_deadline_fired",
         "_hedged_from",
-        "_live",
+        "_lanes",
         "_request_id",
         "_running",
         "_submit_only",
@@ -220,7 +250,7 @@ class Execution:
         self.background = background if background is not None else set()
         self.attempts: list[Attempt] = []
         self.errors: list[BaseException] = []
-        self._live: dict[int, tuple[Backend, ProviderJob, _Lane]] = {}
+        self._lanes: list[_Lane] = []  # every lane started, stopped ones included
         self._waiter = JobWaiter(clock)
         self._submit_only = False
         self._deadline_fired = False
@@ -260,6 +290,7 @@ class Execution:
 
     def _start(self, candidate: PlannedCandidate, *, hedged: bool) -> _Lane:
         lane = _Lane(candidate, hedged, self.clock.now())
+        self._lanes.append(lane)
         backend = self.backends[candidate.deployment.provider]
         safe = bool(getattr(backend, "eager_start_safe", False))
         lane.future = future = start_eagerly(asyncio.get_running_loop(), self._lane(lane), safe=safe)
@@ -332,13 +363,13 @@ class Execution:
                         return await self._deadline(running)
                     primary = running[0]
                     hedge_at = None
-                    if not queue or any(lane.completed for lane in running):
+                    if not queue or any(lane.state is LaneState.COMPLETED for lane in running):
                         continue  # a finished job is being read: nothing to race it with
                     if not self._has_live_job(primary):
                         # The primary holds no job (it is backing off or waiting out a
                         # Retry-After): move on to the next candidate instead of racing.
                         self._stop(primary)
-                        primary.lost = True
+                        primary.state = LaneState.LOST
                         running.remove(primary)
                         lane = self._start(queue.pop(0), hedged=False)
                         running.append(lane)
@@ -444,7 +475,7 @@ class Execution:
 
     def _has_live_job(self, lane: _Lane) -> bool:
         """Whether ``lane`` has a job accepted (or a submit in flight) at its provider."""
-        return bool(lane.submitting) or any(owner is lane for _, _, owner in self._live.values())
+        return bool(lane.submitting) or bool(lane.live)
 
     def _won(self, winner: _Lane, others: list[_Lane]) -> GenerationResult | Submitted:
         assert winner.future is not None
@@ -460,7 +491,7 @@ class Execution:
         now = self.clock.now()
         stopped = []
         for lane in others:
-            if lane.lost:
+            if lane.state is LaneState.LOST:
                 continue  # already stopped when the winner's job finished
             future = lane.future
             if future is not None and future.done() and not future.cancelled() and not future.exception():
@@ -489,8 +520,8 @@ class Execution:
             lane
             for lane in self._running
             if lane is not winner
-            and not lane.completed
-            and not lane.lost
+            and lane.state is not LaneState.COMPLETED
+            and lane.state is not LaneState.LOST
             and lane.future is not None
             and not lane.future.done()
         ]
@@ -500,7 +531,7 @@ class Execution:
 
     def _lose(self, lane: _Lane, now: float, note: str) -> None:
         """Record ``lane`` as a lost hedge and stop it (its jobs are cancelled by a reap)."""
-        lane.lost = True
+        lane.state = LaneState.LOST
         self._note_slow(lane, now)  # the loser would have taken at least this long
         self._record(
             lane.candidate.deployment,
@@ -545,8 +576,7 @@ class Execution:
         if futures:
             await wait_done(self.clock, futures, 2 * CANCEL_GRACE_S)
             _retrieve(futures)
-        jobs = [(b, j) for b, j, lane in list(self._live.values()) if lane in lanes]
-        await self._cancel_jobs(jobs)
+        await self._cancel_jobs(self._live_jobs(lanes))
 
     async def _deadline(self, running: list[_Lane]) -> NoReturn:
         self._deadline_fired = True
@@ -562,7 +592,8 @@ class Execution:
 
     def _stop(self, lane: _Lane) -> None:
         """Stop a lane; one with a submit in flight gets the grace period to settle it."""
-        lane.stop_requested = True
+        if lane.state is not LaneState.LOST:
+            lane.state = LaneState.STOPPING
         future = lane.future
         if future is None or future.done():
             return
@@ -580,8 +611,7 @@ class Execution:
         if futures:
             await wait_done(self.clock, futures, 2 * CANCEL_GRACE_S)
             _retrieve(futures)
-        jobs = [(b, j) for b, j, _ in self._live.values()]
-        await self._cancel_jobs(jobs, grace_until)
+        await self._cancel_jobs(self._live_jobs(self._lanes), grace_until)
         if self._cancelling:  # cancels a lane started (e.g. its attempt timed out) must land too
             await wait_done(self.clock, list(self._cancelling), max(0.01, grace_until - self.clock.now()))
 
@@ -697,18 +727,18 @@ class Execution:
                 finished[id(job)] = status.state is JobState.SUCCEEDED
                 succeeded = succeeded and finished[id(job)]
             if succeeded:
-                lane.completed = True
+                lane.state = LaneState.COMPLETED
                 self._on_completed(lane)
             # A finished job is billed: reading its result may take until the deadline.
             # A job used after a late cancel is missing from ``finished``: it succeeded.
             results = await read_results(
-                self._waiter, backend, jobs, self.deadline_at, finished, on_read=self._read
+                self._waiter, backend, jobs, self.deadline_at, finished, on_read=lane.drop
             )
         except asyncio.CancelledError:
             # Stopped by the deadline, a won hedge or the caller: says nothing about the
             # deployment. A hedge loser's attempt was already recorded by the winner.
             health.release_probe()
-            if not lane.lost:
+            if lane.state is not LaneState.LOST:
                 self._record(
                     deployment,
                     jobs,
@@ -751,9 +781,11 @@ class Execution:
             estimated_cost=lane.candidate.estimated_cost,  # the plan's, when it made one
         )
 
-    def _read(self, job: ProviderJob) -> None:
-        """``job``'s result is in: it needs no cancel any more."""
-        self._live.pop(id(job), None)
+    def _live_jobs(self, lanes: Sequence[_Lane]) -> list[tuple[Backend, ProviderJob]]:
+        """The jobs ``lanes`` hold accepted and unread, with their backends."""
+        return [
+            (self.backends[lane.candidate.deployment.provider], job) for lane in lanes for job in lane.live
+        ]
 
     async def _submit_one(
         self, lane: _Lane, backend: Backend, deployment: Deployment, request: GenerationRequest
@@ -775,7 +807,7 @@ class Execution:
                 SUBMIT_DEADLINE.reset(token)
             except ValueError:  # resumed in another task's context (3.11 eager start)
                 pass
-        self._live[id(job)] = (backend, job, lane)
+        lane.live.append(job)
         if lane.stop_requested:
             raise asyncio.CancelledError
         return job
@@ -895,7 +927,7 @@ class Execution:
         lane.jobs = []  # a later lost-hedge record must not name this attempt's jobs
         self.errors.append(error)
         for job in jobs:
-            self._live.pop(id(job), None)
+            lane.drop(job)
         now = self.clock.now()
         if counts_against_circuit(error):
             self._note_slow(lane, now)  # a provider that fails slowly is slow
@@ -921,8 +953,9 @@ class Execution:
             task.add_done_callback(self._cancelling.discard)
             self.background.add(task)
             task.add_done_callback(self.background.discard)
-        for _, job in jobs:
-            self._live.pop(id(job), None)
+        for lane in self._lanes:
+            for _, job in jobs:
+                lane.drop(job)
         await wait_done(self.clock, tasks, max(0.01, grace_until - self.clock.now()))
 
     async def _cancel_one(self, backend: Backend, job: ProviderJob) -> None:
