@@ -89,11 +89,14 @@ def test_retries_never_exceed_max_tokens_plus_ratio_times_successes(
 
 @given(failure_rate=st.floats(0.0, 0.3), seed=st.integers(0, 2**16))
 def test_a_provider_failing_under_a_third_keeps_nearly_every_retry(failure_rate: float, seed: int) -> None:
-    """Attempts failing at rate p ≤ 0.3, retried until they succeed: at most 3 % are refused."""
+    """Attempts failing at rate p ≤ 0.3, retried until they succeed: at most 3 % are refused.
+
+    Over 4,000 requests: over 400, a run of bad luck (seed 110 at p = 0.25: 6 of 156
+    refused) breaks the bound, and hypothesis goes looking for such runs."""
     rng = random.Random(seed)
     budget = RetryBudget(5, 1.0)
     wanted = 0
-    for _request in range(400):
+    for _request in range(4000):
         while rng.random() < failure_rate:
             wanted += 1
             if not budget.try_spend("a"):
