@@ -673,7 +673,8 @@ class Execution:
         token = health.begin_request(started)
         lane.attempt_started = started
         try:
-            outcome = await self._attempt_body(lane, backend, deployment, health, started)
+            body = self._submit_body if self._submit_only else self._attempt_body
+            outcome = await body(lane, backend, deployment, health, started)
         except BaseException:
             if hold is not None:
                 hold.release()  # failed, cancelled or lost a hedge: nothing spent
@@ -700,18 +701,14 @@ class Execution:
         deployment: Deployment,
         health: DeploymentHealth,
         started: float,
-    ) -> GenerationResult | Submitted:
+    ) -> GenerationResult:
+        """A watched attempt: submit, wait for the jobs, read and complete the result."""
         jobs: list[ProviderJob] = []
         lane.jobs = jobs
         parts = split_request(self.request, deployment.limits.max_outputs_per_call)
         try:
             for part in parts:
                 jobs.append(await self._submit_one(lane, backend, deployment, part))
-            if self._submit_only:
-                # Nobody watches the job from here: free the half-open probe slot now;
-                # AsyncRouter.result() records the outcome when it is fetched.
-                health.release_probe()
-                return Submitted(deployment, jobs, started)
             until = min(started + self.policy.timeouts.attempt_s, self.deadline_at)
             succeeded = True
             finished: dict[int, bool] = {}
@@ -734,33 +731,8 @@ class Execution:
             results = await read_results(
                 self._waiter, backend, jobs, self.deadline_at, finished, on_read=lane.drop
             )
-        except asyncio.CancelledError:
-            # Stopped by the deadline, a won hedge or the caller: says nothing about the
-            # deployment. A hedge loser's attempt was already recorded by the winner.
-            health.release_probe()
-            if lane.state is not LaneState.LOST:
-                self._record(
-                    deployment,
-                    jobs,
-                    AttemptOutcome.CANCELLED,
-                    "cancelled before it finished",
-                    started,
-                    hedged=lane.hedged,
-                )
-            raise
-        except GenRouterError as exc:
-            await self._cancel_unfinished(backend, jobs, len(parts))
-            self._fail(lane, deployment, jobs, exc, started)
-            raise
-        except Exception as exc:
-            await self._cancel_unfinished(backend, jobs, len(parts))
-            wrapped = ProviderError(
-                f"backend {deployment.provider!r} raised {type(exc).__name__}: {exc}",
-                provider=deployment.provider,
-                retryable=False,
-            )
-            self._fail(lane, deployment, jobs, wrapped, started)
-            raise wrapped from exc
+        except BaseException as exc:
+            await self._attempt_failed(lane, backend, deployment, health, jobs, len(parts), exc, started)
         now = self.clock.now()
         if self.throttle is not None:
             self.throttle.on_success(deployment.provider)
@@ -786,6 +758,72 @@ class Execution:
         return [
             (self.backends[lane.candidate.deployment.provider], job) for lane in lanes for job in lane.live
         ]
+
+    async def _submit_body(
+        self,
+        lane: _Lane,
+        backend: Backend,
+        deployment: Deployment,
+        health: DeploymentHealth,
+        started: float,
+    ) -> Submitted:
+        """A submit-only attempt (``AsyncRouter.submit``): the jobs accepted, nothing watched."""
+        jobs: list[ProviderJob] = []
+        lane.jobs = jobs
+        parts = split_request(self.request, deployment.limits.max_outputs_per_call)
+        try:
+            for part in parts:
+                jobs.append(await self._submit_one(lane, backend, deployment, part))
+        except BaseException as exc:
+            await self._attempt_failed(lane, backend, deployment, health, jobs, len(parts), exc, started)
+        # Nobody watches the jobs from here: free the half-open probe slot now;
+        # AsyncRouter.result() records the outcome when it is fetched.
+        health.release_probe()
+        return Submitted(deployment, jobs, started)
+
+    async def _attempt_failed(
+        self,
+        lane: _Lane,
+        backend: Backend,
+        deployment: Deployment,
+        health: DeploymentHealth,
+        jobs: list[ProviderJob],
+        parts: int,
+        error: BaseException,
+        started: float,
+    ) -> NoReturn:
+        """Record an attempt that ended without a result, then raise for it.
+
+        Cancelled (the deadline, a won hedge, the caller): says nothing about the
+        deployment, and a hedge loser's attempt was already recorded by the winner. A
+        genrouter error or any other exception (wrapped in a ProviderError) fails the
+        attempt, after the other accepted jobs of a split request are cancelled.
+        """
+        if isinstance(error, asyncio.CancelledError):
+            health.release_probe()
+            if lane.state is not LaneState.LOST:
+                self._record(
+                    deployment,
+                    jobs,
+                    AttemptOutcome.CANCELLED,
+                    "cancelled before it finished",
+                    started,
+                    hedged=lane.hedged,
+                )
+            raise error
+        if not isinstance(error, Exception):
+            raise error  # KeyboardInterrupt, SystemExit: not the attempt's business
+        await self._cancel_unfinished(backend, jobs, parts)
+        if isinstance(error, GenRouterError):
+            self._fail(lane, deployment, jobs, error, started)
+            raise error
+        wrapped = ProviderError(
+            f"backend {deployment.provider!r} raised {type(error).__name__}: {error}",
+            provider=deployment.provider,
+            retryable=False,
+        )
+        self._fail(lane, deployment, jobs, wrapped, started)
+        raise wrapped from error
 
     async def _submit_one(
         self, lane: _Lane, backend: Backend, deployment: Deployment, request: GenerationRequest
