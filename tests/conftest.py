@@ -10,6 +10,9 @@ import pytest
 
 from genrouter import _testing_mode
 
+# fal_server, replicate_server, fal, replicate, routers: the loopback-fake fixtures many files share.
+pytest_plugins = ["loopback"]
+
 _LOOPBACK = ("127.", "::1", "localhost")
 
 
