@@ -10,7 +10,7 @@ import pytest
 
 from genrouter import _testing_mode
 
-# fal_server, replicate_server, fal, replicate, routers: the loopback-fake fixtures many files share.
+# The loopback-fake fixtures many files share (fal_server, fal, replicate_server, replicate, comfy, routers).
 pytest_plugins = ["loopback"]
 
 _LOOPBACK = ("127.", "::1", "localhost")

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fakes.comfy import FakeComfy, start_comfy
 from fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
@@ -33,6 +34,22 @@ def replicate_server() -> Iterator[LoopbackServer]:
     """One Replicate fake server per test module; each test installs a fresh FakeReplicate on it."""
     with serve(FakeReplicate()) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def comfy_server() -> Iterator[LoopbackServer]:
+    """One ComfyUI fake server per test module; each test installs a fresh FakeComfy on it."""
+    server = start_comfy()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def comfy(comfy_server: LoopbackServer) -> FakeComfy:
+    """A fresh FakeComfy on the module's ComfyUI server."""
+    fake = FakeComfy()
+    comfy_server.handler = fake
+    return fake
 
 
 @pytest.fixture
