@@ -46,6 +46,7 @@ SERVICE_FILES = (
     "_batching.py",
     "_checkpoints.py",
     "_config.py",
+    "_deploy.py",
     "_loras.py",
     "_media.py",
     "_models.py",
@@ -65,31 +66,14 @@ SETTINGS_ENV = "GENROUTER_MODAL_SETTINGS"
 VIDEO_MODELS = ("wan-t2v", "wan-i2v")
 
 
-def _load_service() -> Any:
-    """``service.py`` beside this file (``deploy/`` is not a package, and need not be installed)."""
-    name = "genrouter_modal.service"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "service.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"service.py not found beside {__file__}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-service = _load_service()
-
-
-def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
-    value = env.get(key)
-    return default if not value else value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    value = env.get(key)
-    return default if not value else int(value)
+# _deploy.py: the module loader and settings parsing both Modal apps share (stateless, so run here).
+_deploy_spec = importlib.util.spec_from_file_location("genrouter_modal.deploy", HERE / "_deploy.py")
+assert _deploy_spec is not None
+assert _deploy_spec.loader is not None
+_deploy = importlib.util.module_from_spec(_deploy_spec)
+_deploy_spec.loader.exec_module(_deploy)
+_flag, _int = _deploy.env_flag, _deploy.env_int
+service = _deploy.load_file("genrouter_modal.service", HERE / "service.py")
 
 
 @dataclasses.dataclass(frozen=True)
