@@ -189,22 +189,45 @@ def verify_replicate_webhook(
     """
     msg_id, stamp = _standard_webhooks_check(headers, body, secret, tolerance_s, now, "Replicate")
     prediction = _json_object(body, "expected a Replicate prediction")
-    rid, status = prediction.get("id"), prediction.get("status")
+    return _job_event(
+        provider,
+        prediction,
+        _REPLICATE_STATES,
+        raw=prediction,
+        delivery=(msg_id, stamp),
+        missing="the body is not a prediction (no id/status)",
+        noun="prediction",
+    )
+
+
+def _job_event(
+    provider: str,
+    record: dict[str, Any],
+    states: Mapping[str, JobState],
+    *,
+    raw: dict[str, Any],
+    delivery: tuple[str, int],
+    missing: str,
+    noun: str,
+) -> WebhookEvent:
+    """The event a verified Standard Webhooks delivery reports: ``record``'s ``id`` and ``status``.
+
+    ``missing`` completes the error for a record without them, ``noun`` names the status kind.
+    """
+    rid, status = record.get("id"), record.get("status")
     if not isinstance(rid, str) or not rid or not isinstance(status, str):
-        raise WebhookVerificationError("signature verified, but the body is not a prediction (no id/status)")
-    state = _REPLICATE_STATES.get(status)
+        raise WebhookVerificationError(f"signature verified, but {missing}")
+    state = states.get(status)
     if state is None:
-        raise WebhookVerificationError(
-            f"signature verified, but prediction status {status[:30]!r} is unknown"
-        )
+        raise WebhookVerificationError(f"signature verified, but {noun} status {status[:30]!r} is unknown")
     return WebhookEvent(
         provider=provider,
         provider_request_id=rid,
         state=state,
-        error=_text(prediction.get("error")) if state is not JobState.SUCCEEDED else None,
-        raw=prediction,
-        delivery_id=msg_id,
-        timestamp=stamp,
+        error=_text(record.get("error")) if state is not JobState.SUCCEEDED else None,
+        raw=raw,
+        delivery_id=delivery[0],
+        timestamp=delivery[1],
     )
 
 
@@ -283,20 +306,14 @@ def verify_modal_webhook(
     data = envelope.get("data")
     if not isinstance(data, dict):
         raise WebhookVerificationError("signature verified, but the body has no 'data' object")
-    rid, status = data.get("id"), data.get("status")
-    if not isinstance(rid, str) or not rid or not isinstance(status, str):
-        raise WebhookVerificationError("signature verified, but the event has no call id or status")
-    state = _MODAL_STATES.get(status)
-    if state is None:
-        raise WebhookVerificationError(f"signature verified, but job status {status[:30]!r} is unknown")
-    return WebhookEvent(
-        provider=provider,
-        provider_request_id=rid,
-        state=state,
-        error=_text(data.get("error")) if state is not JobState.SUCCEEDED else None,
+    return _job_event(
+        provider,
+        data,
+        _MODAL_STATES,
         raw=envelope,
-        delivery_id=msg_id,
-        timestamp=stamp,
+        delivery=(msg_id, stamp),
+        missing="the event has no call id or status",
+        noun="job",
     )
 
 
@@ -561,32 +578,38 @@ async def verify_provider_webhook(
             key_path="providers",
         )
     if isinstance(section, ReplicateSettings):
-        if section.webhook_secret is None or not section.webhook_secret.get_secret_value():
-            raise ConfigError(
-                f"providers.{provider}.webhook_secret is not set; copy it from Replicate's "
-                "GET /v1/webhooks/default/secret (whsec_...)",
-                key_path=f"providers.{provider}.webhook_secret",
-            )
+        secret = _webhook_secret(
+            section.webhook_secret,
+            provider,
+            "copy it from Replicate's GET /v1/webhooks/default/secret (whsec_...)",
+        )
         return verify_replicate_webhook(
-            headers, body, secret=section.webhook_secret, tolerance_s=tolerance_s, provider=provider
+            headers, body, secret=secret, tolerance_s=tolerance_s, provider=provider
         )
     if isinstance(section, ModalSettings):
-        if section.webhook_secret is None or not section.webhook_secret.get_secret_value():
-            raise ConfigError(
-                f"providers.{provider}.webhook_secret is not set; use the whsec_... value the "
-                "deployment signs with (GENROUTER_WEBHOOK_SECRET in its Modal secret; "
-                "see deploy/modal/README.md)",
-                key_path=f"providers.{provider}.webhook_secret",
-            )
-        return verify_modal_webhook(
-            headers, body, secret=section.webhook_secret, tolerance_s=tolerance_s, provider=provider
+        secret = _webhook_secret(
+            section.webhook_secret,
+            provider,
+            "use the whsec_... value the deployment signs with (GENROUTER_WEBHOOK_SECRET in its "
+            "Modal secret; see deploy/modal/README.md)",
         )
+        return verify_modal_webhook(headers, body, secret=secret, tolerance_s=tolerance_s, provider=provider)
     if isinstance(section, FalSettings):
         return await _verify_fal_configured(router.webhooks, provider, section, headers, body, tolerance_s)
     raise ConfigError(
         f"provider {provider!r} (type {section.type}) sends no signed webhooks genrouter can verify",
         key_path=f"providers.{provider}.type",
     )
+
+
+def _webhook_secret(secret: SecretStr | None, provider: str, fix: str) -> SecretStr:
+    """A section's Standard Webhooks secret; ConfigError saying how to get one when it is unset."""
+    if secret is None or not secret.get_secret_value():
+        raise ConfigError(
+            f"providers.{provider}.webhook_secret is not set; {fix}",
+            key_path=f"providers.{provider}.webhook_secret",
+        )
+    return secret
 
 
 async def _verify_fal_configured(
