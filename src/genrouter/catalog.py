@@ -234,7 +234,21 @@ class Limits(BaseModel):
         return value
 
 
-class CatalogVariant(BaseModel):
+class _ParamsChecked(BaseModel):
+    """The checks of a ``params`` mapping that variants and catalog defaults share."""
+
+    @field_validator("params", mode="before", check_fields=False)
+    @classmethod
+    def _value_maps(cls, value: Any) -> Any:
+        return _media_param_shapes(value)
+
+    @field_validator("params", check_fields=False)
+    @classmethod
+    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
+        return _check_param_keys(value)
+
+
+class CatalogVariant(_ParamsChecked):
     """Another deployment of the same model on the same provider (``variants:``).
 
     It inherits every key of its parent entry except those it sets; its ``params``
@@ -251,16 +265,6 @@ class CatalogVariant(BaseModel):
     price: Price | None = None
     gpu_seconds_per_output: float | None = Field(default=None, gt=0)
     description: str | None = None
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _value_maps(cls, value: Any) -> Any:
-        return _media_param_shapes(value)
-
-    @field_validator("params")
-    @classmethod
-    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
-        return _check_param_keys(value)
 
 
 class CatalogEntry(BaseModel):
@@ -354,7 +358,7 @@ def _check_param_keys(value: ParamMapping | None) -> ParamMapping | None:
     return value
 
 
-class CatalogDefaults(BaseModel):
+class CatalogDefaults(_ParamsChecked):
     """Values merged into every entry of a catalog file."""
 
     model_config = _CATALOG
@@ -362,16 +366,6 @@ class CatalogDefaults(BaseModel):
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
     params: ParamMapping | None = None
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _value_maps(cls, value: Any) -> Any:
-        return _media_param_shapes(value)
-
-    @field_validator("params")
-    @classmethod
-    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
-        return _check_param_keys(value)
 
 
 class CatalogFile(BaseModel):
