@@ -118,10 +118,10 @@ def _hooks_and_generate(cls: Any, **parameters: Any) -> tuple[Any, Any]:
     user_cls = cls._get_user_cls()
     instance = user_cls.__new__(user_cls)
     instance.__dict__.update(parameters)
-    names = ("load", "start") if "load" in user_cls.__dict__ else ("load_and_start",)
-    for name in names:
-        user_cls.__dict__[name]._get_raw_f()(instance)
-    return instance, user_cls.__dict__["generate"]._get_raw_f()
+    names = ("load", "start") if hasattr(user_cls, "load") else ("load_and_start",)
+    for name in names:  # the hooks may be inherited (getattr_static: the partial, not a bound method)
+        inspect.getattr_static(user_cls, name)._get_raw_f()(instance)
+    return instance, inspect.getattr_static(user_cls, "generate")._get_raw_f()
 
 
 @pytest.mark.filterwarnings(

@@ -313,7 +313,7 @@ def _reload_loras() -> None:
 
 
 class _Serving:
-    """The lifecycle both classes share (plain methods; the Modal hooks below call them)."""
+    """The lifecycle both classes share: plain methods, and the Modal hooks that call them."""
 
     model_id: str
     service: Any
@@ -358,15 +358,7 @@ class _Serving:
                 print(f"genrouter: outputs volume commit failed: {exc}", file=sys.stderr)
         return result
 
-
-@app.cls(**CLS_OPTIONS)
-@modal.concurrent(**CONCURRENCY_OPTIONS)
-class Diffusion(_Serving):
-    """The image class genrouter's Modal backend calls: ``Diffusion(model_id=...).generate``."""
-
-    model_id: str = modal.parameter(default="")
-    """The model this container serves; empty: every model in ``GENROUTER_MODELS``."""
-
+    # The Modal lifecycle hooks both classes inherit (modal collects them along the MRO).
     if SETTINGS.memory_snapshot:
 
         @modal.enter(snap=True)
@@ -389,15 +381,24 @@ class Diffusion(_Serving):
             self._create()
             self._start()
 
+    @modal.exit()
+    def stop(self) -> None:
+        """Finish queued or running work and stop the service's threads."""
+        self.service.close()
+
+
+@app.cls(**CLS_OPTIONS)
+@modal.concurrent(**CONCURRENCY_OPTIONS)
+class Diffusion(_Serving):
+    """The image class genrouter's Modal backend calls: ``Diffusion(model_id=...).generate``."""
+
+    model_id: str = modal.parameter(default="")
+    """The model this container serves; empty: every model in ``GENROUTER_MODELS``."""
+
     @modal.method()
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         """One result dict per request dict (an ``{"error": ...}`` dict for a failed one)."""
         return await self._serve(request)
-
-    @modal.exit()
-    def stop(self) -> None:
-        """Finish queued work and stop the service's threads."""
-        self.service.close()
 
 
 if SETTINGS.video:
@@ -410,37 +411,10 @@ if SETTINGS.video:
         """The video model this container serves; empty: ``wan-t2v`` and ``wan-i2v``."""
         _video = True
 
-        if SETTINGS.memory_snapshot:
-
-            @modal.enter(snap=True)
-            def load(self) -> None:
-                """Load weights into CPU memory (bf16; no CUDA), and onto the GPU with GPU snapshots."""
-                self._create()
-                if SETTINGS.gpu_snapshot:
-                    self.service.to_device()
-
-            @modal.enter(snap=False)
-            def start(self) -> None:
-                """After the restore: resolve the device, move to it, warm up, start serving."""
-                self._start()
-
-        else:
-
-            @modal.enter()
-            def load_and_start(self) -> None:
-                """Load the weights, move them to the GPU and start serving."""
-                self._create()
-                self._start()
-
         @modal.method()
         async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
             """One video request; its result dict (an ``{"error": ...}`` dict when it failed)."""
             return await self._serve(request)
-
-        @modal.exit()
-        def stop(self) -> None:
-            """Finish the running request and stop the service's threads."""
-            self.service.close()
 
 
 WEB_IMAGE_PACKAGES = ("fastapi[standard]",)
