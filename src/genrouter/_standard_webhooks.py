@@ -21,6 +21,9 @@ from standardwebhooks.webhooks import Webhook
 
 from genrouter._secrets import register_secret
 from genrouter._webhook_hub import WebhookEvent, WebhookVerificationError
+
+# A delivery carries a prediction as the API returns it: the backend's own status map reads it.
+from genrouter.backends.replicate import _STATES as _REPLICATE_STATES
 from genrouter.errors import ConfigError
 from genrouter.types import JobState
 
@@ -30,14 +33,6 @@ DEFAULT_TOLERANCE_S = 300.0
 """How far a signed timestamp may be from now, either way (Standard Webhooks' and fal's 5 min)."""
 
 _TIMESTAMP = re.compile(r"^(0|[1-9][0-9]{0,11})$")
-_REPLICATE_STATES = {
-    "starting": JobState.QUEUED,
-    "processing": JobState.RUNNING,
-    "succeeded": JobState.SUCCEEDED,
-    "failed": JobState.FAILED,
-    "canceled": JobState.CANCELLED,
-    "aborted": JobState.CANCELLED,
-}
 _MODAL_STATES = {
     "succeeded": JobState.SUCCEEDED,
     "failed": JobState.FAILED,
