@@ -15,6 +15,16 @@ import pytest
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "modal"
 _imports = itertools.count()
 
+SERVICE_WARNINGS = [
+    # numpy 2 asks torch tensors for __array__(copy=...); diffusers' schedulers trigger it
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+    ),
+    # peft warns whenever a second adapter joins a model: the LoRA cache does that on purpose
+    pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute in the model:UserWarning"),
+]
+"""The ``pytestmark`` of files that run ``deploy/modal/service.py`` on tiny random models."""
+
 
 def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> None:
     """No Modal credentials (an absent config file) and ``env`` set, as a deployer's shell would."""
