@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from cli_helpers import run
 from genrouter import AsyncRouter, GenerationRequest
 from genrouter._virtual_time import LoopClock, run_virtual
-from genrouter.cli import main
 from genrouter.loadtest import run_loadtest, write_report
 from genrouter.loadtest.command import live_line
 from genrouter.testing import FunctionBackend
@@ -32,14 +32,6 @@ CONTRACT_KEYS = {
     "cost_usd_by_provider",
     "errors_by_type",
 }
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def instant_config(tmp_path: Path, **extra: Any) -> Path:
