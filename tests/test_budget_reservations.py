@@ -29,6 +29,7 @@ from genrouter.config import load_config
 from genrouter.routing.redis_store import RedisStateStore
 from genrouter.testing import FakeClock, FunctionBackend
 from genrouter.types import Artifact
+from routing_helpers import provider
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PRICE = "0.025"
@@ -203,13 +204,7 @@ async def test_a_provider_whose_budget_is_held_sends_the_next_request_elsewhere(
     gate = Gate()
     cfg: dict[str, Any] = {
         "version": 1,
-        "providers": {
-            name: {
-                "type": "custom",
-                "models": {"flux-dev": {"endpoint": f"{name}/flux-dev", "price": {"per_image": PRICE}}},
-            }
-            for name in ("a", "b")
-        },
+        "providers": {name: provider(name, price=PRICE) for name in ("a", "b")},
         "routing": {"default": {"strategy": "priority", "order": ["a", "b"]}},
         "budgets": [{"provider": "a", "limit_usd": PRICE, "period": "day"}],
     }
@@ -239,13 +234,7 @@ async def test_a_lost_hedge_releases_its_reservation() -> None:
     fast.opened.set()
     cfg: dict[str, Any] = {
         "version": 1,
-        "providers": {
-            name: {
-                "type": "custom",
-                "models": {"flux-dev": {"endpoint": f"{name}/flux-dev", "price": {"per_image": PRICE}}},
-            }
-            for name in ("slow", "fast")
-        },
+        "providers": {name: provider(name, price=PRICE) for name in ("slow", "fast")},
         "routing": {
             "default": {
                 "strategy": "priority",
