@@ -39,12 +39,7 @@ def config(*, limit: str = "1.00", store: str = "memory", namespace: str = "genr
     """One custom provider at $0.025 an image and one total budget: what a user writes."""
     return {
         "version": 1,
-        "providers": {
-            "gpu": {
-                "type": "custom",
-                "models": {"flux-dev": {"endpoint": "gpu/flux-dev", "price": {"per_image": PRICE}}},
-            }
-        },
+        "providers": {"gpu": provider("gpu", price=PRICE)},
         "routing": {"default": {"retry": {"max_attempts": 1}}},
         "budgets": [{"limit_usd": limit, "period": "total"}],
         "state": {"store": store, "namespace": namespace},
