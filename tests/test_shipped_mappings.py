@@ -4,7 +4,8 @@ Parametrised over the loaded shipped catalogs (variants included), so an entry a
 ``providers/*.yaml`` is covered without touching this file: a request with a prompt, a
 size, a seed and an output count (plus an image where the deployment needs one) is routed
 to that exact deployment, the provider must receive each mapped input under the entry's
-input name, and the result must parse.
+input name, and the result must parse into artifacts of the entry's kind (videos for a
+video model, images for every other kind).
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ async def _generate(router: AsyncRouter, deployment: Deployment, fields: dict[st
     assert result.endpoint == deployment.endpoint, "routed to another deployment of the model"
     assert len(result.outputs) == fields["num_outputs"] or deployment.kind == "video"
     assert result.outputs
+    expected = "video" if deployment.kind == "video" else "image"
+    assert {a.kind.value for a in result.outputs} == {expected}, "artifact kind differs from the entry's kind"
     return result
 
 

@@ -232,6 +232,10 @@ class CatalogDefaults(_ParamsChecked):
     capabilities: list[Capability] | None = None
     limits: Limits | None = None
     params: ParamMapping | None = None
+    passthrough_params: ParamMapping | None = None
+    """Merged over ``params`` for passthrough models only (an endpoint no entry describes):
+    the provider's usual names for media inputs (fal's ``image_url``), which the standard
+    mapping leaves null because most of its models take none."""
 
 
 class CatalogFile(BaseModel):

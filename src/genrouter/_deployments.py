@@ -31,7 +31,13 @@ from genrouter.catalog import (
 from genrouter.errors import ConfigError, InvalidRequestError, NoRouteError
 from genrouter.types import GenerationRequest
 
-__all__ = ["PassthroughDeployments", "needs_image", "provider_deployments", "split_passthrough"]
+__all__ = [
+    "PassthroughDeployments",
+    "needs_image",
+    "needs_prompt",
+    "provider_deployments",
+    "split_passthrough",
+]
 
 PASSTHROUGH_KEPT = 256
 """Passthrough deployments remembered per router (their health and circuit state persist)."""
@@ -109,6 +115,22 @@ def needs_image(request: GenerationRequest, kind: str) -> None:
         )
 
 
+def needs_prompt(request: GenerationRequest, kind: str, *, passthrough: bool = False) -> None:
+    """An ``image`` or ``video`` request without a ``prompt`` is invalid.
+
+    Upscalers, background removers and workflows take none (a workflow that needs one
+    declares it as a required input). A passthrough endpoint is the caller's to vouch
+    for: genrouter cannot know whether it takes a prompt, so the provider decides.
+    """
+    if request.prompt is None and kind not in PROMPTLESS_KINDS and not passthrough:
+        raise InvalidRequestError(
+            f"prompt: {request.model!r} is a{'n' if kind == 'image' else ''} {kind} model and needs "
+            "a prompt; pass prompt='...' (only upscale, remove-background and workflow models "
+            "run without one)",
+            field="prompt",
+        )
+
+
 def split_passthrough(model: str, providers: Mapping[str, Any]) -> tuple[str, str]:
     """``("fal", "fal-ai/flux-pro/kontext")`` from ``"fal:fal-ai/flux-pro/kontext"``.
 
@@ -130,7 +152,8 @@ def split_passthrough(model: str, providers: Mapping[str, Any]) -> tuple[str, st
 class PassthroughDeployments:
     """One-off deployments for ``"<provider-key>:<endpoint>"`` models, built on first use.
 
-    A passthrough uses the provider type's standard mapping, the backend's default
+    A passthrough uses the provider type's standard mapping (with its catalog's
+    ``defaults.passthrough_params``: the usual media input names), the backend's default
     limits, every capability (the caller vouches for the endpoint), and no price: its
     cost is unknown unless the provider reports one. It has no fallback.
     """
@@ -157,7 +180,7 @@ class PassthroughDeployments:
             kind=kind,
             capabilities=list(Capability),
             limits=limits,
-            params=self._catalog.standard_params(section.type),
+            params=self._catalog.passthrough_params(section.type),
         )
         deployment = build_deployment(
             provider=key, provider_type=section.type, model=model, entry=entry, spec=None

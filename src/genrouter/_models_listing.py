@@ -93,10 +93,18 @@ def router_rows(router: AsyncRouter) -> list[dict[str, Any]]:
 
 
 def filter_rows(rows: list[dict[str, Any]], kind: str | None, provider: str | None) -> list[dict[str, Any]]:
-    """Rows of ``kind`` (one of :data:`~genrouter.catalog.KINDS`) and of a provider type or key."""
+    """Rows of ``kind`` (one of :data:`~genrouter.catalog.KINDS`) and of a provider type or key.
+
+    A ``provider`` that no row has is a ValueError naming the ones there are.
+    """
+    known = sorted({r["provider"] for r in rows} | {r["provider_type"] for r in rows})
     if kind is not None:
         rows = [r for r in rows if r["kind"] == kind]
     if provider is not None:
+        if provider not in known:
+            raise ValueError(
+                f"--provider {provider!r} is no provider type or key here; use one of {', '.join(known)}"
+            )
         rows = [r for r in rows if provider in (r["provider"], r["provider_type"])]
     return rows
 
@@ -125,30 +133,26 @@ def _short_health(text: str) -> str:
 def render_table(rows: list[dict[str, Any]], console: Console, *, health: bool) -> None:
     """Print ``rows`` as a table: one line per row at any width.
 
-    Cells never wrap. Below 120 columns capabilities are abbreviated (t2i,i2i,...) and
-    health shortened; the endpoint column takes the room that is left and is truncated
-    with an ellipsis, and columns that still do not fit (health, then capabilities) are
-    dropped (``--json`` has everything).
+    Cells never wrap. From 120 columns cells are written out in full when every column,
+    endpoints untruncated, then fits; otherwise (and below 120 columns) capabilities are abbreviated
+    (t2i,i2i,...) and health shortened. The endpoint column takes the room that is left
+    and is truncated with an ellipsis, and columns that still do not fit (health, then
+    capabilities) are dropped (``--json`` has everything). So a wider terminal never
+    shows fewer columns.
     """
-    wide = console.width >= 120
     names = ["model", "kind", "provider", "endpoint", "price", "capabilities"] + (
         ["health"] if health else []
     )
-    body = [_cells(row, wide, health) for row in rows]
-    widths = [max([len(name)] + [len(cells[i]) for cells in body]) for i, name in enumerate(names)]
-    shown = list(range(len(names)))
+    layout = _layout(rows, names, console.width, wide=False, health=health)
+    if console.width >= 120:
+        full = _layout(rows, names, console.width, wide=True, health=health)
+        longest = max((len(cells[names.index("endpoint")]) for cells in full[0]), default=0)
+        if len(full[1]) == len(names) and full[2] >= longest:
+            layout = full
+    body, shown, fit = layout
     endpoint = names.index("endpoint")
-
-    def room() -> int:
-        others = sum(widths[i] for i in shown if i != endpoint)
-        return console.width - others - 2 * (len(shown) - 1)
-
-    for drop in ("health", "capabilities"):
-        if room() >= min(widths[endpoint], _MIN_ENDPOINT) or drop not in names:
-            continue
-        shown.remove(names.index(drop))
     table = Table(box=None, pad_edge=False, header_style="bold", expand=False)
-    fit = max(_MIN_ENDPOINT, min(widths[endpoint], room()))
+    widths = [max([len(name)] + [len(cells[i]) for cells in body]) for i, name in enumerate(names)]
     for i in shown:
         width = fit if i == endpoint else widths[i]
         table.add_column(names[i], no_wrap=True, overflow="ellipsis", min_width=width, max_width=width)
@@ -158,6 +162,26 @@ def render_table(rows: list[dict[str, Any]], console: Console, *, health: bool) 
         cells[endpoint] = text if len(text) <= fit else "…" + text[-(fit - 1) :]
         table.add_row(*(cells[i] for i in shown))
     console.print(table)
+
+
+def _layout(
+    rows: list[dict[str, Any]], names: list[str], width: int, *, wide: bool, health: bool
+) -> tuple[list[list[str]], list[int], int]:
+    """(cells per row, indexes of the columns shown, endpoint width) for ``width`` columns."""
+    body = [_cells(row, wide, health) for row in rows]
+    widths = [max([len(name)] + [len(cells[i]) for cells in body]) for i, name in enumerate(names)]
+    shown = list(range(len(names)))
+    endpoint = names.index("endpoint")
+
+    def room() -> int:
+        others = sum(widths[i] for i in shown if i != endpoint)
+        return width - others - 2 * (len(shown) - 1)
+
+    for drop in ("health", "capabilities"):
+        if room() >= min(widths[endpoint], _MIN_ENDPOINT) or drop not in names:
+            continue
+        shown.remove(names.index(drop))
+    return body, shown, max(_MIN_ENDPOINT, min(widths[endpoint], room()))
 
 
 _MIN_ENDPOINT = 12

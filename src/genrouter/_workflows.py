@@ -211,9 +211,11 @@ def check_inputs(
             raise InvalidRequestError(f"inputs.{name}: {_shown(value)} {problem}", field=f"inputs.{name}")
     for name, spec in spec_of.items():
         if spec.required and name not in given and _field_value(request, name) is None:
+            # An input named like a request field (prompt, seed...) is filled from it.
+            fix = f"{name}=... or " if name in type(request).model_fields else ""
             raise InvalidRequestError(
                 f"inputs.{name}: workflow {model!r} requires input {name!r} ({spec.type}); "
-                f"pass inputs={{{name!r}: ...}}",
+                f"pass {fix}inputs={{{name!r}: ...}}",
                 field=f"inputs.{name}",
             )
 

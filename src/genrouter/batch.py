@@ -546,13 +546,18 @@ async def run_batch(
     None shows it on a terminal. See the module docstring for resume, budget and
     retry rules. Bad items are reported in the result (status ``invalid``), never raised.
     """
+
+    def kind_of(alias: str) -> str | None:
+        served = router.deployments(alias)
+        return served[0].kind if served else None
+
     if isinstance(items, str | Path):
-        parsed, errors = read_items(items, model=model)
+        parsed, errors = read_items(items, model=model, kind_of=kind_of)
     else:
         given = list(items)
         ready = [i for i in given if isinstance(i, BatchItem)]
         raw = [i for i in given if not isinstance(i, BatchItem)]
-        parsed, errors = parse_items(raw, model=model)
+        parsed, errors = parse_items(raw, model=model, kind_of=kind_of)
         parsed = ready + parsed
     runner = BatchRunner(
         router,

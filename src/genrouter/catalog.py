@@ -220,6 +220,7 @@ def _merge_defaults(old: CatalogDefaults | None, new: CatalogDefaults) -> Catalo
         capabilities=new.capabilities if new.capabilities is not None else old.capabilities,
         limits=new.limits if new.limits is not None else old.limits,
         params={**(old.params or {}), **(new.params or {})} or None,
+        passthrough_params={**(old.passthrough_params or {}), **(new.passthrough_params or {})} or None,
     )
 
 
@@ -329,6 +330,13 @@ class Catalog:
         if defaults is not None and defaults.params:
             return dict(defaults.params)
         return {name: name for name in STANDARD_FIELDS}
+
+    def passthrough_params(self, provider_type: str) -> dict[str, ParamValue]:
+        """The mapping of a passthrough model: :meth:`standard_params` with the catalog's
+        ``defaults.passthrough_params`` (its usual media input names) merged over it."""
+        defaults = self._defaults.get(provider_type)
+        extra = defaults.passthrough_params if defaults is not None else None
+        return {**self.standard_params(provider_type), **(extra or {})}
 
     def inherit(self, provider_type: str, model: str, entry: CatalogEntry) -> CatalogEntry:
         """A user-declared ``entry`` merged over what the catalog knows for it.

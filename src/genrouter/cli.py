@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -100,6 +101,19 @@ def _parse_size(size: str | None) -> dict[str, int]:
     return {"width": int(parts[0]), "height": int(parts[1])}
 
 
+def _image_option(value: str) -> str | Path:
+    """``--image``: a URL stays a URL; anything else is a file that must exist."""
+    if value.startswith(("http://", "https://", "data:")):
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise InvalidRequestError(
+            f"--image {value!r}: no such file; pass an image file or an http(s) or data: URL",
+            field="image",
+        )
+    return path
+
+
 def _config(path: Path | None) -> RouterConfig:
     return load_config(path)
 
@@ -131,9 +145,14 @@ def _summary(result: GenerationResult, saved: list[Path]) -> list[str]:
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to generate.")],
     model: Annotated[str, typer.Option("-m", "--model", help="Model alias, e.g. flux-dev.")],
+    prompt: Annotated[
+        str | None, typer.Argument(help="What to generate (not needed for upscale or remove-background).")
+    ] = None,
     config: ConfigOption = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="An input image: a file, or an http(s) or data: URL.")
+    ] = None,
     outdir: Annotated[Path, typer.Option("-o", "--outdir", help="Where outputs are saved.")] = DEFAULT_OUTDIR,
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT, e.g. 1024x768.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for reproducible outputs.")] = None,
@@ -150,7 +169,11 @@ def generate(
 ) -> None:
     """Generate and save outputs; print paths, provider, cost and latency."""
     with _errors(verbose):
-        fields: dict[str, Any] = {"model": model, "prompt": prompt, "num_outputs": num, **_parse_size(size)}
+        fields: dict[str, Any] = {"model": model, "num_outputs": num, **_parse_size(size)}
+        if prompt is not None:
+            fields["prompt"] = prompt
+        if image is not None:
+            fields["image"] = _image_option(image)
         if inputs:
             fields["inputs"] = dict(parse_cli_input(text) for text in inputs)
         if seed is not None:
@@ -173,7 +196,9 @@ def generate(
             saved = []
             for i, artifact in enumerate(result.outputs):
                 data = await artifact.aread()
-                path = outdir / f"{result.model}-{result.id[:8]}-{i}.{artifact.extension}"
+                # A passthrough model (fal:fal-ai/flux/dev) is no file name: keep it flat and portable.
+                stem = re.sub(r"[^A-Za-z0-9._-]+", "_", result.model).strip("._-") or "output"
+                path = outdir / f"{stem}-{result.id[:8]}-{i}.{artifact.extension}"
                 path.write_bytes(data)
                 saved.append(path)
             return result, saved
@@ -208,7 +233,10 @@ def models(
             rows = catalog_rows(catalog, catalog.shipped_types())
         else:
             rows = router_rows(router)
-        rows = filter_rows(rows, kind, provider)
+        try:
+            rows = filter_rows(rows, kind, provider)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key_path="--provider") from exc
         if as_json:
             _out().print(json.dumps(rows, indent=2), markup=False, soft_wrap=True)
         else:
@@ -217,9 +245,12 @@ def models(
 
 @app.command()
 def route(
-    prompt: Annotated[str, typer.Argument(help="The prompt to plan for.")],
     model: Annotated[str, typer.Option("-m", "--model", help="Model alias.")],
+    prompt: Annotated[str | None, typer.Argument(help="The prompt to plan for.")] = None,
     config: ConfigOption = None,
+    image: Annotated[
+        str | None, typer.Option("--image", help="An input image: a file, or an http(s) or data: URL.")
+    ] = None,
     size: Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT.")] = None,
     num: Annotated[int, typer.Option("-n", "--num", help="How many outputs.")] = 1,
     explain: Annotated[bool, typer.Option("--explain", help="Show excluded candidates and why.")] = False,
@@ -229,7 +260,12 @@ def route(
     """Show how a request would be routed now, without sending it."""
     with _errors(verbose):
         router = AsyncRouter.from_config(_config(config))
-        plan = router.explain(model=model, prompt=prompt, num_outputs=num, **_parse_size(size))
+        fields: dict[str, Any] = {"model": model, "num_outputs": num, **_parse_size(size)}
+        if prompt is not None:
+            fields["prompt"] = prompt
+        if image is not None:
+            fields["image"] = _image_option(image)
+        plan = router.explain(**fields)
         if as_json:
             sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
             return

@@ -34,7 +34,7 @@ from genrouter._attempts import (
     terminal_state_of,
 )
 from genrouter._clock import Clock, MonotonicClock
-from genrouter._deployments import PassthroughDeployments, needs_image, provider_deployments
+from genrouter._deployments import PassthroughDeployments, needs_image, needs_prompt, provider_deployments
 from genrouter._execution import Execution
 from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
 from genrouter._webhook_hub import WebhookEvent, WebhookHub
@@ -250,6 +250,7 @@ class AsyncRouter:
             raise NoRouteError(f"no configured provider serves model {request.model!r}{hint}")
         kind = deployments[0].kind
         needs_image(request, kind)
+        needs_prompt(request, kind, passthrough=passthrough)
         if request.inputs or kind == "workflow":
             check_inputs(request, model=name, kind=kind, schema=self._workflow_inputs.get(name))
         policy = self.config.routing.policy_for(name)

@@ -138,12 +138,23 @@ class GenerationRequest(BaseModel):
     Sizes are either ``width`` and ``height`` together, or ``aspect_ratio`` (``"16:9"``),
     or neither (the model's default). Routing overrides (``providers``, ``strategy``,
     ``max_cost_usd``, ``deadline_s``) beat the YAML policy for this request only.
+    ``prompt`` may be left out only where the routed model takes none: the router refuses
+    a prompt-less request for an ``image`` or ``video`` model (``InvalidRequestError``
+    naming ``prompt``); ``upscale`` and ``remove-background`` models and workflows whose
+    inputs need no prompt run without one.
     """
 
     model_config = _FROZEN
 
     model: Annotated[str, Field(min_length=1, description="Model alias, e.g. 'flux-dev'.")]
-    prompt: Annotated[str, Field(max_length=20_000, description="What to generate.")]
+    prompt: Annotated[
+        str | None,
+        Field(
+            max_length=20_000,
+            description="What to generate. Required unless the model's kind takes none "
+            "(upscale, remove-background, a workflow without a prompt input).",
+        ),
+    ] = None
     negative_prompt: str | None = None
     width: Annotated[int | None, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION)] = None
     height: Annotated[int | None, Field(ge=MIN_DIMENSION, le=MAX_DIMENSION, validate_default=True)] = None
@@ -201,8 +212,8 @@ class GenerationRequest(BaseModel):
 
     @field_validator("prompt")
     @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
+    def _prompt_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("prompt is empty; describe what to generate")
         return value
 

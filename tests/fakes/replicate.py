@@ -22,9 +22,12 @@ the real ``replicate`` client to parse it:
 - ``GET /v1/models/{o}/{n}/versions/{id}`` (which ``replicate.run`` calls for version refs);
 - RFC 7807 errors: 401 for a wrong token, 422 with ``invalid_fields`` for bad inputs, and
   whatever :attr:`FakeReplicate.create_faults` scripts (429s, 5xx, dropped connections);
-- output files at ``/files/...`` (a tiny PNG), served WITHOUT auth; any Authorization
-  header sent there is recorded in :attr:`FakeReplicate.leaked_auth` (tests assert it is
-  empty).
+- video models (:func:`is_video_model`: ``minimax/video-01``, ``google/veo-3``, Kling, Wan,
+  LTX, Seedance, Hailuo) answer one ``.mp4`` URL, as Replicate's video models do; image
+  models a list of ``.webp`` (or ``output_format``) URLs;
+- output files at ``/files/...`` (a tiny PNG, or a tiny MP4 for ``.mp4``), served WITHOUT
+  auth; any Authorization header sent there is recorded in
+  :attr:`FakeReplicate.leaked_auth` (tests assert it is empty).
 
 Each prediction's behaviour is the next of :attr:`FakeReplicate.next_plans` (consumed one
 per prediction), else the :class:`Plan` registered for its prompt in
@@ -57,6 +60,7 @@ __all__ = [
     "TOKEN",
     "FakeReplicate",
     "Plan",
+    "is_video_model",
     "problem",
     "rate_limited",
 ]
@@ -69,7 +73,14 @@ THROTTLED = "Request was throttled. Your rate limit resets in ~2s."
 
 _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _TERMINAL = ("succeeded", "failed", "canceled", "aborted")
+_VIDEO_MODEL = re.compile(r"video|veo|kling|wan-2|ltx|seedance|hailuo", re.IGNORECASE)
+_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(64)
 _VERSIONED = re.compile(r"^(?:(?P<model>[\w.-]+/[\w.-]+):)?(?P<version>[0-9a-f]{64})$")
+
+
+def is_video_model(model: str) -> bool:
+    """Whether the fake answers ``model`` (``owner/name``) with a video, as Replicate would."""
+    return _VIDEO_MODEL.search(model) is not None
 
 
 @dataclass
@@ -149,6 +160,8 @@ class _Prediction:
         if plan.shape == "data":
             data = "data:image/png;base64," + base64.b64encode(TINY_PNG).decode()
             return [data] * count
+        if is_video_model(self.model):
+            return f"{self.base}/files/{self.id}/output.mp4"  # one video, as a single URL
         ext = "png" if self.model == "stability-ai/sdxl" else str(self.input.get("output_format") or "webp")
         urls = [f"{self.base}/files/{self.id}/out-{i}.{ext}" for i in range(count)]
         return urls[0] if plan.shape == "single" and urls else urls
@@ -424,6 +437,8 @@ class FakeReplicate:
             self.leaked_auth.append(auth)
             return problem(400, "delivery hosts take no credentials")
         self.files_served.append(request.path)
+        if request.path.endswith(".mp4"):
+            return Response(status=200, raw=_MP4, headers={"content-type": "video/mp4"})
         return Response(status=200, raw=TINY_PNG, headers={"content-type": "image/png"})
 
     def _invalid(self, problems: list[tuple[str, str, str]]) -> Response:

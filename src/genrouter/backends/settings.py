@@ -28,6 +28,7 @@ from pydantic import (
     GetJsonSchemaHandler,
     SecretStr,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -233,6 +234,13 @@ class _MediaSettings(ProviderSettings):
     @classmethod
     def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_headers(value)
+
+    @field_serializer("provider_headers", when_used="json")
+    def _masked_headers(self, value: dict[str, str]) -> dict[str, str]:
+        # A JSON dump of the config masks credential-like header values as SecretStr does.
+        from genrouter._secrets import is_credential_header
+
+        return {k: "**********" if is_credential_header(k) else v for k, v in value.items()}
 
     def secret_values(self) -> list[str]:
         """Every secret this section holds, credential-looking header values included."""

@@ -119,12 +119,13 @@ _SCRIPT = r"""
                             height: f.y(0) - f.y(c), class: 'bar'}, svg);
       el('title', {}, r, `${(i * width).toFixed(2)}–${((i + 1) * width).toFixed(2)} s: ${c}`);
     });
-    for (const [q, name] of [[D.summary.latency_s.p50, 'p50'], [D.summary.latency_s.p95, 'p95'],
-                             [D.summary.latency_s.p99, 'p99']]) {
-      if (q === null) continue;
+    // Labels step down (p50, p95, p99) so close quantiles do not print over each other.
+    [[D.summary.latency_s.p50, 'p50'], [D.summary.latency_s.p95, 'p95'],
+     [D.summary.latency_s.p99, 'p99']].forEach(([q, name], i) => {
+      if (q === null) return;
       el('line', {x1: f.x(q), x2: f.x(q), y1: m.t, y2: H - m.b, class: 'q'}, svg);
-      el('text', {x: f.x(q) + 3, y: m.t + 10, class: 'qlabel'}, svg, name);
-    }
+      el('text', {x: f.x(q) + 3, y: m.t + 10 + 12 * i, class: 'qlabel'}, svg, name);
+    });
   })();
 
   // Latency over time, coloured by provider
@@ -196,7 +197,8 @@ table { border-collapse: collapse; width: 100%; } th, td { text-align: left; pad
 svg { width: 100%; height: auto; display: block; }
 .grid { stroke: #f3f4f6; } .axis { stroke: #9ca3af; } .tick { fill: #4b5563; font-size: 11px; }
 .label { fill: #374151; font-size: 12px; } .bar { fill: #2563eb; }
-.q { stroke: #dc2626; stroke-dasharray: 4 3; } .qlabel { fill: #dc2626; font-size: 11px; }
+.q { stroke: #dc2626; stroke-dasharray: 4 3; }
+.qlabel { fill: #dc2626; font-size: 11px; paint-order: stroke; stroke: #fff; stroke-width: 3px; }
 .pt { fill-opacity: 0.75; } .err { stroke: #dc2626; stroke-width: 1.6; }
 .sw { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
 #legend .item { margin-right: 14px; } .x { color: #dc2626; margin-right: 4px; }

@@ -1,0 +1,54 @@
+"""README "Provider headers": headers genrouter sets itself (``Authorization``, ``Host``,
+``Content-Type``, ``Content-Length``) cannot be replaced, in a section or in a request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fakes.fal import FakeFal, start_server
+from fakes.server import LoopbackServer
+from genrouter import AllProvidersFailedError, AsyncRouter, ConfigError, InvalidRequestError
+from genrouter.testing import set_testing
+
+FAL_KEY = "fal-key-own-headers-0001"
+OWN = ["Authorization", "host", "Content-Type", "content-length"]
+
+
+@pytest.fixture(scope="module")
+def fal_server() -> Iterator[LoopbackServer]:
+    server = start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fal(fal_server: LoopbackServer) -> FakeFal:
+    fake = FakeFal(api_key=FAL_KEY)
+    fal_server.handler = fake
+    set_testing()
+    return fake
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_a_section_cannot_set_a_header_genrouter_sets(name: str, fal_server: LoopbackServer) -> None:
+    """``providers.fal.provider_headers`` naming one of genrouter's own headers is a ConfigError naming it."""
+    section = {"api_key": FAL_KEY, "base_url": fal_server.url, "provider_headers": {name: "x"}}
+    with pytest.raises(ConfigError, match=name):
+        AsyncRouter.from_config({"version": 1, "providers": {"fal": section}})
+
+
+@pytest.mark.parametrize("name", OWN)
+async def test_a_request_cannot_set_a_header_genrouter_sets(
+    name: str, fal_server: LoopbackServer, fal: FakeFal
+) -> None:
+    """A request's ``provider_headers`` naming one of them is refused as invalid; nothing reaches fal."""
+    config = {"version": 1, "providers": {"fal": {"api_key": FAL_KEY, "base_url": fal_server.url}}}
+    async with AsyncRouter.from_config(config) as router:
+        with pytest.raises(AllProvidersFailedError) as failed:
+            await router.generate("a fox", model="flux-dev", provider_headers={"fal": {name: "x"}})
+    (error,) = failed.value.errors
+    assert isinstance(error, InvalidRequestError)
+    assert name in str(error)
+    assert fal.jobs == {}
