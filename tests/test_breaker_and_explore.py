@@ -157,7 +157,7 @@ async def test_an_open_circuit_is_the_last_resort_when_everything_else_fails() -
     """A deployment benched by its breaker still gets the request once every other one failed."""
     a = FakeBackend(name="a")
     b = FakeBackend(name="b", script=[FailSubmit(ProviderUnavailableError("b is down", provider="b"))])
-    async with router_over(a, b, retry={"max_attempts": 1}) as router:
+    async with router_over(a, b, clock=FakeClock(), retry={"max_attempts": 1}) as router:
         router.state.health(router.deployments("flux-dev")[0].key).record_failure(router.clock.now(), 1, 30)
         plan = router.explain("a fox", model="flux-dev")
         assert [c.provider for c in plan.candidates if c.excluded is None] == ["b"]

@@ -1,6 +1,6 @@
-"""The chaos suite, reduced: 300 generations through fal and Replicate fakes that fail,
-throttle, reset, hang and (fal) go down entirely for two seconds; once with the
-reliability policy alone, once with hedging on top."""
+"""The chaos suite, reduced: 300 generations on product defaults through fal and Replicate
+fakes and a simulated third provider that fail, throttle, reset, hang and (fal) go down
+entirely for two seconds; once with the reliability policy alone, once with hedging on top."""
 
 from __future__ import annotations
 

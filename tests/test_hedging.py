@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from genrouter import AsyncRouter, AttemptOutcome, DeadlineExceededError, GenerationResult
 from genrouter.routing.throttle import HedgeBudget
-from genrouter.testing import FakeBackend, Hang, Succeed
-from routing_helpers import router_over
+from genrouter.testing import FakeBackend, FakeClock, Hang, Succeed
+from routing_helpers import router_over as _router_over
+
+
+def router_over(*backends: FakeBackend, **routing: Any) -> AsyncRouter:
+    """These specs run on a FakeClock (deterministic, milliseconds each), but for the few
+    that interleave requests with waits of their own (``REAL_CLOCK``): a FakeClock moves on
+    with each sleep, so concurrent sleepers would run its time several times too fast."""
+    routing.setdefault("clock", FakeClock())
+    return _router_over(*backends, **routing)
+
+
+REAL_CLOCK: dict[str, Any] = {"clock": None}
 
 HEDGE = {"enabled": True, "delay": 0.05, "max_extra_fraction": 0.5}
 HEDGE_WITH_FEW_TOKENS = {**HEDGE, "delay": 0.2}
@@ -89,7 +101,7 @@ async def test_a_refused_hedge_takes_a_token_earned_while_it_waits() -> None:
     """Refused at its delay, a request asks again and gets the token later primaries earn."""
     a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=2.0), Succeed(), Succeed()])
     b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS) as router:
+    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS, **REAL_CLOCK) as router:
         first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.23)
     assert first.provider == "b"  # the starting token
     assert second.provider == "b"  # the token the two quick requests earned
@@ -100,7 +112,7 @@ async def test_a_refused_hedge_gives_up_half_a_delay_late() -> None:
     """Half a delay past its hedge time a request stops asking; later tokens go to others."""
     a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=0.6), Succeed(), Succeed()])
     b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS) as router:
+    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS, **REAL_CLOCK) as router:
         first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.4)
     assert first.provider == "b"
     assert second.provider == "a"
@@ -203,7 +215,7 @@ async def test_hedge_losers_are_reaped_even_when_the_loser_is_mid_submit() -> No
 
     a = FakeBackend(name="a", script=[Succeed(latency_s=0.1)])
     b = SlowSubmit(name="b", script=[Hang()])
-    async with router_over(a, b, hedge=HEDGE) as router:
+    async with router_over(a, b, hedge=HEDGE, **REAL_CLOCK) as router:
         result = await router.generate("a fox", model="flux-dev")
     assert result.provider == "a"
     assert b.cancelled == ["b-1"]
@@ -216,7 +228,7 @@ async def test_a_primary_holding_no_job_is_replaced_not_raced() -> None:
 
     a = FakeBackend(name="a", script=[RateLimitedError("429", retry_after=0.5), Succeed()])
     b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=HEDGE, retry={"max_attempts": 3}) as router:
+    async with router_over(a, b, hedge=HEDGE, retry={"max_attempts": 3}, **REAL_CLOCK) as router:
         result = await router.generate("a fox", model="flux-dev")
         await asyncio.sleep(0.6)  # past the Retry-After: a stopped lane would submit now
     assert result.provider == "b"
@@ -283,7 +295,9 @@ async def test_a_p95_delay_hedges_when_three_requests_are_overdue_at_once() -> N
     a = FakeBackend(name="a", script=[Hang(), Hang(), Hang()])
     b = FakeBackend(name="b")
     timeouts = {"attempt_s": 2, "deadline_s": 2}  # outliving the 5 s latency comes too late
-    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts) as router:
+    async with router_over(
+        a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts, **REAL_CLOCK
+    ) as router:
         _light_tail(router, slowest_s=5.0)
         results = await asyncio.gather(*(router.generate("a fox", model="flux-dev") for _ in range(3)))
     assert [r.provider for r in results] == ["b", "b", "b"]
@@ -300,7 +314,9 @@ async def test_a_request_overtaken_by_its_hedge_stays_evidence_for_the_next_ones
         await asyncio.sleep(delay_s)
         return await router.generate("a fox", model="flux-dev")
 
-    async with router_over(a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts) as router:
+    async with router_over(
+        a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts, **REAL_CLOCK
+    ) as router:
         _light_tail(router, slowest_s=5.0)
         results = await asyncio.gather(*(after(router, 0.005 * i) for i in range(3)))
     assert [r.provider for r in results] == ["b", "b", "b"]

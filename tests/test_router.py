@@ -514,7 +514,7 @@ async def test_set_testing_removes_backoff_but_keeps_the_attempts() -> None:
 async def test_deadline_raises_and_cancels_the_hung_job() -> None:
     """A hung job past the deadline: DeadlineExceededError (a TimeoutError), the job and attempt cancelled."""
     a = FakeBackend(name="a", script=[Hang()])
-    router = make(a, timeouts={"deadline_s": 0.2, "attempt_s": 0.2})
+    router = make(a, clock=FakeClock(), timeouts={"deadline_s": 0.2, "attempt_s": 0.2})
     with pytest.raises(DeadlineExceededError) as info:
         await router.generate("a fox", model="flux-dev")
     error = info.value
@@ -541,7 +541,7 @@ async def test_deadline_stops_the_plan_before_later_candidates() -> None:
     """Once the deadline has passed no further candidate is submitted to."""
     a = FakeBackend(name="a", script=[Hang()])
     b = FakeBackend(name="b")
-    router = make(a, b, timeouts={"deadline_s": 0.2, "attempt_s": 0.2})
+    router = make(a, b, clock=FakeClock(), timeouts={"deadline_s": 0.2, "attempt_s": 0.2})
     with pytest.raises(DeadlineExceededError):
         await router.generate("a fox", model="flux-dev")
     assert b.submit_count == 0
@@ -551,7 +551,7 @@ async def test_deadline_stops_the_plan_before_later_candidates() -> None:
 async def test_request_deadline_overrides_the_policy_deadline() -> None:
     """A request's deadline_s replaces timeouts.deadline_s for that request."""
     a = FakeBackend(name="a", script=[Hang()])
-    router = make(a)  # policy deadline 300 s
+    router = make(a, clock=FakeClock())  # policy deadline 300 s
     with pytest.raises(DeadlineExceededError) as info:
         await router.generate("a fox", model="flux-dev", deadline_s=0.1)
     assert info.value.deadline_s == 0.1

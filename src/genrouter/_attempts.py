@@ -11,17 +11,15 @@ import functools
 import itertools
 import logging
 import os
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import RetryCallState
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
-
+from genrouter import _testing_mode
 from genrouter._abandoned import ABANDONED_ANSWERS
+from genrouter._backoff import Backoff
+from genrouter._clock import MonotonicClock, wait_done
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -58,10 +56,7 @@ __all__ = [
     "CANCEL_GRACE_S",
     "RESULT_READS",
     "AttemptTimedOutError",
-    "Backoff",
     "JobWaiter",
-    "NoWait",
-    "StopAtDeadline",
     "Submitted",
     "counts_against_circuit",
     "finalise_result",
@@ -95,6 +90,13 @@ raised (the job stays pinned: calling ``result`` again reads it again)."""
 FIRST_POLL_INTERVAL_S = 0.05
 MAX_POLL_INTERVAL_S = 1.0
 POLL_GROWTH = 1.5
+
+
+def poll_cadence() -> Backoff:
+    """Waits between polls (and between reads of a finished job's result): 50 ms growing
+    ×1.5 to 1 s. A cadence, not a backoff: ``set_testing()`` leaves it alone, so a fake
+    clock advances and a hung job still reaches its time limit."""
+    return Backoff(FIRST_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S, growth=POLL_GROWTH, testing_zero=False)
 
 
 class AttemptTimedOutError(ProviderUnavailableError):
@@ -165,9 +167,9 @@ class JobWaiter:
             self.note_retry_after(provider, parse_retry_after(response.headers))
 
     async def settle(self, within_s: float) -> None:
-        """Wait (at most ``within_s``) for the answers of abandoned requests to come in."""
+        """Wait (at most ``within_s`` on the clock) for the answers of abandoned requests."""
         if self._abandoned:
-            await asyncio.wait(list(self._abandoned), timeout=within_s)
+            await wait_done(self._clock, list(self._abandoned), within_s)
 
     def note_retry_after(self, provider: str, retry_after: float | None) -> None:
         """Hold this request's later calls to ``provider`` for ``retry_after`` seconds."""
@@ -192,7 +194,7 @@ class JobWaiter:
         """
         clock = self._clock
         waiter = getattr(backend, "wait", None)
-        interval = FIRST_POLL_INTERVAL_S
+        cadence: Backoff | None = None  # made on the first pause: most jobs need none
         while True:
             remaining = until - clock.now()
             if remaining <= 0:
@@ -214,11 +216,11 @@ class JobWaiter:
             if status is not None and status.state.is_terminal:
                 return status
             if waiter is None or status is None:
-                # Polling cadence is not backoff: set_testing() leaves it alone, so a fake
-                # clock advances and a hung job still reaches its time limit.
-                pause = min(max(interval, self.wait_before_calling(job.provider)), until - clock.now())
+                status = None  # type: ignore[assignment]  # not held while sleeping (×10,000 in flight)
+                if cadence is None:
+                    cadence = poll_cadence()
+                pause = min(max(next(cadence), self.wait_before_calling(job.provider)), until - clock.now())
                 await clock.sleep(pause) if pause > 0 else await asyncio.sleep(0)
-                interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
     async def fetch(
         self,
@@ -241,7 +243,7 @@ class JobWaiter:
         clock = self._clock
         if not succeeded:
             return await self._call(backend, backend.fetch_result(job))
-        interval = FIRST_POLL_INTERVAL_S
+        cadence: Backoff | None = None
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
             await clock.sleep(hold)
@@ -252,12 +254,13 @@ class JobWaiter:
                 return await self._call(backend, backend.fetch_result(job))
             except GenRouterError as exc:
                 self.note_retry_after(job.provider, exc.retry_after)  # a throttled read waits as told
-                pause = max(interval, self.wait_before_calling(job.provider))
+                if cadence is None:
+                    cadence = poll_cadence()
+                pause = max(next(cadence), self.wait_before_calling(job.provider))
                 out_of_reads = max_reads is not None and reads >= max_reads
                 if not _transient(exc) or out_of_reads or clock.now() + pause >= until:
                     raise
             await clock.sleep(pause)
-            interval = min(interval * POLL_GROWTH, MAX_POLL_INTERVAL_S)
 
 
 def _transient(error: GenRouterError) -> bool:
@@ -307,8 +310,12 @@ def finalise_result(
     jobs: Sequence[ProviderJob],
     attempts: list[Attempt],
     total_s: float,
+    estimated_cost: Decimal | None = None,
 ) -> GenerationResult:
-    """Stamp routing facts on a backend's result: alias, provider key, cost, attempts, warnings."""
+    """Stamp routing facts on a backend's result: alias, provider key, cost, attempts, warnings.
+
+    ``estimated_cost`` is the plan's estimate when it made one (else it is computed here).
+    """
     cost = result.cost
     if cost.amount_usd is None and deployment.pricing is not None:
         amount, basis = deployment.pricing.actual(request, result, deployment)
@@ -331,7 +338,13 @@ def finalise_result(
             "endpoint": deployment.endpoint,
             "provider_request_id": result.provider_request_id or jobs[0].provider_request_id,
             "cost": cost,
-            "estimated_cost_usd": deployment.estimate_cost(request) if deployment.pricing else None,
+            "estimated_cost_usd": (
+                estimated_cost
+                if estimated_cost is not None
+                else deployment.estimate_cost(request)
+                if deployment.pricing
+                else None
+            ),
             "timings": timings,
             "attempts": attempts,
             "warnings": list(dict.fromkeys(warnings)) if warnings else warnings,
@@ -369,50 +382,15 @@ def retry_same_provider(error: BaseException) -> bool:
     return isinstance(error, GenRouterError) and error.retryable
 
 
-class Backoff(wait_base):
-    """Retry-After when the provider sent one, else capped exponential backoff ± jitter.
+CANCEL_PERSIST_S = 30.0
+"""How long one cancel keeps being re-sent after transient errors before it is given up.
 
-    ``min(max_backoff_s, initial_backoff_s · 2^(n-1)) · (1 + jitter · U(-1, 1))``;
-    ``max_backoff_s`` caps genrouter's own backoff, never a provider's Retry-After.
-    """
+A job left running bills; a provider's outage typically outlasts a handful of quick
+retries (the chaos bench's 10 s one did), so the cancel is bounded by time, and by
+``CANCEL_MAX_SENDS`` sends (which also ends it when ``set_testing()`` removes the waits).
+"""
 
-    def __init__(self, initial: float, maximum: float, jitter: float) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.jitter = jitter
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        retry_after: float | None = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return max(0.0, retry_after)
-        exponent = retry_state.attempt_number - 1
-        base: float = min(self.maximum, self.initial * 2.0**exponent)
-        return max(0.0, base * (1.0 + self.jitter * random.uniform(-1.0, 1.0)))
-
-
-class StopAtDeadline(stop_base):
-    """Stop when the next wait would end at or after the deadline."""
-
-    def __init__(self, clock: Clock, deadline_at: float) -> None:
-        self.clock = clock
-        self.deadline_at = deadline_at
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        upcoming = retry_state.upcoming_sleep or 0.0
-        return self.clock.now() + upcoming >= self.deadline_at
-
-
-class NoWait(wait_base):
-    """No wait between attempts (``set_testing()``)."""
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        return 0.0
-
-
-CANCEL_TRIES = 8
-"""Sends of one cancel before it is given up (transient errors only)."""
+CANCEL_MAX_SENDS = 40
 
 CANCEL_MAX_PAUSE_S = 2.0
 
@@ -431,18 +409,23 @@ async def quiet_cancel(
     delay_s: float = 0.0,
     *,
     on_retry_after: Callable[[str, float | None], None] | None = None,
+    clock: Clock | None = None,
 ) -> None:
     """Cancel a job at its provider: retried on transient errors, never raising.
 
     A cancel lost to a 503 leaves a job running and billing, so it is sent again with
-    backoff (0.1 s doubling, capped at 2 s, or the provider's Retry-After) up to
-    ``CANCEL_TRIES`` times; the caller waits only its grace period and leaves the rest
+    backoff (0.1 s doubling, capped at 2 s, or the provider's Retry-After) for up to
+    ``CANCEL_PERSIST_S``; the caller waits only its grace period and leaves the rest
     to run in the background. A Retry-After over ``CANCEL_MAX_HOLD_S`` gives the cancel
     up. A failed cancel must not mask the request's real outcome, so nothing is raised.
+    Waits go through ``clock`` (the router's; real time when None); ``set_testing()``
+    removes them.
     """
+    clock = clock or _REAL_CLOCK
     wait_s = delay_s  # the provider's Retry-After may not have passed yet
-    pause = 0.1
-    for attempt in range(CANCEL_TRIES):
+    backoff = Backoff(0.1, CANCEL_MAX_PAUSE_S)
+    give_up_at = clock.now() + CANCEL_PERSIST_S
+    for sends in range(1, CANCEL_MAX_SENDS + 1):
         if wait_s > CANCEL_MAX_HOLD_S:
             logger.warning(
                 "%s: not cancelling job %s: the provider asked for %.0f s before the next call",
@@ -451,22 +434,24 @@ async def quiet_cancel(
                 wait_s,
             )
             return
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
+        if wait_s > 0 and not _testing_mode.enabled:
+            await clock.sleep(wait_s)
         try:
             await backend.cancel(job)
             return
         except GenRouterError as exc:
-            if not exc.retryable or attempt == CANCEL_TRIES - 1:
+            if not exc.retryable or clock.now() >= give_up_at or sends == CANCEL_MAX_SENDS:
                 return
             # A provider's Retry-After holds for cancels too (and for the request's
             # later calls, which ``on_retry_after`` tells).
-            wait_s = max(pause, exc.retry_after or 0.0)
+            wait_s = max(next(backoff), exc.retry_after or 0.0)
             if on_retry_after is not None:
                 on_retry_after(job.provider, exc.retry_after)
         except Exception:
             return
-        pause = min(pause * 2, CANCEL_MAX_PAUSE_S)
+
+
+_REAL_CLOCK = MonotonicClock()
 
 
 def observe_failure(

@@ -1,7 +1,7 @@
 """The execute loop for one request: lanes, retries, fallback, hedging, one deadline.
 
-A *lane* is one candidate deployment: a first attempt, then retries (tenacity) while
-the error is retryable on that provider and the provider's retry budget allows.
+A *lane* is one candidate deployment: a first attempt, then retries while the error is
+retryable on that provider and the provider's retry budget allows.
 Lanes start eagerly: one whose job finishes without waiting completes before a task
 is even needed; otherwise it goes on as its own task.
 
@@ -28,25 +28,16 @@ allowed to finish (within the grace) so that its job, if accepted, gets cancelle
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import logging
-import threading
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, cast
-
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_base
 
 from genrouter import _testing_mode
 from genrouter._attempts import (
     CANCEL_GRACE_S,
     AttemptTimedOutError,
-    Backoff,
     JobWaiter,
-    NoWait,
-    StopAtDeadline,
     Submitted,
     counts_against_circuit,
     finalise_result,
@@ -57,6 +48,9 @@ from genrouter._attempts import (
     retry_same_provider,
     split_request,
 )
+from genrouter._backoff import retry_delays
+from genrouter._clock import Timer, call_later, wait_done
+from genrouter._clock import bare_context as _bare_context
 from genrouter._deadline import SUBMIT_DEADLINE
 from genrouter._eager import start_eagerly
 from genrouter.errors import (
@@ -92,7 +86,7 @@ if TYPE_CHECKING:
     from genrouter.routing.plan import PlannedCandidate
     from genrouter.routing.reservations import Hold
     from genrouter.routing.store import StateStore
-    from genrouter.routing.throttle import HedgeBudget, RetryThrottle
+    from genrouter.routing.throttle import HedgeBudget, RetryBudget
 
 __all__ = ["Execution"]
 
@@ -115,19 +109,6 @@ request already running usually finishes first, about 85 % of the time at its p9
 so routine hedges there buy almost nothing and spend the tokens an incident needs;
 on a heavy tail (a few requests ten times slower) the hedge wins about half the races.
 """
-
-
-_BARE = threading.local()
-
-
-def _bare_context() -> contextvars.Context:
-    """Where the lane loop's own callbacks run: they read no context variable, and passing
-    one spares asyncio a context copy per callback (per request in flight). One per
-    thread: a context cannot be entered by two threads' event loops at once."""
-    context: contextvars.Context | None = getattr(_BARE, "context", None)
-    if context is None:
-        context = _BARE.context = contextvars.Context()
-    return context
 
 
 def _resolve(wake: asyncio.Future[bool], timed_out: bool) -> None:
@@ -200,7 +181,7 @@ class Execution:
         clock: Clock,
         deadline_s: float,
         webhook_url: str | None = None,
-        throttle: RetryThrottle | None = None,
+        throttle: RetryBudget | None = None,
         hedge_budget: HedgeBudget | None = None,
         budget: BudgetGuard | None = None,
         background: set[asyncio.Task[Any]] | None = None,
@@ -208,7 +189,8 @@ class Execution:
     ) -> None:
         self.request = request
         self.candidates = candidates
-        self.last_resort = last_resort if policy.fallback.enabled else ()
+        # Usually empty: () holds nothing the collector walks, an empty list would.
+        self.last_resort = last_resort if last_resort and policy.fallback.enabled else ()
         self.policy = policy
         self.backends = backends
         self.store = store
@@ -363,20 +345,19 @@ class Execution:
             if not running:
                 hedge_at = None
 
-    def _alarm(self, timeout_s: float) -> tuple[asyncio.Future[bool], asyncio.TimerHandle]:
+    def _alarm(self, timeout_s: float) -> tuple[asyncio.Future[bool], Timer]:
         """A future that a lane's end (False) or ``timeout_s`` passing (True) resolves.
 
         ``asyncio.wait`` would do, at about ten objects a call (two coroutines, a closure
         and its cells, sets); with ten thousand requests in flight those objects are what
         each full garbage collection walks, so the loop stalls longer. Here it is one
-        future, which every lane's done callback (:meth:`_lane_done`) and one timer
-        resolve. A lane no longer running (a stopped one) may resolve it too: the caller
-        checks. The caller cancels the timer and clears ``_wake`` when it wakes.
+        future, which every lane's done callback (:meth:`_lane_done`) and one alarm on
+        the router's clock resolve. A lane no longer running (a stopped one) may resolve
+        it too: the caller checks. The caller cancels the timer and clears ``_wake`` when it wakes.
         """
-        loop = asyncio.get_running_loop()
-        wake: asyncio.Future[bool] = loop.create_future()
+        wake: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._wake = wake
-        return wake, loop.call_later(timeout_s, _resolve, wake, True, context=_bare_context())
+        return wake, call_later(self.clock, timeout_s, _resolve, wake, True, context=_bare_context())
 
     def _lane_done(self, _future: asyncio.Future[Any]) -> None:
         wake = self._wake
@@ -547,7 +528,7 @@ class Execution:
         """Let stopped lanes wind down, then cancel their accepted jobs at the provider."""
         futures = [lane.future for lane in lanes if lane.future is not None]
         if futures:
-            await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+            await wait_done(self.clock, futures, 2 * CANCEL_GRACE_S)
             _retrieve(futures)
         jobs = [(b, j) for b, j, lane in list(self._live.values()) if lane in lanes]
         await self._cancel_jobs(jobs)
@@ -571,7 +552,7 @@ class Execution:
         if future is None or future.done():
             return
         if lane.submitting:
-            asyncio.get_running_loop().call_later(CANCEL_GRACE_S, future.cancel)
+            call_later(self.clock, CANCEL_GRACE_S, future.cancel)
         else:
             future.cancel()
 
@@ -582,12 +563,12 @@ class Execution:
             self._stop(lane)
         futures = [lane.future for lane in lanes if lane.future is not None and not lane.future.done()]
         if futures:
-            await asyncio.wait(futures, timeout=2 * CANCEL_GRACE_S)
+            await wait_done(self.clock, futures, 2 * CANCEL_GRACE_S)
             _retrieve(futures)
         jobs = [(b, j) for b, j, _ in self._live.values()]
         await self._cancel_jobs(jobs, grace_until)
         if self._cancelling:  # cancels a lane started (e.g. its attempt timed out) must land too
-            await asyncio.wait(list(self._cancelling), timeout=max(0.01, grace_until - self.clock.now()))
+            await wait_done(self.clock, list(self._cancelling), max(0.01, grace_until - self.clock.now()))
 
     def _failure_summary(self) -> str:
         parts = [f"{a.provider}: {a.error}" for a in self.attempts if a.error]
@@ -597,43 +578,37 @@ class Execution:
 
     # -- one lane ----------------------------------------------------------------------
 
-    def _retry_here(self, provider: str) -> Any:
-        throttle = self.throttle
-
-        def predicate(error: BaseException) -> bool:
-            if not retry_same_provider(error):
-                return False
-            return throttle is None or throttle.allows_retry(provider)
-
-        return predicate
-
     async def _lane(self, lane: _Lane) -> GenerationResult | Submitted:
+        """A first attempt, then retries on the same deployment while all of these hold:
+        the error is retryable there, ``retry.max_attempts`` is not reached, the wait
+        (the provider's Retry-After, else the backoff) ends before the deadline, and the
+        provider's retry budget has a token (spent only when the retry goes)."""
         try:
             return await self._attempt(lane)
         except GenRouterError as first:
-            # Made only now: ten thousand lanes in flight would each hold a closure.
-            may_retry = self._retry_here(lane.candidate.deployment.provider)
-            if self.policy.retry.max_attempts == 1 or not may_retry(first):
+            retry = self.policy.retry
+            if retry.max_attempts == 1 or not retry_same_provider(first):
                 raise
-            pending: GenRouterError | None = first
-        retry = self.policy.retry
-        wait: wait_base = Backoff(retry.initial_backoff_s, retry.max_backoff_s, retry.jitter)
-        if _testing_mode.enabled:
-            wait = NoWait()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.max_attempts) | StopAtDeadline(self.clock, self.deadline_at),
-            wait=wait,
-            retry=retry_if_exception(may_retry),
-            sleep=self.clock.sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                if pending is not None:
-                    error, pending = pending, None
-                    raise error
+            error: GenRouterError = first
+        provider = lane.candidate.deployment.provider
+        delays = retry_delays(retry)
+        tries = 1
+        while True:
+            pause = next(delays)
+            if error.retry_after is not None:
+                pause = 0.0 if _testing_mode.enabled else max(0.0, error.retry_after)
+            if self.clock.now() + pause >= self.deadline_at:
+                raise error
+            if self.throttle is not None and not self.throttle.try_spend(provider):
+                raise error
+            await self.clock.sleep(pause)
+            tries += 1
+            try:
                 return await self._attempt(lane)
-        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+            except GenRouterError as exc:
+                if tries >= retry.max_attempts or not retry_same_provider(exc):
+                    raise
+                error = exc
 
     async def _attempt(self, lane: _Lane) -> GenerationResult | Submitted:
         deployment = lane.candidate.deployment
@@ -760,6 +735,7 @@ class Execution:
             jobs=jobs,
             attempts=list(self.attempts),
             total_s=now - self.started,
+            estimated_cost=lane.candidate.estimated_cost,  # the plan's, when it made one
         )
         return result
 
@@ -779,8 +755,10 @@ class Execution:
             job = await backend.submit(deployment, request, webhook_url=self.webhook_url)
         finally:
             lane.submitting -= 1
-            with contextlib.suppress(ValueError):  # resumed in another task's context (3.11 eager start)
+            try:  # noqa: SIM105 - contextlib.suppress costs a context manager per submit
                 SUBMIT_DEADLINE.reset(token)
+            except ValueError:  # resumed in another task's context (3.11 eager start)
+                pass
         self._live[id(job)] = (backend, job, lane)
         if lane.stop_requested:
             raise asyncio.CancelledError
@@ -836,7 +814,16 @@ class Execution:
     async def _attempt_timed_out(
         self, backend: Backend, deployment: Deployment, jobs: Sequence[ProviderJob], until: float
     ) -> AttemptTimedOutError:
-        await self._cancel_jobs([(backend, job) for job in jobs])
+        """Cancel a timed-out attempt's jobs and wait until the cancels are answered, for
+        at most half of what is left of the deadline (at least ``CANCEL_GRACE_S``).
+
+        Until a cancel is answered the job may still finish, and be billed, unseen (its
+        provider down, say): racing it elsewhere then risks paying twice, while the
+        answer, once in, says which it is (:meth:`_finished_anyway`).
+        """
+        now = self.clock.now()
+        patience = max(CANCEL_GRACE_S, (self.deadline_at - now) / 2)
+        await self._cancel_jobs([(backend, job) for job in jobs], now + patience)
         bound = (
             f"the deadline (deadline_s={self.deadline_s:g}s)"
             if until >= self.deadline_at
@@ -896,8 +883,6 @@ class Execution:
         self.errors.append(error)
         for job in jobs:
             self._live.pop(id(job), None)
-        if self.throttle is not None and error.retryable:
-            self.throttle.on_failure(deployment.provider)
         now = self.clock.now()
         if counts_against_circuit(error):
             self._note_slow(lane, now)  # a provider that fails slowly is slow
@@ -925,7 +910,7 @@ class Execution:
             task.add_done_callback(self.background.discard)
         for _, job in jobs:
             self._live.pop(id(job), None)
-        await asyncio.wait(tasks, timeout=max(0.01, grace_until - self.clock.now()))
+        await wait_done(self.clock, tasks, max(0.01, grace_until - self.clock.now()))
 
     async def _cancel_one(self, backend: Backend, job: ProviderJob) -> None:
         """Cancel ``job`` once the answers to its calls still in flight are in (a stopped
@@ -933,7 +918,11 @@ class Execution:
         waiter = self._waiter
         await waiter.settle(CANCEL_GRACE_S)
         await quiet_cancel(
-            backend, job, waiter.wait_before_calling(job.provider), on_retry_after=waiter.note_retry_after
+            backend,
+            job,
+            waiter.wait_before_calling(job.provider),
+            on_retry_after=waiter.note_retry_after,
+            clock=self.clock,
         )
 
 

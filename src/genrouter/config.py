@@ -188,16 +188,21 @@ class CircuitBreakerPolicy(SettingsModel):
 
 
 class RetryBudgetPolicy(SettingsModel):
-    """Router-wide retry throttling per provider (gRPC A6): no retry storms in an outage.
+    """Router-wide retry budget per provider: retries are paid for by successes.
 
-    Each provider's bucket starts at ``max_tokens``; a failed attempt takes 1 token, a
-    success gives back ``token_ratio``. At or below half of ``max_tokens``, retries on
-    that provider and hedges to it stop (first attempts and fallbacks still go).
+    Each provider's bucket starts full at ``max_tokens`` (default 5); a retry on that
+    provider spends 1 token and is refused below 1; a successful attempt there earns
+    ``token_ratio`` (default 1). Retries per provider stay at most
+    ``max_tokens + token_ratio × successes``: a provider failing up to about a third of
+    its attempts is nearly always retried, one in an outage gets ``max_tokens`` retries
+    in all.
+    An empty bucket also refuses hedges to that provider; first attempts and fallbacks
+    always go.
     """
 
     enabled: bool = True
-    max_tokens: Annotated[float, Field(gt=0, le=1000)] = 10.0
-    token_ratio: Annotated[float, Field(gt=0, le=1)] = 0.1
+    max_tokens: Annotated[float, Field(gt=0, le=1000)] = 5.0
+    token_ratio: Annotated[float, Field(gt=0, le=10)] = 1.0
 
 
 class ExplorePolicy(SettingsModel):

@@ -58,7 +58,7 @@ from genrouter.routing.plan import ExploreRule, Plan, build_plan
 from genrouter.routing.policies import SmoothWeightedRoundRobin
 from genrouter.routing.spillover import CapacitySource
 from genrouter.routing.store import MemoryStateStore, StateStore
-from genrouter.routing.throttle import HedgeBudget, RetryThrottle
+from genrouter.routing.throttle import HedgeBudget, RetryBudget
 from genrouter.types import (
     Attempt,
     AttemptOutcome,
@@ -109,8 +109,8 @@ class AsyncRouter:
         self._hedge_budgets: dict[str, HedgeBudget] = {}
         self._background: set[asyncio.Task[Any]] = set()
         retry_budget = config.routing.default.retry_budget
-        self.throttle: RetryThrottle | None = (
-            RetryThrottle(retry_budget.max_tokens, retry_budget.token_ratio) if retry_budget.enabled else None
+        self.throttle: RetryBudget | None = (
+            RetryBudget(retry_budget.max_tokens, retry_budget.token_ratio) if retry_budget.enabled else None
         )
         self.budget = BudgetGuard(config.budgets, self.state, clock=self.clock)
         self._budget = self.budget if config.budgets else None

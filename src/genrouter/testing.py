@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -57,26 +58,65 @@ def set_testing(enabled: bool = True) -> None:
 
 
 class FakeClock:
-    """A clock whose ``sleep`` advances ``now`` instantly; every sleep is recorded in ``sleeps``."""
+    """A clock whose ``sleep`` advances ``now`` instantly; every sleep is recorded in ``sleeps``.
+
+    Alarms set with :meth:`call_later` (the router's hedge, deadline and grace alarms)
+    fire, in time order, when a ``sleep`` or :meth:`advance` moves time past them: a
+    request on a fake clock takes the same path as on the real one, in milliseconds.
+    """
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
         self.sleeps: list[float] = []
+        self._timers: list[tuple[float, int, _FakeTimer]] = []
+        self._seq = itertools.count()
 
     def now(self) -> float:
         """The current fake time."""
         return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move time forward without sleeping."""
+        """Move time forward without sleeping (firing the alarms that come due)."""
         self._now += seconds
+        self._fire_due()
 
     async def sleep(self, seconds: float) -> None:
-        """Record the sleep, advance time, and yield to the event loop once."""
+        """Record the sleep, advance time (firing due alarms), and yield to the event loop once."""
         self.sleeps.append(seconds)
         if seconds > 0:
             self._now += seconds
+        self._fire_due()
         await asyncio.sleep(0)
+
+    def call_later(
+        self, delay: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> _FakeTimer:
+        """Call ``callback(*args)`` once fake time reaches ``now + delay``."""
+        timer = _FakeTimer(self._now + max(0.0, delay), callback, args)
+        heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
+        return timer
+
+    def _fire_due(self) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= self._now:
+            _, _, timer = heapq.heappop(timers)
+            timer.fire()
+
+
+@dataclass(eq=False, slots=True)
+class _FakeTimer:
+    when: float
+    callback: Callable[..., object]
+    args: tuple[Any, ...]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def fire(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self.callback(*self.args)
 
 
 def _placeholder_outputs(request: GenerationRequest, name: str, request_id: str) -> list[Artifact]:
@@ -130,7 +170,9 @@ class FunctionBackend:
 
     def __init__(self, fn: GenerateFn, *, name: str = "function", eager: bool = False) -> None:
         self.name = name
-        self.eager_start_safe = eager
+        # Its own submit/wait/fetch open no cancel scope, so its lanes may start eagerly
+        # whatever ``eager`` says (which is about running ``fn`` itself eagerly).
+        self.eager_start_safe = True
         self._fn = fn
         self.eager = eager
         self._ids = itertools.count(1)

@@ -92,6 +92,8 @@ class Chaos:
         self.faults: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.submissions = 0
+        self.submit_times: list[float] = []
+        """Seconds after :meth:`start` at which each submit arrived."""
         self.jobs: list[JobRecord] = []
         self.violations: list[tuple[str, str, float]] = []  # (prompt, kind, seconds early)
         self.early_other = 0
@@ -119,6 +121,7 @@ class Chaos:
                 record.found = True
             if kind.kind == "submit":
                 self.submissions += 1
+                self.submit_times.append(now - self.t0)
             if kind.prompt is not None and now < self._promised.get(kind.prompt, 0.0):
                 self.violations.append((kind.prompt, kind.kind, self._promised[kind.prompt] - now))
             elif now < self._provider_promised:
@@ -287,33 +290,60 @@ class ChaosReport:
         }
 
 
-def chaos_config(fal_url: str, replicate_url: str, *, hedge: bool = True) -> dict[str, Any]:
-    """fal then Replicate, each on its fake; small timeouts so hung requests end quickly."""
+SIMULATED_THIRD = "sim"
+"""The third provider's key: a simulated one, with the same weather as the fakes."""
+
+
+def simulated_weather(rates: ChaosRates, seed: int, *, down: bool = False) -> dict[str, Any]:
+    """A simulated provider section failing like the fakes: 5xx and resets as failures,
+    429s with the same Retry-After, hangs; ``down`` fails everything."""
+    return {
+        "type": "simulated",
+        "latency": {"median_s": 0.05, "p99_s": 0.3},
+        "failure_rate": 1.0 if down else rates.error_rate + rates.reset_rate,
+        "rate_limit_rate": 0.0 if down else rates.throttle_rate,
+        "retry_after_s": rates.retry_after_s,
+        "hang_rate": 0.0 if down else rates.hang_rate,
+        "price": {"per_image": "0.02"},
+        "seed": seed,
+    }
+
+
+def chaos_config(
+    fal_url: str,
+    replicate_url: str,
+    *,
+    hedge: bool = False,
+    rates: ChaosRates | None = None,
+    seed: int = 0,
+    down: bool = False,
+) -> dict[str, Any]:
+    """fal, then Replicate (each on its fake), then a simulated third; product defaults else.
+
+    The scenario sets only what it is about: the providers (small client timeouts, so
+    hung requests end quickly), their order, ``retry.max_attempts: 3``, the timeouts
+    and, for the ``+hedge`` variant, hedging. Retry budget, backoff, breaker and fallback
+    are the product's defaults.
+    """
     from .fal import DEFAULT_KEY
     from .replicate import TOKEN
 
+    policy: dict[str, Any] = {
+        "strategy": "priority",
+        "order": ["fal", "replicate", SIMULATED_THIRD],
+        "retry": {"max_attempts": 3},
+        "timeouts": {"attempt_s": 5, "deadline_s": 20},
+    }
+    if hedge:
+        policy["hedge"] = {"enabled": True, "delay": "p95"}
     return {
         "version": 1,
         "providers": {
             "fal": {"api_key": DEFAULT_KEY, "base_url": fal_url, "timeout_s": 1.0},
             "replicate": {"api_token": TOKEN, "base_url": replicate_url, "timeout_s": 1.0},
+            SIMULATED_THIRD: simulated_weather(rates or ChaosRates(), seed, down=down),
         },
-        "routing": {
-            "default": {
-                "strategy": "priority",
-                "order": ["fal", "replicate"],
-                "timeouts": {"attempt_s": 5, "deadline_s": 20},
-                # Every call here fails 28 % of the time, so three attempts per provider
-                # (the default) fail together 2 % of the time: while fal is down, that
-                # is 2 % of requests. Five make it 0.17 %.
-                "retry": {"max_attempts": 5, "initial_backoff_s": 0.05, "max_backoff_s": 0.5},
-                "fallback": {"enabled": True},
-                # Every call fails ~28 % of the time here, which is past what the retry
-                # budget (gRPC A6) is built to allow: it would (rightly) stop retrying.
-                "retry_budget": {"enabled": False},
-                "hedge": {"enabled": hedge, "delay": "p95"},
-            }
-        },
+        "routing": {"default": policy},
     }
 
 
@@ -331,6 +361,8 @@ class FakeBooks:
     """Requests the fakes answered, by kind (submit, status, result, cancel, ...)."""
     found: int = 0
     """Jobs whose submit lost its answer but which the client found and used."""
+    submit_times: dict[str, list[float]] = field(default_factory=dict)
+    """Per fake provider: seconds after the start at which each submit arrived."""
 
 
 def _job_state(chaos: Chaos, job_id: str) -> str:
@@ -341,7 +373,9 @@ def _job_state(chaos: Chaos, job_id: str) -> str:
     return f"status={prediction.status} gets={prediction.gets} cancel_sent={job_id in chaos.inner.cancels}"
 
 
-def serve_chaos_fakes(conn: Any, seed: int, base: ChaosRates, outage: tuple[float, float]) -> None:
+def serve_chaos_fakes(
+    conn: Any, seed: int, base: ChaosRates, outage: tuple[float, float], down: bool = False
+) -> None:
     """The fakes' process: serve chaotic fal and Replicate fakes until told to stop.
 
     Protocol over ``conn`` (a multiprocessing pipe end): send ``(fal_url, replicate_url)``;
@@ -356,7 +390,10 @@ def serve_chaos_fakes(conn: Any, seed: int, base: ChaosRates, outage: tuple[floa
     fal_fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=1))
     replicate_fake = FakeReplicate(plan=Plan(statuses=("processing", "succeeded")))
     fal = Chaos(fal_fake, "fal", ChaosRates(**{**base.__dict__, "outage": outage}), seed)
-    replicate = Chaos(replicate_fake, "replicate", ChaosRates(**{**base.__dict__, "outage": None}), seed)
+    replicate_outage = (0.0, float("inf")) if down else None
+    replicate = Chaos(
+        replicate_fake, "replicate", ChaosRates(**{**base.__dict__, "outage": replicate_outage}), seed
+    )
     fal_server = start_server(fal)  # type: ignore[arg-type]
     replicate_server = LoopbackServer(replicate).start()
     for server in (fal_server, replicate_server):
@@ -387,6 +424,7 @@ def serve_chaos_fakes(conn: Any, seed: int, base: ChaosRates, outage: tuple[floa
                 submissions=fal.submissions + replicate.submissions,
                 faults=fal.faults + replicate.faults,
                 found=sum(r.found for c in (fal, replicate) for r in c.jobs),
+                submit_times={c.provider: c.submit_times for c in (fal, replicate)},
                 requests=Counter(
                     {f"{c.provider}:{k}": n for c in (fal, replicate) for k, n in c.requests.items()}
                 ),
@@ -407,7 +445,8 @@ async def run_chaos(
     trace: dict[str, Any] | None = None,
     hedge: bool = True,
 ) -> ChaosReport:
-    """Drive ``requests`` generations through AsyncRouter against chaotic fakes of fal and Replicate.
+    """Drive ``requests`` generations through AsyncRouter against chaotic fakes of fal and
+    Replicate, and a simulated third provider with the same weather.
 
     The fakes serve from a child process (:func:`serve_chaos_fakes`). fal suffers a full
     outage in ``outage`` (seconds after the start). Every generation has a unique prompt,
@@ -431,7 +470,7 @@ async def run_chaos(
     lost = 0
     try:
         fal_url, replicate_url = await asyncio.to_thread(ours.recv)
-        config = chaos_config(fal_url, replicate_url, hedge=hedge)
+        config = chaos_config(fal_url, replicate_url, hedge=hedge, rates=rates, seed=seed)
         async with AsyncRouter.from_config(config) as router:
             gate = asyncio.Semaphore(concurrency)
             ours.send("start")
@@ -493,4 +532,133 @@ async def run_chaos(
         faults=books.faults,
         billed_extra_jobs=sum(count - 1 for count in billed.values() if count > 1),
         books=books,
+    )
+
+
+# -- the total outage ------------------------------------------------------------------------------
+
+
+@dataclass
+class OutageReport:
+    """What a total outage of every provider measured (see :func:`run_outage`)."""
+
+    requests: int
+    typed_errors: Counter[str]
+    untyped: int
+    over_deadline: int
+    deadline_s: float
+    max_latency_s: float
+    after_s: float
+    requests_after: int
+    per_request_after: dict[str, float]
+    """Per provider: submissions by requests begun after ``after_s``, per such request."""
+    fake_submissions_after: dict[str, int]
+    wall_s: float
+
+    def summary(self) -> dict[str, Any]:
+        worst = max(self.per_request_after.values(), default=0.0)
+        return {
+            "requests": self.requests,
+            "typed_error_rate": round(sum(self.typed_errors.values()) / self.requests, 5)
+            if self.requests
+            else 0.0,
+            "untyped": self.untyped,
+            "over_deadline": self.over_deadline,
+            "max_latency_s": round(self.max_latency_s, 3),
+            "requests_after_5s": self.requests_after,
+            "submissions_per_provider_per_request_after_5s": round(worst, 4),
+            "by_provider_after_5s": {k: round(v, 4) for k, v in self.per_request_after.items()},
+            "fake_submissions_after_5s": self.fake_submissions_after,
+            "typed_errors": dict(self.typed_errors),
+            "wall_s": round(self.wall_s, 2),
+        }
+
+
+async def run_outage(
+    duration_s: float = 15.0, concurrency: int = 64, seed: int = 0, *, after_s: float = 5.0
+) -> OutageReport:
+    """Every provider down for ``duration_s``: fal and Replicate fakes answer 503 to
+    everything, the simulated third fails every job. Requests go at ``concurrency`` until
+    ``duration_s`` has passed; each must end in a typed error within its deadline, and
+    the submissions of requests begun after ``after_s`` are counted per provider (one
+    submission is one recorded attempt; the fakes' own counts are given beside them).
+    """
+    import asyncio
+    import multiprocessing
+
+    from genrouter import AsyncRouter, GenRouterError
+
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    down = (0.0, float("inf"))
+    process = context.Process(
+        target=serve_chaos_fakes, args=(theirs, seed, ChaosRates(), down, True), daemon=True
+    )
+    process.start()
+    begun: dict[str, float] = {}
+    submits: list[tuple[str, str]] = []
+    errors: Counter[str] = Counter()
+    untyped = over = 0
+    worst = 0.0
+
+    class Count:
+        def on_attempt(self, attempt: Any, *, model: str, request: Any) -> None:
+            submits.append((attempt.provider, request.prompt))
+
+        def on_result(self, result: Any, error: Any, **_: Any) -> None:
+            pass
+
+    try:
+        fal_url, replicate_url = await asyncio.to_thread(ours.recv)
+        config = chaos_config(fal_url, replicate_url, seed=seed, down=True)
+        deadline_s = float(config["routing"]["default"]["timeouts"]["deadline_s"])
+        async with AsyncRouter.from_config(config, hooks=[Count()]) as router:
+            ours.send("start")
+            started = time.monotonic()
+            counter = iter(range(10**9))
+
+            async def worker() -> None:
+                nonlocal untyped, over, worst
+                while time.monotonic() - started < duration_s:
+                    prompt = f"outage {seed} #{next(counter)}"
+                    began = time.monotonic()
+                    begun[prompt] = began - started
+                    try:
+                        await asyncio.wait_for(router.generate(prompt, model="flux-dev"), deadline_s + 10)
+                    except GenRouterError as exc:
+                        errors[type(exc).__name__] += 1
+                    except BaseException:
+                        untyped += 1
+                    else:
+                        untyped += 1  # a success in a total outage is a bug too
+                    took = time.monotonic() - began
+                    worst = max(worst, took)
+                    over += took > deadline_s
+                    await asyncio.sleep(0)
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            wall = time.monotonic() - started
+        ours.send("stop")
+        books: FakeBooks = await asyncio.to_thread(ours.recv)
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+    late = {prompt for prompt, at in begun.items() if at >= after_s}
+    per_provider: Counter[str] = Counter(provider for provider, prompt in submits if prompt in late)
+    providers = ("fal", "replicate", SIMULATED_THIRD)
+    return OutageReport(
+        requests=len(begun),
+        typed_errors=errors,
+        untyped=untyped,
+        over_deadline=over,
+        deadline_s=deadline_s,
+        max_latency_s=worst,
+        after_s=after_s,
+        requests_after=len(late),
+        per_request_after={p: per_provider[p] / len(late) if late else 0.0 for p in providers},
+        fake_submissions_after={
+            p: sum(1 for t in times if t >= after_s) for p, times in books.submit_times.items()
+        },
+        wall_s=wall,
     )

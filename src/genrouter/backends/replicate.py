@@ -107,6 +107,9 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
+from genrouter import _testing_mode
+from genrouter._backoff import Backoff
+from genrouter._clock import Clock, MonotonicClock
 from genrouter._deadline import remaining_s
 from genrouter._secrets import is_credential_header, register_secret, scrub
 from genrouter.backends._billing import billed_cost, price_data
@@ -217,6 +220,7 @@ class ReplicateBackend:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
+        self._clock: Clock = MonotonicClock()
         try:
             self.settings = (
                 settings
@@ -325,6 +329,10 @@ class ReplicateBackend:
             warnings=warnings,
         )
 
+    def bind_clock(self, clock: Clock) -> None:
+        """Wait between reconciliation looks on the router's clock."""
+        self._clock = clock
+
     async def _reconcile(
         self, payload: dict[str, Any], version: str | None, sent_at: float, lost: SubmitOutcomeUnknownError
     ) -> dict[str, Any]:
@@ -340,10 +348,13 @@ class ReplicateBackend:
             raise lost
         looks = 0
         pause = 0.0
+        # A steady pause between looks (the caller bounds their number); it is compared
+        # with RECONCILE_MAX_WAIT_S as is, and set_testing() removes the wait itself.
+        delays = Backoff(RECONCILE_PAUSE_S, RECONCILE_PAUSE_S, testing_zero=False)
         for _ in range(RECONCILE_LISTS + 1):
             if pause:
-                await asyncio.sleep(pause)
-            pause = RECONCILE_PAUSE_S
+                await self._clock.sleep(0.0 if _testing_mode.enabled else pause)
+            pause = next(delays)
             try:
                 found = await self._find_created(payload, version, sent_at)
             except GenRouterError as exc:

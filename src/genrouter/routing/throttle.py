@@ -1,11 +1,16 @@
 """Token buckets that keep retries and hedges from multiplying load.
 
-- :class:`RetryThrottle` is gRPC A6's retry throttling, one bucket per provider:
-  the count starts at ``max_tokens``; a failed attempt subtracts 1, a success adds
-  ``token_ratio``; while the count is at or below ``max_tokens / 2`` retries (and
-  hedges) to that provider are refused. With the defaults (10, 0.1), a provider that
-  fails everything gets at most ~5 retries before they stop, and needs ~50 successes
-  to earn them back: an outage cannot become a retry storm.
+- :class:`RetryBudget`: retries are paid for by successes, one bucket per provider.
+  The bucket starts full at ``max_tokens``; each retry on that provider spends one
+  token and is refused when less than one is left; each successful attempt there
+  earns ``token_ratio`` (never above ``max_tokens``). So, per provider and over any
+  stretch of time, ``retries <= max_tokens + token_ratio × successes``. With the
+  defaults (5, 1.0) retries never outnumber successes by more than five: a provider
+  failing a share ``p`` of attempts wants ``p / (1 - p)`` retries per success, so up to
+  about a third failing nearly every retry goes (at 28 %, 1 in 200 is refused and falls
+  back instead), while one that fails everything gets 5 retries in all and then only
+  first attempts and fallbacks: an outage cannot become a retry storm. A provider's
+  bucket refuses hedges to it while it is empty.
 - :class:`HedgeBudget` caps hedge submissions at ``max_extra_fraction`` of primary
   submissions over the last 60 s (a token bucket whose size follows the recent
   primary count, so hedges can cluster in an incident). It starts with one token,
@@ -17,34 +22,55 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["HedgeBudget", "RetryThrottle"]
+__all__ = ["HedgeBudget", "RetryBudget", "RetryThrottle"]
 
 
 @dataclass(slots=True)
-class RetryThrottle:
-    """Per-provider retry tokens (gRPC A6 ``retryThrottling``)."""
+class RetryBudget:
+    """Per-provider retry tokens: a retry spends one, a success earns ``token_ratio``.
 
-    max_tokens: float = 10.0
-    token_ratio: float = 0.1
+    Why not gRPC A6's throttle (a *failure* takes a token, retries stop at half the
+    bucket)? It cannot tell a provider failing 28 % of calls, where a retry nearly
+    always pays, from one failing all of them: at ``token_ratio`` 0.1 it stops retrying
+    once about 9 % of calls fail, and requests then give up with most of their deadline
+    unused. Tying retries to successes lets them follow what retrying can still win.
+    """
+
+    max_tokens: float = 5.0
+    token_ratio: float = 1.0
     _tokens: dict[str, float] = field(default_factory=dict)
+    retries: int = 0
+    """Retries granted so far (every provider)."""
+    refused: int = 0
+    """Retries refused so far (every provider)."""
 
     def tokens(self, provider: str) -> float:
-        """The provider's current token count."""
+        """The provider's current token count (``max_tokens`` for one never seen)."""
         return self._tokens.get(provider, self.max_tokens)
 
     def allows_retry(self, provider: str) -> bool:
-        """Whether a retry (or hedge) to ``provider`` may go now."""
-        return self.tokens(provider) > self.max_tokens / 2
+        """Whether a retry (or hedge) to ``provider`` could go now (one token or more)."""
+        return self.tokens(provider) >= 1.0
 
-    def on_failure(self, provider: str) -> None:
-        """A failed attempt: one token less (never below zero)."""
-        self._tokens[provider] = max(0.0, self.tokens(provider) - 1.0)
+    def try_spend(self, provider: str) -> bool:
+        """Take one token for a retry to ``provider``; False (nothing taken) when none is left."""
+        tokens = self.tokens(provider)
+        if tokens < 1.0:
+            self.refused += 1
+            return False
+        self._tokens[provider] = tokens - 1.0
+        self.retries += 1
+        return True
 
     def on_success(self, provider: str) -> None:
-        """A successful attempt: ``token_ratio`` back (never above ``max_tokens``)."""
+        """A successful attempt: ``token_ratio`` more (never above ``max_tokens``)."""
         current = self._tokens.get(provider)
         if current is not None:
             self._tokens[provider] = min(self.max_tokens, current + self.token_ratio)
+
+
+RetryThrottle = RetryBudget
+"""The name this class had while it was gRPC A6's throttle."""
 
 
 @dataclass(slots=True)
