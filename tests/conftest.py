@@ -10,6 +10,9 @@ import pytest
 
 from genrouter import _testing_mode
 
+# The loopback-fake fixtures many files share (fal_server, fal, replicate_server, replicate, comfy, routers).
+pytest_plugins = ["loopback"]
+
 _LOOPBACK = ("127.", "::1", "localhost")
 
 

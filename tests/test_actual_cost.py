@@ -5,47 +5,21 @@ Through AsyncRouter against the loopback fakes."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from tests.fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
-from tests.fakes.replicate import SDXL_VERSION, TOKEN, FakeReplicate, Plan
-from tests.fakes.server import LoopbackServer, serve
 
+from fakes.fal import Behaviour, FakeFal
+from fakes.replicate import SDXL_VERSION, TOKEN, FakeReplicate, Plan
+from fakes.server import LoopbackServer
 from genrouter import Artifact, AsyncRouter, Cost, GenerationRequest, GenerationResult
 from genrouter.observability import MetricsHook
 from genrouter.testing import FakeClock, FunctionBackend, set_testing
+from loopback import Routers, fal_section
 
 Build = Callable[..., AsyncRouter]
-
-
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
-
-
-@pytest.fixture
-def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=0))
-    fal_server.handler = fake
-    return fake
-
-
-@pytest.fixture
-def replicate(replicate_server: LoopbackServer) -> FakeReplicate:
-    fake = FakeReplicate()
-    replicate_server.handler = fake
-    return fake
 
 
 class Recorder:
@@ -71,24 +45,17 @@ class Recorder:
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Build]:
-    made: list[AsyncRouter] = []
+def make(routers: Routers) -> Build:
     set_testing()
 
     def build(providers: dict[str, Any], hooks: list[MetricsHook] | None = None) -> AsyncRouter:
-        router = AsyncRouter.from_config(
-            {"version": 1, "providers": providers}, clock=FakeClock(), hooks=hooks or []
-        )
-        made.append(router)
-        return router
+        return routers({"version": 1, "providers": providers}, clock=FakeClock(), hooks=hooks or [])
 
-    yield build
-    for router in made:
-        await router.aclose()
+    return build
 
 
-def fal_section(server: LoopbackServer) -> dict[str, Any]:
-    return {"fal": {"api_key": DEFAULT_KEY, "base_url": server.url}}
+def fal_only(server: LoopbackServer) -> dict[str, Any]:
+    return {"fal": fal_section(server)}
 
 
 async def test_fal_billable_units_set_the_actual_cost(
@@ -96,7 +63,7 @@ async def test_fal_billable_units_set_the_actual_cost(
 ) -> None:
     """x-fal-billable-units × the unit price is the cost, not estimated, and the basis names the units."""
     fal.behaviour = Behaviour(queue_polls=0, progress_polls=0, billable_units="3")
-    result = await make(fal_section(fal_server)).generate("a fox", model="flux-dev", width=1024, height=1024)
+    result = await make(fal_only(fal_server)).generate("a fox", model="flux-dev", width=1024, height=1024)
     assert result.cost.amount_usd == Decimal("0.075")
     assert result.cost.estimated is False
     assert "x-fal-billable-units" in (result.cost.basis or "")
@@ -108,7 +75,7 @@ async def test_without_billable_units_fal_cost_is_estimated_from_outputs(
     fal: FakeFal, fal_server: LoopbackServer, make: Build
 ) -> None:
     """No header: the router prices the outputs, and says the cost is an estimate."""
-    result = await make(fal_section(fal_server)).generate("a fox", model="flux-dev", width=1024, height=1024)
+    result = await make(fal_only(fal_server)).generate("a fox", model="flux-dev", width=1024, height=1024)
     assert (result.cost.amount_usd, result.cost.estimated) == (Decimal("0.025"), True)
     assert result.actual_cost_usd is None
 
@@ -117,7 +84,7 @@ async def test_fal_per_megapixel_estimate_follows_fals_rounding(
     fal: FakeFal, fal_server: LoopbackServer, make: Build
 ) -> None:
     """A fal megapixel is 1024×1024, rounded up per image: 1024² is $0.025, 1536×1024 is $0.05."""
-    router = make(fal_section(fal_server))
+    router = make(fal_only(fal_server))
     square = router.explain("a fox", model="flux-dev", width=1024, height=1024)
     wide = router.explain("a fox", model="flux-dev", width=1536, height=1024)
     assert square.candidates[0].estimated_cost_usd == Decimal("0.025")
@@ -156,7 +123,7 @@ async def test_metrics_hooks_see_estimated_and_actual_cost(
     """A hook's result carries the routing estimate and the billed cost side by side."""
     fal.behaviour = Behaviour(queue_polls=0, progress_polls=0, billable_units="2")
     hook = Recorder()
-    await make(fal_section(fal_server), hooks=[hook]).generate(
+    await make(fal_only(fal_server), hooks=[hook]).generate(
         "a fox", model="flux-dev", width=1024, height=1024
     )
     (seen,) = hook.results
@@ -198,7 +165,7 @@ async def test_the_result_log_line_carries_both_costs(
     """The INFO "result" record has cost_usd, cost_estimated, estimated_cost_usd and actual_cost_usd."""
     fal.behaviour = Behaviour(queue_polls=0, progress_polls=0, billable_units="1")
     caplog.set_level(logging.INFO, logger="genrouter")
-    await make(fal_section(fal_server)).generate("a fox", model="flux-dev", width=1024, height=1024)
+    await make(fal_only(fal_server)).generate("a fox", model="flux-dev", width=1024, height=1024)
     (record,) = [r for r in caplog.records if r.getMessage() == "result"]
     fields = record.genrouter  # type: ignore[attr-defined]
     assert (fields["cost_usd"], fields["cost_estimated"]) == (0.025, False)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from fakes.fal import FakeFal, start_server
+from fakes.fal import FakeFal
 from fakes.recording import RecordingTransport
 from fakes.replicate import TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter
 from genrouter.backends.modal import ModalBackend
 from genrouter.testing import set_testing
@@ -22,19 +21,6 @@ FAL_KEY = "fal-key-ratio-012345678"
 
 def snapped(warnings: list[str]) -> bool:
     return any("aspect_ratio 21:9 became 16:9" in w or "21:9 became 16:9" in w for w in warnings)
-
-
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
 
 
 async def test_fal_snaps_an_aspect_ratio_to_the_allowed_list(fal_server: LoopbackServer) -> None:

@@ -29,6 +29,7 @@ from genrouter.config import load_config
 from genrouter.routing.redis_store import RedisStateStore
 from genrouter.testing import FakeClock, FunctionBackend
 from genrouter.types import Artifact
+from routing_helpers import provider
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PRICE = "0.025"
@@ -38,12 +39,7 @@ def config(*, limit: str = "1.00", store: str = "memory", namespace: str = "genr
     """One custom provider at $0.025 an image and one total budget: what a user writes."""
     return {
         "version": 1,
-        "providers": {
-            "gpu": {
-                "type": "custom",
-                "models": {"flux-dev": {"endpoint": "gpu/flux-dev", "price": {"per_image": PRICE}}},
-            }
-        },
+        "providers": {"gpu": provider("gpu", price=PRICE)},
         "routing": {"default": {"retry": {"max_attempts": 1}}},
         "budgets": [{"limit_usd": limit, "period": "total"}],
         "state": {"store": store, "namespace": namespace},
@@ -203,13 +199,7 @@ async def test_a_provider_whose_budget_is_held_sends_the_next_request_elsewhere(
     gate = Gate()
     cfg: dict[str, Any] = {
         "version": 1,
-        "providers": {
-            name: {
-                "type": "custom",
-                "models": {"flux-dev": {"endpoint": f"{name}/flux-dev", "price": {"per_image": PRICE}}},
-            }
-            for name in ("a", "b")
-        },
+        "providers": {name: provider(name, price=PRICE) for name in ("a", "b")},
         "routing": {"default": {"strategy": "priority", "order": ["a", "b"]}},
         "budgets": [{"provider": "a", "limit_usd": PRICE, "period": "day"}],
     }
@@ -239,13 +229,7 @@ async def test_a_lost_hedge_releases_its_reservation() -> None:
     fast.opened.set()
     cfg: dict[str, Any] = {
         "version": 1,
-        "providers": {
-            name: {
-                "type": "custom",
-                "models": {"flux-dev": {"endpoint": f"{name}/flux-dev", "price": {"per_image": PRICE}}},
-            }
-            for name in ("slow", "fast")
-        },
+        "providers": {name: provider(name, price=PRICE) for name in ("slow", "fast")},
         "routing": {
             "default": {
                 "strategy": "priority",

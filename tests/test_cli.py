@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from genrouter.cli import main
+from cli_helpers import run
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = ROOT / "examples" / "offline.yaml"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -4,35 +4,26 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 import genrouter.cli
-from fakes.fal import Behaviour, FakeFal, start_server
+from fakes.fal import Behaviour, FakeFal
 from fakes.server import LoopbackServer
 from genrouter import AsyncRouter
 from genrouter.batch import run_batch
 from genrouter.cli import main
 from genrouter.testing import FakeClock
+from loopback import install_fal
 
 KEY = "fal-key-live-0123456789"
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(api_key=KEY, behaviour=Behaviour(queue_polls=2, progress_polls=2))
-    fal_server.handler = fake
-    return fake
+    return install_fal(fal_server, api_key=KEY, behaviour=Behaviour(queue_polls=2, progress_polls=2))
 
 
 @pytest.fixture

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import itertools
-import sys
-import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -14,25 +10,15 @@ import pytest
 
 modal = pytest.importorskip("modal")
 
-APP_PATH = Path(__file__).resolve().parents[1] / "deploy" / "modal" / "comfy" / "app.py"
-_imports = itertools.count()
+from modal_helpers import DEPLOY_DIR, fresh_import, image_files, offline  # noqa: E402
+
+APP_PATH = DEPLOY_DIR / "comfy" / "app.py"
 
 
 def import_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> ModuleType:
     """A fresh import of the ComfyUI app under ``env``, every warning an error, no credentials."""
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "absent.toml"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    name = f"genrouter_comfy_app_{next(_imports)}"
-    spec = importlib.util.spec_from_file_location(name, APP_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        spec.loader.exec_module(module)
-    return module
+    offline(monkeypatch, tmp_path, **env)
+    return fresh_import(monkeypatch, APP_PATH, "genrouter_comfy_app")
 
 
 def test_app_imports_without_credentials_or_comfyui(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -95,3 +81,11 @@ def test_extra_model_paths_point_comfyui_at_the_volume(
     assert "base_path: /comfy-data/models" in text
     assert "checkpoints: checkpoints" in text
     assert "custom_nodes: /comfy-data/custom_nodes" in text
+
+
+def test_the_image_carries_the_files_the_app_and_service_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A container imports app.py again: the image holds service.py and the shared _deploy and _webhooks."""
+    app = import_app(monkeypatch, tmp_path)
+    assert {"/root/service.py", "/root/_deploy.py", "/root/_webhooks.py"} <= image_files(app.image)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fakes.comfy import FakeComfy, start_comfy
+from fakes.comfy import FakeComfy
 from fakes.server import LoopbackServer
 from genrouter._comfy_testing import load_comfy_service
 from genrouter._png import placeholder_png
@@ -22,17 +22,8 @@ PNG = placeholder_png(8, 8, 2)
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LoopbackServer]:
-    running = start_comfy()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def comfy(server: LoopbackServer) -> FakeComfy:
-    fake = FakeComfy()
-    server.handler = fake
-    return fake
+def server(comfy_server: LoopbackServer) -> LoopbackServer:
+    return comfy_server
 
 
 @pytest.fixture

@@ -4,68 +4,33 @@ on a FakeClock (backoff sleeps advance it)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
-from tests.fakes.replicate import TOKEN, FakeReplicate, problem
-from tests.fakes.server import LoopbackServer, serve
 
+from fakes.fal import Behaviour, FakeFal
+from fakes.replicate import FakeReplicate, problem
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter
 from genrouter.testing import FakeClock
+from loopback import Routers, fal_section, replicate_section
 
 Build = Callable[..., AsyncRouter]
 RETRY = {"max_attempts": 2, "initial_backoff_s": 5, "max_backoff_s": 5, "jitter": 0}
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
-
-
 @pytest.fixture
-def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=0))
-    fal_server.handler = fake
-    return fake
-
-
-@pytest.fixture
-def replicate(replicate_server: LoopbackServer) -> FakeReplicate:
-    fake = FakeReplicate()
-    replicate_server.handler = fake
-    return fake
-
-
-@pytest.fixture
-async def make(fal_server: LoopbackServer, replicate_server: LoopbackServer) -> AsyncIterator[Build]:
-    made: list[AsyncRouter] = []
-
+def make(fal_server: LoopbackServer, replicate_server: LoopbackServer, routers: Routers) -> Build:
     def build(order: list[str], **policy: Any) -> AsyncRouter:
         source = {
             "version": 1,
-            "providers": {
-                "fal": {"api_key": DEFAULT_KEY, "base_url": fal_server.url},
-                "replicate": {"api_token": TOKEN, "base_url": replicate_server.url},
-            },
+            "providers": {"fal": fal_section(fal_server), "replicate": replicate_section(replicate_server)},
             "routing": {"default": {"strategy": "priority", "order": order, **policy}},
         }
-        router = AsyncRouter.from_config(source, clock=FakeClock())
-        made.append(router)
-        return router
+        return routers(source, clock=FakeClock())
 
-    yield build
-    for router in made:
-        await router.aclose()
+    return build
 
 
 def fal_timeouts(server: LoopbackServer) -> list[str | None]:

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.testclient import TestClient
 
+from cli_helpers import run
 from fakes.fal import DEFAULT_KEY, FakeFal, start_server
 from fakes.server import LoopbackServer
-from genrouter.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -103,14 +103,6 @@ def test_fastapi_example_submits_jobs_and_receives_webhooks(fal: tuple[FakeFal, 
         assert result.json()["outputs"][0].startswith(server.url)
         assert client.get("/jobs/nope").status_code == 404
     assert fake.submit_count() == 1
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def test_generate_on_the_offline_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
-from tests.fakes.replicate import TOKEN, FakeReplicate
-from tests.fakes.server import LoopbackServer, serve
 
+from fakes.fal import DEFAULT_KEY, Behaviour, FakeFal
+from fakes.replicate import TOKEN, FakeReplicate
+from fakes.server import LoopbackServer
 from genrouter import AllProvidersFailedError, AsyncRouter, DeadlineExceededError, InvalidRequestError
 from genrouter._clock import MonotonicClock
 from genrouter.testing import FakeClock, set_testing
+from loopback import Routers
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BIG_PNG = PNG_MAGIC + hashlib.sha256(b"seed").digest() * (5 * 1024 * 1024 // 32)  # a 5 MB "PNG"
@@ -33,26 +34,6 @@ FAL_EDIT = {
 }
 
 Build = Callable[..., AsyncRouter]
-
-
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
-
-
-@pytest.fixture
-def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=0))
-    fal_server.handler = fake
-    return fake
 
 
 @pytest.fixture
@@ -93,18 +74,13 @@ def config(
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Build]:
-    made: list[AsyncRouter] = []
+def make(routers: Routers) -> Build:
     set_testing()
 
     def build(source: dict[str, Any]) -> AsyncRouter:
-        router = AsyncRouter.from_config(source, clock=FakeClock())
-        made.append(router)
-        return router
+        return routers(source, clock=FakeClock())
 
-    yield build
-    for router in made:
-        await router.aclose()
+    return build
 
 
 def fal_submits(server: LoopbackServer) -> list[Any]:

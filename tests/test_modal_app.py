@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import io
-import itertools
 import re
-import sys
-import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,7 +16,9 @@ modal = pytest.importorskip("modal")
 
 from PIL import Image  # noqa: E402
 
-APP_PATH = Path(__file__).resolve().parents[1] / "deploy" / "modal" / "app.py"
+from modal_helpers import DEPLOY_DIR, fresh_import, offline  # noqa: E402
+
+APP_PATH = DEPLOY_DIR / "app.py"
 
 DEPRECATED_CLS_PARAMETERS = {
     "keep_warm",  # → min_containers
@@ -43,24 +41,11 @@ DEPRECATED_API = (
     ".lookup(",
 )
 
-_imports = itertools.count()
-
 
 def import_app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> ModuleType:
     """A fresh import of app.py under ``env``, with every warning an error and no credentials."""
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "absent.toml"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    name = f"genrouter_modal_app_{next(_imports)}"
-    spec = importlib.util.spec_from_file_location(name, APP_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        spec.loader.exec_module(module)
-    return module
+    offline(monkeypatch, tmp_path, **env)
+    return fresh_import(monkeypatch, APP_PATH, "genrouter_modal_app")
 
 
 def test_app_imports_without_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -133,10 +118,10 @@ def _hooks_and_generate(cls: Any, **parameters: Any) -> tuple[Any, Any]:
     user_cls = cls._get_user_cls()
     instance = user_cls.__new__(user_cls)
     instance.__dict__.update(parameters)
-    names = ("load", "start") if "load" in user_cls.__dict__ else ("load_and_start",)
-    for name in names:
-        user_cls.__dict__[name]._get_raw_f()(instance)
-    return instance, user_cls.__dict__["generate"]._get_raw_f()
+    names = ("load", "start") if hasattr(user_cls, "load") else ("load_and_start",)
+    for name in names:  # the hooks may be inherited (getattr_static: the partial, not a bound method)
+        inspect.getattr_static(user_cls, name)._get_raw_f()(instance)
+    return instance, inspect.getattr_static(user_cls, "generate")._get_raw_f()
 
 
 @pytest.mark.filterwarnings(

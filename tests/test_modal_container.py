@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
-import itertools
 import os
 import sys
 import threading
@@ -23,13 +21,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from genrouter._modal_testing import SERVICE_PATH, load_service_module  # noqa: E402
+from modal_helpers import DEPLOY_DIR, fresh_import, image_files, offline  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 
-APP_PATH = Path(__file__).resolve().parents[1] / "deploy" / "modal" / "app.py"
-_imports = itertools.count()
+APP_PATH = DEPLOY_DIR / "app.py"
 
 
 @dataclasses.dataclass
@@ -61,24 +59,14 @@ def import_app(monkeypatch: pytest.MonkeyPatch) -> Imported:
 
     monkeypatch.setattr(modal.Image, "env", recording_env)
     monkeypatch.delitem(sys.modules, "genrouter_modal.service", raising=False)
-    name = f"genrouter_modal_container_{next(_imports)}"
-    spec = importlib.util.spec_from_file_location(name, APP_PATH)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        spec.loader.exec_module(module)
+    module = fresh_import(monkeypatch, APP_PATH, "genrouter_modal_container")
     monkeypatch.setattr(modal.Image, "env", original)
     return Imported(module, envs)
 
 
 def deploy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> Imported:
     """app.py as `modal deploy` imports it: the deployer's environment plus ``env``."""
-    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "absent.toml"))
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    offline(monkeypatch, tmp_path, **env)
     return import_app(monkeypatch)
 
 
@@ -157,23 +145,13 @@ def test_the_web_function_exists_in_its_own_container(
     assert container.functions() == deployed.functions()
 
 
-def _files(image: Any) -> set[str]:
-    found: set[str] = set()
-    for dependency in image._deps_():
-        if type(dependency).__name__ == "Mount":
-            found |= {str(entry.remote_path) for entry in dependency.entries}
-        elif type(dependency).__name__ == "Image":
-            found |= _files(dependency)
-    return found
-
-
 def test_the_web_image_carries_the_service_modules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """app.py imports service.py at import time, so the web image holds every service file."""
     deployed = deploy(monkeypatch, tmp_path, GENROUTER_MODAL_WEB="1")
     service_files = {f"/root/{name}" for name in deployed.module.SERVICE_FILES}
     assert "/root/service.py" in service_files
-    assert service_files <= _files(deployed.module.web_image)
-    assert service_files <= _files(deployed.module.image)
+    assert service_files <= image_files(deployed.module.web_image)
+    assert service_files <= image_files(deployed.module.image)
 
 
 # -- the two snapshot phases ----------------------------------------------------------------------

@@ -19,13 +19,9 @@ from genrouter import AsyncRouter, GenerationRequest
 from genrouter._modal_testing import SERVICE_PATH, load_service_module
 from genrouter.backends.modal import ModalBackend
 from genrouter.testing import InProcessModalTransport
+from modal_helpers import SERVICE_WARNINGS
 
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-    ),
-    pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute in the model:UserWarning"),
-]
+pytestmark = SERVICE_WARNINGS
 
 H100 = Decimal("0.001097")
 A100_80 = Decimal("0.000694")

@@ -14,14 +14,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from genrouter._modal_testing import SERVICE_PATH, load_service_module  # noqa: E402
+from modal_helpers import SERVICE_WARNINGS  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings(
-        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-    ),
-    pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute in the model:UserWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning"),
-]
+pytestmark = [*SERVICE_WARNINGS, pytest.mark.filterwarnings("ignore::UserWarning")]
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,9 @@ pytest.importorskip("peft")
 from PIL import Image
 
 from genrouter._modal_testing import SERVICE_PATH, load_service_module
+from modal_helpers import SERVICE_WARNINGS
 
-pytestmark = [
-    # numpy 2 asks torch tensors for __array__(copy=...); diffusers' schedulers trigger it
-    pytest.mark.filterwarnings(
-        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
-    ),
-    # peft warns whenever a second adapter joins a model: the LoRA cache does that on purpose
-    pytest.mark.filterwarnings("ignore:Already found a `peft_config` attribute in the model:UserWarning"),
-]
+pytestmark = SERVICE_WARNINGS
 
 
 @pytest.fixture(scope="module")

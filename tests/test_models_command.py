@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from cli_helpers import run
 from genrouter.catalog import Catalog
-from genrouter.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = ROOT / "examples" / "offline.yaml"
@@ -20,14 +20,6 @@ REQUIRED = {"model", "kind", "provider", "endpoint", "capabilities", "price"}
 def _no_config_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run from an empty folder: no ./genrouter.yaml, no GENROUTER_CONFIG, no credentials."""
     monkeypatch.chdir(tmp_path)
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    out, err = capsys.readouterr()
-    code = exited.value.code
-    return (code if isinstance(code, int) else 0), out, err
 
 
 def rows(argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.replicate import SDXL_VERSION, TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AllProvidersFailedError, AsyncRouter, NoRouteError
 from genrouter._deployments import split_passthrough
 from genrouter.testing import set_testing
@@ -35,18 +35,10 @@ def fal(fal_servers: tuple[LoopbackServer, LoopbackServer]) -> tuple[FakeFal, Fa
     return fakes
 
 
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
-
-
 @pytest.fixture
-def replicate(replicate_server: LoopbackServer) -> FakeReplicate:
-    fake = FakeReplicate()
-    replicate_server.handler = fake
+def replicate(replicate: FakeReplicate) -> FakeReplicate:
     set_testing()
-    return fake
+    return replicate
 
 
 def fal_config(servers: tuple[LoopbackServer, LoopbackServer]) -> dict[str, Any]:

@@ -10,30 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.fakes.replicate import TOKEN, FakeReplicate
-from tests.fakes.server import LoopbackServer, serve
 
 import genrouter
-from fakes.fal import Behaviour, FakeFal, start_server
+from fakes.fal import Behaviour, FakeFal
+from fakes.replicate import TOKEN, FakeReplicate
+from fakes.server import LoopbackServer, serve
 from genrouter import Artifact, AsyncRouter, GenerationRequest, JobState, Progress, Router
 from genrouter.testing import FakeClock, FunctionBackend
+from loopback import install_fal
 
 KEY = "fal-key-progress-0123456789"
-
-
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
     """fal's queue: two polls in the queue (positions 1 then 0), two running, then done."""
-    fake = FakeFal(api_key=KEY, behaviour=Behaviour(queue_polls=2, progress_polls=2))
-    fal_server.handler = fake
-    return fake
+    return install_fal(fal_server, api_key=KEY, behaviour=Behaviour(queue_polls=2, progress_polls=2))
 
 
 @pytest.fixture

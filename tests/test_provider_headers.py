@@ -5,51 +5,30 @@ against the loopback fakes."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from tests.fakes.fal import DEFAULT_KEY, Behaviour, FakeFal, start_server
-from tests.fakes.replicate import TOKEN, FakeReplicate
-from tests.fakes.server import LoopbackServer, Request, Response, serve
 
+from fakes.fal import Behaviour, FakeFal
+from fakes.replicate import FakeReplicate
+from fakes.server import LoopbackServer, Request, Response
 from genrouter import AllProvidersFailedError, AsyncRouter, ConfigError, InvalidRequestError, JobHandle
 from genrouter.testing import FakeClock, set_testing
+from loopback import Routers, fal_section, install_fal, replicate_section
 
 SECRET = "proxy-secret-value-8472"
 Build = Callable[..., AsyncRouter]
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(behaviour=Behaviour(queue_polls=1, progress_polls=0))
-    fal_server.handler = fake
+    fake = install_fal(fal_server, behaviour=Behaviour(queue_polls=1, progress_polls=0))
     fal_server.requests.clear()
     return fake
 
 
 @pytest.fixture
-def replicate(replicate_server: LoopbackServer) -> FakeReplicate:
-    fake = FakeReplicate()
-    replicate_server.handler = fake
-    return fake
-
-
-@pytest.fixture
-async def make(fal_server: LoopbackServer, replicate_server: LoopbackServer) -> AsyncIterator[Build]:
-    made: list[AsyncRouter] = []
+def make(fal_server: LoopbackServer, replicate_server: LoopbackServer, routers: Routers) -> Build:
     set_testing()
 
     def build(
@@ -58,26 +37,14 @@ async def make(fal_server: LoopbackServer, replicate_server: LoopbackServer) -> 
         source = {
             "version": 1,
             "providers": {
-                "fal": {
-                    "api_key": DEFAULT_KEY,
-                    "base_url": fal_server.url,
-                    "provider_headers": fal_headers or {},
-                },
-                "replicate": {
-                    "api_token": TOKEN,
-                    "base_url": replicate_server.url,
-                    "provider_headers": replicate_headers or {},
-                },
+                "fal": fal_section(fal_server, provider_headers=fal_headers or {}),
+                "replicate": replicate_section(replicate_server, provider_headers=replicate_headers or {}),
             },
             "routing": {"default": {"strategy": "priority", "order": ["fal", "replicate"]}},
         }
-        router = AsyncRouter.from_config(source, clock=FakeClock())
-        made.append(router)
-        return router
+        return routers(source, clock=FakeClock())
 
-    yield build
-    for router in made:
-        await router.aclose()
+    return build
 
 
 async def test_section_headers_go_with_every_call_to_the_provider(
@@ -163,12 +130,10 @@ async def test_a_bad_section_header_is_a_config_error_naming_it(make: Build) -> 
 
 
 async def test_a_bad_request_header_is_an_invalid_request(fal: FakeFal, make: Build) -> None:
-    """A request header with a line break is refused, naming provider_headers.<key>."""
-    with pytest.raises(AllProvidersFailedError) as caught:
+    """A request header with a line break: InvalidRequestError naming provider_headers.<key>, nothing sent."""
+    with pytest.raises(InvalidRequestError) as caught:
         await make().generate(
             "a fox", model="flux-dev", providers=["fal"], provider_headers={"fal": {"X-Note": "a\r\nb"}}
         )
-    (error,) = caught.value.errors
-    assert isinstance(error, InvalidRequestError)
-    assert error.field == "provider_headers.fal"
+    assert caught.value.field == "provider_headers.fal"
     assert fal.submit_count() == 0

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fakes.fal import FakeFal, start_server
+from fakes.fal import FakeFal
 from fakes.server import LoopbackServer
 from genrouter import AsyncRouter
 from genrouter.testing import set_testing
+from loopback import install_fal
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 FAL_KEY = "fal-key-readme-01234567"
@@ -26,17 +26,9 @@ def readme_catalog() -> str:
     return match.group(1)
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(api_key=FAL_KEY)
-    fal_server.handler = fake
+    fake = install_fal(fal_server, api_key=FAL_KEY)
     set_testing()
     return fake
 

@@ -8,20 +8,20 @@ drive the public API against the loopback fakes of both providers.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fakes.fal import Behaviour, FakeFal, start_server
+from fakes.fal import Behaviour, FakeFal
 from fakes.replicate import TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter, AttemptOutcome
 from genrouter.catalog import Capability, Catalog, CatalogEntry
 from genrouter.cli import main
 from genrouter.testing import set_testing
+from loopback import NO_WAIT, install_fal
 
 FAL_KEY = "fal-key-coverage-0123456789"
 HOSTED = ("fal", "replicate")
@@ -170,31 +170,9 @@ def test_models_command_filters_the_utility_kinds(
 # -- failover between fal and Replicate, through the public API -------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(api_key=FAL_KEY, behaviour=Behaviour(queue_polls=0, progress_polls=0))
-    fal_server.handler = fake
-    return fake
-
-
-@pytest.fixture
-def replicate(replicate_server: LoopbackServer) -> FakeReplicate:
-    fake = FakeReplicate()
-    replicate_server.handler = fake
-    return fake
+    return install_fal(fal_server, api_key=FAL_KEY, behaviour=NO_WAIT)
 
 
 def both(fal_server: LoopbackServer, replicate_server: LoopbackServer) -> dict[str, Any]:

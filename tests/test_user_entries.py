@@ -8,51 +8,35 @@ sends prompt, size, seed and output count under the provider's own input names.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from fakes.fal import FakeFal, start_server
+from fakes.fal import FakeFal
 from fakes.recording import RECEIVED, RecordingBackend
 from fakes.replicate import TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter, ConfigError
 from genrouter.testing import set_testing
+from loopback import install_fal
 
 FAL_KEY = "fal-key-user-entries-0123"
 PRICE = {"per_image": "0.025"}
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(api_key=FAL_KEY)
-    fal_server.handler = fake
+    fake = install_fal(fal_server, api_key=FAL_KEY)
     set_testing()
     return fake
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
 
 
 @pytest.fixture
-def replicate(replicate_server: LoopbackServer) -> FakeReplicate:
-    fake = FakeReplicate()
-    replicate_server.handler = fake
+def replicate(replicate: FakeReplicate) -> FakeReplicate:
     set_testing()
-    return fake
+    return replicate
 
 
 def fal_config(server: LoopbackServer, **section: Any) -> dict[str, Any]:

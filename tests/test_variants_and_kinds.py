@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 
-from fakes.fal import FakeFal, start_server
+from fakes.fal import FakeFal
 from fakes.recording import RECEIVED, RecordingBackend
 from fakes.server import LoopbackServer
 from genrouter import AsyncRouter, InvalidRequestError
 from genrouter.testing import set_testing
+from loopback import install_fal
 
 FAL_KEY = "fal-key-variants-0123456"
 IMAGE = "https://example.invalid/in.png"
 PRICE = {"per_image": "0.01"}
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
-    fake = FakeFal(api_key=FAL_KEY)
-    fal_server.handler = fake
+    fake = install_fal(fal_server, api_key=FAL_KEY)
     set_testing()
     return fake
 

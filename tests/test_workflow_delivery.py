@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 import yaml
 
-from fakes.comfy import FakeComfy, start_comfy
-from fakes.fal import Behaviour, FakeFal, start_server
+from fakes.comfy import FakeComfy
+from fakes.fal import Behaviour, FakeFal
 from fakes.server import LoopbackServer, Request, Response
 from genrouter import JobState
 from genrouter._png import placeholder_png
 from genrouter.batch import run_batch
 from genrouter.cli import main
 from genrouter.testing import set_testing
+from loopback import install_fal
 from workflow_helpers import EXAMPLE_DIR, example_config, workflow_router
 
 PNG = placeholder_png(8, 8, 4)
@@ -30,25 +31,15 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[LoopbackServer, LoopbackServer]]:
-    fal, comfy = start_server(), start_comfy()
-    yield fal, comfy
-    fal.stop()
-    comfy.stop()
+def servers(
+    fal_server: LoopbackServer, comfy_server: LoopbackServer
+) -> tuple[LoopbackServer, LoopbackServer]:
+    return fal_server, comfy_server
 
 
 @pytest.fixture
-def fal(servers: tuple[LoopbackServer, LoopbackServer]) -> FakeFal:
-    fake = FakeFal(behaviour=Behaviour(queue_polls=0, progress_polls=1))
-    servers[0].handler = fake
-    return fake
-
-
-@pytest.fixture
-def comfy(servers: tuple[LoopbackServer, LoopbackServer]) -> FakeComfy:
-    fake = FakeComfy()
-    servers[1].handler = fake
-    return fake
+def fal(fal_server: LoopbackServer) -> FakeFal:
+    return install_fal(fal_server, behaviour=Behaviour(queue_polls=0, progress_polls=1))
 
 
 @pytest.fixture(autouse=True)

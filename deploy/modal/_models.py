@@ -40,6 +40,22 @@ class ModelSpec:
     """Video: the request's ``image`` is the first frame (required)."""
 
 
+_WAN_T2V = ModelSpec(
+    "wan-t2v",
+    "wan",
+    "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+    "wan",
+    kind="video",
+    default_steps=30,
+    default_guidance=5.0,
+    default_size=(832, 480),
+    size_factor=2,
+    max_sequence_length=512,
+    img2img=False,
+    lora=False,
+)
+"""Wan 2.1 text-to-video; its image-to-video sibling differs only in weights and the first frame."""
+
 MODELS: dict[str, ModelSpec] = {
     "sdxl": ModelSpec(
         "sdxl",
@@ -74,33 +90,13 @@ MODELS: dict[str, ModelSpec] = {
         img2img=False,
         lora=False,
     ),
-    "wan-t2v": ModelSpec(
-        "wan-t2v",
-        "wan",
-        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
-        "wan",
-        kind="video",
-        default_steps=30,
-        default_guidance=5.0,
-        default_size=(832, 480),
-        size_factor=2,
-        max_sequence_length=512,
-        img2img=False,
-        lora=False,
-    ),
-    "wan-i2v": ModelSpec(
-        "wan-i2v",
-        "wan-i2v",
-        "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
-        "wan-i2v",
-        kind="video",
-        default_steps=30,
-        default_guidance=5.0,
-        default_size=(832, 480),
-        size_factor=2,
-        max_sequence_length=512,
-        img2img=False,
-        lora=False,
+    "wan-t2v": _WAN_T2V,
+    "wan-i2v": dataclasses.replace(
+        _WAN_T2V,
+        model_id="wan-i2v",
+        family="wan-i2v",
+        source="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+        random_family="wan-i2v",
         image_to_video=True,
     ),
 }

@@ -46,6 +46,7 @@ SERVICE_FILES = (
     "_batching.py",
     "_checkpoints.py",
     "_config.py",
+    "_deploy.py",
     "_loras.py",
     "_media.py",
     "_models.py",
@@ -65,31 +66,14 @@ SETTINGS_ENV = "GENROUTER_MODAL_SETTINGS"
 VIDEO_MODELS = ("wan-t2v", "wan-i2v")
 
 
-def _load_service() -> Any:
-    """``service.py`` beside this file (``deploy/`` is not a package, and need not be installed)."""
-    name = "genrouter_modal.service"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "service.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"service.py not found beside {__file__}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-service = _load_service()
-
-
-def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
-    value = env.get(key)
-    return default if not value else value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    value = env.get(key)
-    return default if not value else int(value)
+# _deploy.py: the module loader and settings parsing both Modal apps share (stateless, so run here).
+_deploy_spec = importlib.util.spec_from_file_location("genrouter_modal.deploy", HERE / "_deploy.py")
+assert _deploy_spec is not None
+assert _deploy_spec.loader is not None
+_deploy = importlib.util.module_from_spec(_deploy_spec)
+_deploy_spec.loader.exec_module(_deploy)
+_flag, _int = _deploy.env_flag, _deploy.env_int
+service = _deploy.load_file("genrouter_modal.service", HERE / "service.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,7 +313,7 @@ def _reload_loras() -> None:
 
 
 class _Serving:
-    """The lifecycle both classes share (plain methods; the Modal hooks below call them)."""
+    """The lifecycle both classes share: plain methods, and the Modal hooks that call them."""
 
     model_id: str
     service: Any
@@ -374,15 +358,7 @@ class _Serving:
                 print(f"genrouter: outputs volume commit failed: {exc}", file=sys.stderr)
         return result
 
-
-@app.cls(**CLS_OPTIONS)
-@modal.concurrent(**CONCURRENCY_OPTIONS)
-class Diffusion(_Serving):
-    """The image class genrouter's Modal backend calls: ``Diffusion(model_id=...).generate``."""
-
-    model_id: str = modal.parameter(default="")
-    """The model this container serves; empty: every model in ``GENROUTER_MODELS``."""
-
+    # The Modal lifecycle hooks both classes inherit (modal collects them along the MRO).
     if SETTINGS.memory_snapshot:
 
         @modal.enter(snap=True)
@@ -405,15 +381,24 @@ class Diffusion(_Serving):
             self._create()
             self._start()
 
+    @modal.exit()
+    def stop(self) -> None:
+        """Finish queued or running work and stop the service's threads."""
+        self.service.close()
+
+
+@app.cls(**CLS_OPTIONS)
+@modal.concurrent(**CONCURRENCY_OPTIONS)
+class Diffusion(_Serving):
+    """The image class genrouter's Modal backend calls: ``Diffusion(model_id=...).generate``."""
+
+    model_id: str = modal.parameter(default="")
+    """The model this container serves; empty: every model in ``GENROUTER_MODELS``."""
+
     @modal.method()
     async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
         """One result dict per request dict (an ``{"error": ...}`` dict for a failed one)."""
         return await self._serve(request)
-
-    @modal.exit()
-    def stop(self) -> None:
-        """Finish queued work and stop the service's threads."""
-        self.service.close()
 
 
 if SETTINGS.video:
@@ -426,37 +411,10 @@ if SETTINGS.video:
         """The video model this container serves; empty: ``wan-t2v`` and ``wan-i2v``."""
         _video = True
 
-        if SETTINGS.memory_snapshot:
-
-            @modal.enter(snap=True)
-            def load(self) -> None:
-                """Load weights into CPU memory (bf16; no CUDA), and onto the GPU with GPU snapshots."""
-                self._create()
-                if SETTINGS.gpu_snapshot:
-                    self.service.to_device()
-
-            @modal.enter(snap=False)
-            def start(self) -> None:
-                """After the restore: resolve the device, move to it, warm up, start serving."""
-                self._start()
-
-        else:
-
-            @modal.enter()
-            def load_and_start(self) -> None:
-                """Load the weights, move them to the GPU and start serving."""
-                self._create()
-                self._start()
-
         @modal.method()
         async def generate(self, request: dict[str, Any]) -> dict[str, Any]:
             """One video request; its result dict (an ``{"error": ...}`` dict when it failed)."""
             return await self._serve(request)
-
-        @modal.exit()
-        def stop(self) -> None:
-            """Finish the running request and stop the service's threads."""
-            self.service.close()
 
 
 WEB_IMAGE_PACKAGES = ("fastapi[standard]",)

@@ -8,45 +8,22 @@ would over Modal: each call is pickled in and out and runs on the service's thre
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from genrouter._modal_testing import InProcessModalTransport
+from genrouter._modal_testing import InProcessModalTransport, deploy_path, load_file_module
 
 __all__ = ["COMFY_SERVICE_PATH", "comfy_transport", "load_comfy_service"]
 
 
-def _service_path() -> Path:
-    packaged = Path(__file__).with_name("_deploy_modal") / "comfy" / "service.py"
-    if packaged.is_file():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "deploy" / "modal" / "comfy" / "service.py"
-
-
-COMFY_SERVICE_PATH = _service_path()
+COMFY_SERVICE_PATH = deploy_path("comfy", "service.py")
 """``deploy/modal/comfy/service.py``: in the wheel under ``genrouter/_deploy_modal``, else the checkout's."""
 
 
 def load_comfy_service(path: str | Path = COMFY_SERVICE_PATH) -> ModuleType:
     """Import ``deploy/modal/comfy/service.py`` from its path (once per process)."""
-    name = "genrouter_modal.comfy_service"
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    spec = importlib.util.spec_from_file_location(name, Path(path))
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"no ComfyUI service at {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
+    return load_file_module("genrouter_modal.comfy_service", path, what="ComfyUI service")
 
 
 def comfy_transport(

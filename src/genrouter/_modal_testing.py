@@ -28,17 +28,25 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Protocol, Self
 
-__all__ = ["SERVICE_PATH", "InProcessModalTransport", "load_service_module", "modal_error"]
+__all__ = [
+    "SERVICE_PATH",
+    "InProcessModalTransport",
+    "deploy_path",
+    "load_file_module",
+    "load_service_module",
+    "modal_error",
+]
 
 
-def _service_path() -> Path:
-    packaged = Path(__file__).with_name("_deploy_modal") / "service.py"
+def deploy_path(*parts: str) -> Path:
+    """A file of ``deploy/modal/``: in the wheel under ``genrouter/_deploy_modal``, else the checkout's."""
+    packaged = Path(__file__).with_name("_deploy_modal").joinpath(*parts)
     if packaged.is_file():
         return packaged
-    return Path(__file__).resolve().parents[2] / "deploy" / "modal" / "service.py"
+    return Path(__file__).resolve().parents[2].joinpath("deploy", "modal", *parts)
 
 
-SERVICE_PATH = _service_path()
+SERVICE_PATH = deploy_path("service.py")
 """``deploy/modal/service.py``: shipped in the wheel as ``genrouter/_deploy_modal``, else the checkout's."""
 
 Operation = Literal["spawn", "get", "cancel", "warm"]
@@ -47,13 +55,20 @@ _POLL_S = 0.005
 
 def load_service_module(path: str | Path = SERVICE_PATH) -> ModuleType:
     """Import ``deploy/modal/service.py`` from its path (once per process) and return the module."""
-    name = "genrouter_modal.service"
+    return load_file_module("genrouter_modal.service", path, what="diffusion service")
+
+
+def load_file_module(name: str, path: str | Path, *, what: str) -> ModuleType:
+    """The module ``name`` executed from ``path``, once per process (a failed import leaves no trace).
+
+    Raises FileNotFoundError ("no <what> at <path>") when ``path`` cannot be loaded.
+    """
     module = sys.modules.get(name)
     if module is not None:
         return module
     spec = importlib.util.spec_from_file_location(name, Path(path))
     if spec is None or spec.loader is None:
-        raise FileNotFoundError(f"no diffusion service at {path}")
+        raise FileNotFoundError(f"no {what} at {path}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

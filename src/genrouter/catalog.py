@@ -27,24 +27,24 @@ are merged over the shipped entry of their provider type and model, else over th
 ``defaults`` (:meth:`Catalog.inherit`). Model names and aliases never contain ``:``
 (``"<provider-key>:<endpoint>"`` is a passthrough).
 
-This module is data only: it knows units and shapes, never a provider's wire format.
+This module is data only: it knows units and shapes, never a provider's wire format. The file
+schema lives in :mod:`genrouter._catalog_schema` and prices in :mod:`genrouter._pricing`; their
+public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
-from enum import StrEnum
+from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from genrouter._catalog_params import (
     IMAGE_INPUT_KINDS,
@@ -52,17 +52,24 @@ from genrouter._catalog_params import (
     PROMPTLESS_KINDS,
     STANDARD_FIELDS,
     Kind,
-    ParamMapping,
     ParamRule,
     ParamValue,
-    check_alias,
     param_target,
 )
-from genrouter._workflows import InputSpec, parse_inputs
+from genrouter._catalog_schema import (
+    Capability,
+    CatalogDefaults,
+    CatalogEntry,
+    CatalogFile,
+    CatalogVariant,
+    Limits,
+)
+from genrouter._pricing import Price, PriceUnit, Pricing
+from genrouter._workflows import InputSpec
 from genrouter.errors import ConfigError
 
 if TYPE_CHECKING:
-    from genrouter.types import GenerationRequest, GenerationResult
+    from genrouter.types import GenerationRequest
 
 __all__ = [
     "IMAGE_INPUT_KINDS",
@@ -88,429 +95,12 @@ __all__ = [
 ]
 
 
-class Capability(StrEnum):
-    """A feature a deployment supports. Requests needing one exclude deployments without it."""
-
-    TEXT_TO_IMAGE = "text-to-image"
-    IMAGE_TO_IMAGE = "image-to-image"
-    INPAINTING = "inpainting"
-    LORA = "lora"
-    TEXT_TO_VIDEO = "text-to-video"
-    IMAGE_TO_VIDEO = "image-to-video"
-    UPSCALE = "upscale"
-    REMOVE_BACKGROUND = "remove-background"
-
-
-class PriceUnit(StrEnum):
-    """What a price is per."""
-
-    PER_IMAGE = "per_image"
-    PER_VIDEO = "per_video"
-    PER_MEGAPIXEL = "per_megapixel"
-    PER_VIDEO_SECOND = "per_video_second"
-    PER_GPU_SECOND = "per_gpu_second"
-    PER_RUN = "per_run"
-    """One run of a workflow (a fal ComfyUI endpoint bills per request)."""
-
-
-_UNITS = tuple(u.value for u in PriceUnit)
-_CENT_FRACTIONS = Decimal("0.000001")
-_ONE = Decimal(1)
-_TEN = Decimal(10)
-_CATALOG = ConfigDict(extra="forbid", frozen=True)
-
-
-class Price(BaseModel):
-    """A price as written in YAML: exactly one ``<unit>: "<decimal>"`` plus provenance.
-
-    ``megapixel_rounding: ceil`` bills each output's megapixels rounded up (as fal does).
-    """
-
-    model_config = _CATALOG
-
-    per_image: Decimal | None = Field(default=None, ge=0)
-    per_video: Decimal | None = Field(default=None, ge=0)
-    per_megapixel: Decimal | None = Field(default=None, ge=0)
-    per_video_second: Decimal | None = Field(default=None, ge=0)
-    per_gpu_second: Decimal | None = Field(default=None, ge=0)
-    per_run: Decimal | None = Field(default=None, ge=0)
-    megapixel_rounding: Literal["exact", "ceil"] = "exact"
-    megapixel_pixels: int = Field(default=1_000_000, ge=1)
-    """Pixels in one billed megapixel: 1000000, or 1048576 (1024×1024) where the provider
-    counts so (fal bills a 1024×1024 image as one megapixel)."""
-    source: str | None = None
-    date: str | None = None
-
-    @field_validator(*_UNITS, mode="before")
-    @classmethod
-    def _no_floats(cls, value: Any) -> Any:
-        # Floats in YAML (0.1) are inexact; strings ("0.1") and ints are exact.
-        if isinstance(value, float):
-            return Decimal(repr(value))
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one_unit(self) -> Price:
-        given = [u for u in _UNITS if getattr(self, u) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"a price needs exactly one unit of {', '.join(_UNITS)}; "
-                f"got {', '.join(given) if given else 'none'}"
-            )
-        if self.megapixel_rounding == "ceil" and given[0] != "per_megapixel":
-            raise ValueError(f"megapixel_rounding applies to per_megapixel prices, not {given[0]}")
-        return self
-
-    @field_validator("date")
-    @classmethod
-    def _iso_date(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^\d{4}-\d{2}(-\d{2})?$", value):
-            raise ValueError(f"date {value!r} is not YYYY-MM or YYYY-MM-DD")
-        return value
-
-    def to_pricing(self) -> Pricing:
-        """The validated price as a :class:`Pricing` value."""
-        unit = next(u for u in _UNITS if getattr(self, u) is not None)
-        amount: Decimal = getattr(self, unit)
-        return Pricing(
-            unit=PriceUnit(unit),
-            amount=amount,
-            ceil_megapixels=self.megapixel_rounding == "ceil",
-            megapixel_pixels=self.megapixel_pixels,
-            source=self.source,
-            date=self.date,
-        )
-
-
-Range = Annotated[tuple[int, int], Field(description="[min, max], inclusive")]
-
-
-class ReducedSize(BaseModel):
-    """A model's smaller output mode (Replicate FLUX's ``megapixels: "0.25"``).
-
-    A requested size under ``below_megapixels`` adds ``input`` to the provider input,
-    and each side of a ``sizes`` entry is multiplied by ``scale``.
-    """
-
-    model_config = _CATALOG
-
-    below_megapixels: float = Field(gt=0)
-    input: dict[str, Any]
-    scale: float = Field(gt=0, le=1)
-
-
-class Limits(BaseModel):
-    """Input limits of a deployment. Requests outside them exclude the deployment."""
-
-    model_config = _CATALOG
-
-    max_outputs_per_call: int = Field(default=1, ge=1, le=64)
-    width: Range | None = None
-    height: Range | None = None
-    multiple_of: int | None = Field(default=None, ge=1)
-    exact_sizes: bool = True
-    default_size: tuple[int, int] | None = None
-    durations_s: list[float] | None = None
-    duration_range_s: tuple[float, float] | None = None
-    default_duration_s: float | None = None
-    max_loras: int | None = Field(default=None, ge=0)
-    sizes: dict[str, tuple[int, int]] | None = None
-    """Output size per aspect ratio, for models that take ratios, not sizes (``"16:9": [1344, 768]``)."""
-    reduced_size: ReducedSize | None = None
-    """Smaller outputs: sizes under ``below_megapixels`` send ``input`` and scale ``sizes``."""
-
-    @field_validator("default_size")
-    @classmethod
-    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and (value[0] <= 0 or value[1] <= 0):
-            raise ValueError(f"default_size {list(value)} must be positive")
-        return value
-
-    @field_validator("width", "height", "duration_range_s")
-    @classmethod
-    def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
-        if value is not None and value[0] > value[1]:
-            raise ValueError(f"range [{value[0]}, {value[1]}] has min > max")
-        return value
-
-
-class CatalogVariant(BaseModel):
-    """Another deployment of the same model on the same provider (``variants:``).
-
-    It inherits every key of its parent entry except those it sets; its ``params``
-    merge over the parent's. The router picks it when the request needs one of its
-    ``capabilities`` (e.g. an image-to-image endpoint beside a text-to-image one).
-    """
-
-    model_config = _CATALOG
-
-    endpoint: str = Field(min_length=1)
-    capabilities: list[Capability] | None = None
-    limits: Limits | None = None
-    params: ParamMapping | None = None
-    price: Price | None = None
-    gpu_seconds_per_output: float | None = Field(default=None, gt=0)
-    description: str | None = None
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _value_maps(cls, value: Any) -> Any:
-        return _media_param_shapes(value)
-
-    @field_validator("params")
-    @classmethod
-    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
-        return _check_param_keys(value)
-
-
-class CatalogEntry(BaseModel):
-    """One model as one provider serves it (a row of a catalog file or inline ``models:``)."""
-
-    model_config = _CATALOG
-
-    endpoint: str = Field(min_length=1)
-    kind: Kind | None = None
-    aliases: list[str] = Field(default_factory=list)
-    capabilities: list[Capability] | None = None
-    limits: Limits | None = None
-    params: ParamMapping | None = None
-    price: Price | None = None
-    gpu_seconds_per_output: float | None = Field(default=None, gt=0)
-    description: str | None = None
-    variants: list[CatalogVariant] | None = None
-    inputs: dict[str, InputSpec] | None = None
-    """A workflow's named inputs and their types (see :mod:`genrouter._workflows`)."""
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _value_maps(cls, value: Any) -> Any:
-        return _media_param_shapes(value)
-
-    @field_validator("inputs", mode="before")
-    @classmethod
-    def _input_specs(cls, value: Any) -> Any:
-        return parse_inputs(value) if isinstance(value, Mapping) else value
-
-    @model_validator(mode="after")
-    def _request_fields(self) -> CatalogEntry:
-        # A workflow's params also map its input names; the router checks those keys
-        # against the model's declared inputs (which may live on another entry).
-        if self.kind != "workflow":
-            _check_param_keys(self.params)
-        if self.inputs is not None and self.kind not in (None, "workflow"):
-            raise ValueError(f"inputs are declared by workflow entries, not {self.kind} ones")
-        return self
-
-    @field_validator("aliases")
-    @classmethod
-    def _no_colons(cls, value: list[str]) -> list[str]:
-        for alias in value:
-            check_alias(alias, "alias")
-        return value
-
-    def expanded(self) -> list[CatalogEntry]:
-        """This entry and each of its variants as a plain entry (variants inherit from it)."""
-        base = self.model_copy(update={"variants": None}) if self.variants else self
-        out = [base]
-        for variant in self.variants or ():
-            update: dict[str, Any] = {
-                name: getattr(variant, name) for name in variant.model_fields_set if name != "params"
-            }
-            if variant.params is not None:
-                update["params"] = {**(self.params or {}), **variant.params}
-            out.append(base.model_copy(update=update))
-        return out
-
-
-def _media_param_shapes(value: Any) -> Any:
-    """``images: {to: image_urls}`` → ``image_urls``; ``images: [first_frame_url, last_frame_url]``
-    (one input per image, in order) → ``"first_frame_url,last_frame_url"``."""
-    if not isinstance(value, dict):
-        return value
-    out = dict(value)
-    for key, target in value.items():
-        if isinstance(target, dict) and set(target) == {"to"}:
-            target = target["to"]
-        if isinstance(target, list) and key == "images" and all(isinstance(t, str) for t in target):
-            target = ",".join(target)
-        out[key] = target
-    return out
-
-
-def _check_param_keys(value: ParamMapping | None) -> ParamMapping | None:
-    """``params`` keys must be GenerationRequest fields (a typo would silently do nothing)."""
-    if value:
-        from genrouter.types import GenerationRequest
-
-        fields = GenerationRequest.model_fields
-        unknown = [k for k in value if k not in fields]
-        if unknown:
-            close = [difflib.get_close_matches(k, list(fields), n=1) for k in unknown]
-            hints = [
-                f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "")
-                for k, c in zip(unknown, close, strict=True)
-            ]
-            raise ValueError(f"params maps unknown request field(s) {', '.join(hints)}")
-    return value
-
-
-class CatalogDefaults(BaseModel):
-    """Values merged into every entry of a catalog file."""
-
-    model_config = _CATALOG
-
-    capabilities: list[Capability] | None = None
-    limits: Limits | None = None
-    params: ParamMapping | None = None
-    passthrough_params: ParamMapping | None = None
-    """Merged over ``params`` for passthrough models only (an endpoint no entry describes):
-    the provider's usual names for media inputs (fal's ``image_url``), which the standard
-    mapping leaves null because most of its models take none."""
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _value_maps(cls, value: Any) -> Any:
-        return _media_param_shapes(value)
-
-    @field_validator("params")
-    @classmethod
-    def _request_fields(cls, value: ParamMapping | None) -> ParamMapping | None:
-        return _check_param_keys(value)
-
-
-class CatalogFile(BaseModel):
-    """A whole catalog file."""
-
-    model_config = _CATALOG
-
-    version: Literal[1] = 1
-    provider: str = Field(min_length=1)
-    description: str | None = None
-    defaults: CatalogDefaults = Field(default_factory=CatalogDefaults)
-    models: dict[str, CatalogEntry]
-    gpu_prices: dict[str, Price] | None = None
-    """Self-hosted classes: the price of each GPU type by its name (``H100``, ``A100-80GB``), so
-    that a result naming the GPU that ran is priced at that GPU's rate (``providers/modal.yaml``)."""
-
-    @field_validator("models")
-    @classmethod
-    def _no_colons(cls, value: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
-        for name in value:
-            check_alias(name, "model")
-        return value
-
-
 def shipped_gpu_prices(provider_type: str) -> dict[str, Pricing]:
     """The ``gpu_prices`` of the shipped catalog file for ``provider_type`` (empty when none)."""
     for _, catalog_file in _shipped_files():
         if catalog_file.provider == provider_type and catalog_file.gpu_prices:
             return {gpu: price.to_pricing() for gpu, price in catalog_file.gpu_prices.items()}
     return {}
-
-
-@dataclass(frozen=True, slots=True)
-class Pricing:
-    """A price with its unit and provenance. Money is ``Decimal``; unknown is None, never 0."""
-
-    unit: PriceUnit
-    amount: Decimal
-    ceil_megapixels: bool = False
-    source: str | None = None
-    date: str | None = None
-    megapixel_pixels: int = 1_000_000
-
-    def describe(self) -> str:
-        """``"$0.025 per_megapixel (fal.ai pricing, 2026-05-01)"``."""
-        return _describe_pricing(self.unit, self.amount, self.source, self.date)
-
-    def _megapixels(self, width: int, height: int) -> Decimal:
-        mp = Decimal(width * height) / Decimal(self.megapixel_pixels)
-        return Decimal(math.ceil(mp)) if self.ceil_megapixels else mp
-
-    def estimate(self, request: GenerationRequest, deployment: Deployment) -> Decimal | None:
-        """Estimated cost of ``request`` on ``deployment`` before running it, or None if unknowable."""
-        outputs = request.num_outputs
-        unit = self.unit
-        if unit is PriceUnit.PER_RUN:
-            return _money(self.amount * _runs(request, deployment))
-        if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
-            return _money(self.amount * outputs)
-        if unit is PriceUnit.PER_MEGAPIXEL:
-            size = deployment.size_for(request)
-            if size is None:
-                return None
-            return _money(self.amount * self._megapixels(*size) * outputs)
-        if unit is PriceUnit.PER_VIDEO_SECOND:
-            seconds = request.duration_s or deployment.limits.default_duration_s
-            return None if seconds is None else _money(self.amount * _dec(seconds) * outputs)
-        per_output = deployment.gpu_seconds_per_output
-        return None if per_output is None else _money(self.amount * _dec(per_output) * outputs)
-
-    def actual(
-        self, request: GenerationRequest, result: GenerationResult, deployment: Deployment
-    ) -> tuple[Decimal | None, str]:
-        """Cost of a finished result from what was actually produced, and how it was computed."""
-        outputs = result.outputs
-        unit = self.unit
-        if unit is PriceUnit.PER_RUN:
-            runs = _runs(request, deployment)
-            return _money(self.amount * runs), f"{runs} run(s) × {self.describe()}"
-        if unit is PriceUnit.PER_IMAGE or unit is PriceUnit.PER_VIDEO:
-            return _money(self.amount * len(outputs)), f"{len(outputs)} × {self.describe()}"
-        if unit is PriceUnit.PER_MEGAPIXEL:
-            total = Decimal(0)
-            fallback = deployment.size_for(request)
-            for artifact in outputs:
-                if artifact.width and artifact.height:
-                    total += self._megapixels(artifact.width, artifact.height)
-                elif fallback is not None:
-                    total += self._megapixels(*fallback)
-                else:
-                    return None, f"output size unknown for {self.describe()}"
-            return _money(self.amount * total), f"{total.normalize()} MP × {self.describe()}"
-        if unit is PriceUnit.PER_VIDEO_SECOND:
-            seconds = Decimal(0)
-            for artifact in outputs:
-                length = artifact.duration_s or request.duration_s or deployment.limits.default_duration_s
-                if length is None:
-                    return None, f"video length unknown for {self.describe()}"
-                seconds += _dec(length)
-            return _money(self.amount * seconds), f"{seconds.normalize()} s × {self.describe()}"
-        running = result.timings.running_s
-        if running is None:
-            return None, f"GPU time unknown for {self.describe()}"
-        return (
-            _money(self.amount * _dec(running)),
-            f"{running:.3f} GPU-s × {self.describe()}",
-        )
-
-
-@functools.lru_cache(maxsize=1024)
-def _describe_pricing(unit: PriceUnit, amount: Decimal, source: str | None, date: str | None) -> str:
-    origin = ", ".join(x for x in (source, date) if x)
-    return f"${amount} {unit.value}" + (f" ({origin})" if origin else "")
-
-
-def _runs(request: GenerationRequest, deployment: Deployment) -> int:
-    """Calls made for ``request``: ``ceil(num_outputs / max_outputs_per_call)``."""
-    return -(-request.num_outputs // deployment.limits.max_outputs_per_call)
-
-
-def _dec(value: float) -> Decimal:
-    return Decimal(repr(float(value)))
-
-
-@functools.lru_cache(maxsize=4096)
-def _money(value: Decimal) -> Decimal:
-    """Round to a millionth of a dollar, without trailing zeros or exponent notation.
-
-    Cached (three calls a routed request, the same few prices each time): equal inputs
-    give the same canonical output whatever their exponent, so a cache hit on an equal
-    Decimal is exact."""
-    rounded = value.quantize(_CENT_FRACTIONS, rounding=ROUND_HALF_EVEN).normalize()
-    if rounded >= _TEN and rounded == rounded.to_integral_value():
-        return rounded.quantize(_ONE)  # 1E+1 → 10
-    return rounded
 
 
 _RATIO_TEXT = re.compile(r"^\d+:\d+$")

@@ -961,19 +961,10 @@ def environment_config(env: Mapping[str, str] | None = None) -> RouterConfig | N
     """
     env = os.environ if env is None else env
     providers: dict[str, Any] = {}
-    if env.get("FAL_KEY"):
-        providers["fal"] = {"type": "fal", "api_key": env["FAL_KEY"]}
-    elif env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET"):
-        key = f"{env['FAL_KEY_ID']}:{env['FAL_KEY_SECRET']}"
-        providers["fal"] = {"type": "fal", "api_key": key}
-    if env.get("REPLICATE_API_TOKEN"):
-        providers["replicate"] = {"type": "replicate", "api_token": env["REPLICATE_API_TOKEN"]}
-    if env.get("MODAL_TOKEN_ID") and env.get("MODAL_TOKEN_SECRET"):
-        providers["modal"] = {
-            "type": "modal",
-            "token_id": env["MODAL_TOKEN_ID"],
-            "token_secret": env["MODAL_TOKEN_SECRET"],
-        }
+    for provider_type, spec in known_types().items():  # each type's settings know its variables
+        section = spec.settings.section_from_env(env)
+        if section is not None:
+            providers[provider_type] = {"type": provider_type, **section}
     if not providers:
         return None
     # No interpolation: credential values are data, never templates.

@@ -41,22 +41,27 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import hmac
-import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import SecretStr
-from standardwebhooks.webhooks import Webhook
 
-from genrouter._secrets import register_secret
+from genrouter._standard_webhooks import (
+    DEFAULT_TOLERANCE_S,
+    _json_object,
+    _lower,
+    _required,
+    _text,
+    _timestamp,
+    verify_modal_webhook,
+    verify_replicate_webhook,
+)
 from genrouter._webhook_hub import WebhookEvent, WebhookHub, WebhookVerificationError
 from genrouter.backends.settings import FalSettings, ModalSettings, ReplicateSettings
 from genrouter.errors import ConfigError, GenRouterError
@@ -85,9 +90,6 @@ __all__ = [
     "verify_replicate_webhook",
 ]
 
-DEFAULT_TOLERANCE_S = 300.0
-"""How far a signed timestamp may be from now, either way (Standard Webhooks' and fal's 5 min)."""
-
 FAL_JWKS_URL = "https://rest.fal.ai/.well-known/jwks.json"
 """fal's webhook public keys; ``providers.<fal>.webhook_jwks_url`` replaces it."""
 
@@ -103,201 +105,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 PublicKeys = Mapping[str, Any] | Sequence[Any] | bytes | str | Ed25519PublicKey
 """A JWKS mapping, one JWK, a list of JWKs or raw keys, or one raw key."""
 
-_TIMESTAMP = re.compile(r"^(0|[1-9][0-9]{0,11})$")
-_REPLICATE_STATES = {
-    "starting": JobState.QUEUED,
-    "processing": JobState.RUNNING,
-    "succeeded": JobState.SUCCEEDED,
-    "failed": JobState.FAILED,
-    "canceled": JobState.CANCELLED,
-    "aborted": JobState.CANCELLED,
-}
 _FAL_CANCELLED = frozenset({"client_cancelled"})
-_MODAL_STATES = {
-    "succeeded": JobState.SUCCEEDED,
-    "failed": JobState.FAILED,
-    "cancelled": JobState.CANCELLED,
-}
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {str(k).lower(): str(v) for k, v in headers.items()}
-
-
-def _required(headers: Mapping[str, str], *names: str) -> list[str]:
-    values = [headers.get(name, "").strip() for name in names]
-    missing = [name for name, value in zip(names, values, strict=True) if not value]
-    if missing:
-        raise WebhookVerificationError(f"missing webhook header(s): {', '.join(missing)}")
-    return values
-
-
-def _timestamp(value: str, name: str, tolerance_s: float, now: float | None) -> int:
-    if not _TIMESTAMP.match(value):
-        raise WebhookVerificationError(f"{name} is not Unix seconds: {value[:20]!r}")
-    stamp = int(value)
-    current = time.time() if now is None else now
-    if stamp < current - tolerance_s:
-        raise WebhookVerificationError(
-            f"{name} is {current - stamp:.0f}s old, more than the {tolerance_s:g}s tolerance (a replay?)"
-        )
-    if stamp > current + tolerance_s:
-        raise WebhookVerificationError(
-            f"{name} is {stamp - current:.0f}s in the future, more than the {tolerance_s:g}s tolerance"
-        )
-    return stamp
-
-
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookVerificationError(f"signature verified, but the body is not JSON ({what})") from exc
-    if not isinstance(data, dict):
-        raise WebhookVerificationError(f"signature verified, but the body is not a JSON object ({what})")
-    return data
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text[:2000] or None
-
-
-# -- Replicate (Standard Webhooks) -------------------------------------------------------------------
-
-
-def verify_replicate_webhook(
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    secret: str | SecretStr,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    now: float | None = None,
-    provider: str = "replicate",
-) -> WebhookEvent:
-    """Verify a Replicate delivery (Standard Webhooks HMAC-SHA256) and return its event.
-
-    ``secret`` is the ``whsec_…`` signing secret; ``now`` (Unix seconds, default the
-    wall clock) and ``tolerance_s`` bound the signed timestamp. Raises
-    :class:`WebhookVerificationError`; a secret that is not base64 raises
-    :class:`~genrouter.errors.ConfigError`.
-    """
-    msg_id, stamp = _standard_webhooks_check(headers, body, secret, tolerance_s, now, "Replicate")
-    prediction = _json_object(body, "expected a Replicate prediction")
-    rid, status = prediction.get("id"), prediction.get("status")
-    if not isinstance(rid, str) or not rid or not isinstance(status, str):
-        raise WebhookVerificationError("signature verified, but the body is not a prediction (no id/status)")
-    state = _REPLICATE_STATES.get(status)
-    if state is None:
-        raise WebhookVerificationError(
-            f"signature verified, but prediction status {status[:30]!r} is unknown"
-        )
-    return WebhookEvent(
-        provider=provider,
-        provider_request_id=rid,
-        state=state,
-        error=_text(prediction.get("error")) if state is not JobState.SUCCEEDED else None,
-        raw=prediction,
-        delivery_id=msg_id,
-        timestamp=stamp,
-    )
-
-
-def _standard_webhooks_check(
-    headers: Mapping[str, str],
-    body: bytes,
-    secret: str | SecretStr,
-    tolerance_s: float,
-    now: float | None,
-    who: str,
-) -> tuple[str, int]:
-    """Check a Standard Webhooks signature; the delivery id and signed timestamp."""
-    lowered = _lower(headers)
-    msg_id, stamp_text, signatures = _required(
-        lowered, "webhook-id", "webhook-timestamp", "webhook-signature"
-    )
-    stamp = _timestamp(stamp_text, "webhook-timestamp", tolerance_s, now)
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise WebhookVerificationError("webhook body is not UTF-8") from exc
-    expected = _standard_webhooks_mac(secret, msg_id, stamp, text, who)
-    matched = False
-    for entry in signatures.split():
-        version, _, value = entry.partition(",")
-        if version != "v1":
-            continue
-        try:
-            candidate = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        # Check every entry (no early exit) so timing says nothing about which matched.
-        matched |= hmac.compare_digest(candidate, expected)
-    if not matched:
-        raise WebhookVerificationError("webhook-signature: no v1 signature matches the webhook secret")
-    return msg_id, stamp
-
-
-def _standard_webhooks_mac(secret: str | SecretStr, msg_id: str, stamp: int, text: str, who: str) -> bytes:
-    """HMAC-SHA256 of ``id.timestamp.body`` as the ``standardwebhooks`` package signs it."""
-    raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-    register_secret(raw)
-    try:
-        signer = Webhook(raw.strip())
-    except Exception as exc:
-        raise ConfigError(
-            f"the {who} webhook secret is not a Standard Webhooks secret ('whsec_' + base64)"
-            + ("; copy it from GET /v1/webhooks/default/secret" if who == "Replicate" else ""),
-            key_path="webhook_secret",
-        ) from exc
-    signed = signer.sign(msg_id=msg_id, timestamp=datetime.fromtimestamp(stamp, tz=UTC), data=text)
-    return base64.b64decode(signed.partition(",")[2])
-
-
-# -- Modal (genrouter's own deployment; Standard Webhooks) ------------------------------------------
-
-
-def verify_modal_webhook(
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    secret: str | SecretStr,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    now: float | None = None,
-    provider: str = "modal",
-) -> WebhookEvent:
-    """Verify a delivery from the ``deploy/modal`` class (Standard Webhooks HMAC-SHA256).
-
-    The body is ``{"type", "timestamp", "data": {"id": <call id>, "status", "error", "result"}}``
-    (``deploy/modal/_webhooks.py``); ``provider_request_id`` is the Modal call id, as in the
-    :class:`~genrouter.types.ProviderJob`. ``secret``, ``now`` and ``tolerance_s`` as for
-    :func:`verify_replicate_webhook`.
-    """
-    msg_id, stamp = _standard_webhooks_check(headers, body, secret, tolerance_s, now, "Modal")
-    envelope = _json_object(body, "expected a genrouter Modal job event")
-    data = envelope.get("data")
-    if not isinstance(data, dict):
-        raise WebhookVerificationError("signature verified, but the body has no 'data' object")
-    rid, status = data.get("id"), data.get("status")
-    if not isinstance(rid, str) or not rid or not isinstance(status, str):
-        raise WebhookVerificationError("signature verified, but the event has no call id or status")
-    state = _MODAL_STATES.get(status)
-    if state is None:
-        raise WebhookVerificationError(f"signature verified, but job status {status[:30]!r} is unknown")
-    return WebhookEvent(
-        provider=provider,
-        provider_request_id=rid,
-        state=state,
-        error=_text(data.get("error")) if state is not JobState.SUCCEEDED else None,
-        raw=envelope,
-        delivery_id=msg_id,
-        timestamp=stamp,
-    )
 
 
 # -- fal (Ed25519) ---------------------------------------------------------------------------------
@@ -561,32 +369,38 @@ async def verify_provider_webhook(
             key_path="providers",
         )
     if isinstance(section, ReplicateSettings):
-        if section.webhook_secret is None or not section.webhook_secret.get_secret_value():
-            raise ConfigError(
-                f"providers.{provider}.webhook_secret is not set; copy it from Replicate's "
-                "GET /v1/webhooks/default/secret (whsec_...)",
-                key_path=f"providers.{provider}.webhook_secret",
-            )
+        secret = _webhook_secret(
+            section.webhook_secret,
+            provider,
+            "copy it from Replicate's GET /v1/webhooks/default/secret (whsec_...)",
+        )
         return verify_replicate_webhook(
-            headers, body, secret=section.webhook_secret, tolerance_s=tolerance_s, provider=provider
+            headers, body, secret=secret, tolerance_s=tolerance_s, provider=provider
         )
     if isinstance(section, ModalSettings):
-        if section.webhook_secret is None or not section.webhook_secret.get_secret_value():
-            raise ConfigError(
-                f"providers.{provider}.webhook_secret is not set; use the whsec_... value the "
-                "deployment signs with (GENROUTER_WEBHOOK_SECRET in its Modal secret; "
-                "see deploy/modal/README.md)",
-                key_path=f"providers.{provider}.webhook_secret",
-            )
-        return verify_modal_webhook(
-            headers, body, secret=section.webhook_secret, tolerance_s=tolerance_s, provider=provider
+        secret = _webhook_secret(
+            section.webhook_secret,
+            provider,
+            "use the whsec_... value the deployment signs with (GENROUTER_WEBHOOK_SECRET in its "
+            "Modal secret; see deploy/modal/README.md)",
         )
+        return verify_modal_webhook(headers, body, secret=secret, tolerance_s=tolerance_s, provider=provider)
     if isinstance(section, FalSettings):
         return await _verify_fal_configured(router.webhooks, provider, section, headers, body, tolerance_s)
     raise ConfigError(
         f"provider {provider!r} (type {section.type}) sends no signed webhooks genrouter can verify",
         key_path=f"providers.{provider}.type",
     )
+
+
+def _webhook_secret(secret: SecretStr | None, provider: str, fix: str) -> SecretStr:
+    """A section's Standard Webhooks secret; ConfigError saying how to get one when it is unset."""
+    if secret is None or not secret.get_secret_value():
+        raise ConfigError(
+            f"providers.{provider}.webhook_secret is not set; {fix}",
+            key_path=f"providers.{provider}.webhook_secret",
+        )
+    return secret
 
 
 async def _verify_fal_configured(

@@ -40,37 +40,26 @@ import modal
 
 HERE = Path(__file__).resolve().parent
 """This folder locally; ``/root`` in the container, where the service files are copied."""
-WEBHOOKS_FILE = HERE / "_webhooks.py" if (HERE / "_webhooks.py").is_file() else HERE.parent / "_webhooks.py"
 DATA_PATH = "/comfy-data"
 COMFY_PORT = 8188
 EXTRA_MODEL_PATHS = "/root/extra_model_paths.yaml"
 
 
-def _load_service() -> Any:
-    """``service.py`` beside this file (``deploy/`` is not a package)."""
-    name = "genrouter_modal.comfy_service"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "service.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"service.py not found beside {__file__}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def _shared(name: str) -> Path:
+    """A file shared with the diffusion app: beside this file in a container, one folder up in a checkout."""
+    return HERE / name if (HERE / name).is_file() else HERE.parent / name
 
 
-service = _load_service()
-
-
-def _int(env: Mapping[str, str], key: str, default: int) -> int:
-    value = env.get(key)
-    return default if not value else int(value)
-
-
-def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
-    value = env.get(key)
-    return default if not value else value.strip().lower() in ("1", "true", "yes", "on")
+DEPLOY_FILE = _shared("_deploy.py")
+WEBHOOKS_FILE = _shared("_webhooks.py")
+# _deploy.py: the module loader and settings parsing both Modal apps share (stateless, so run here).
+_deploy_spec = importlib.util.spec_from_file_location("genrouter_modal.deploy", DEPLOY_FILE)
+assert _deploy_spec is not None
+assert _deploy_spec.loader is not None
+_deploy = importlib.util.module_from_spec(_deploy_spec)
+_deploy_spec.loader.exec_module(_deploy)
+_flag, _int = _deploy.env_flag, _deploy.env_int
+service = _deploy.load_file("genrouter_modal.comfy_service", HERE / "service.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +142,7 @@ image = (
     )
     .add_local_file(HERE / "service.py", "/root/service.py")
     .add_local_file(WEBHOOKS_FILE, "/root/_webhooks.py")
+    .add_local_file(DEPLOY_FILE, "/root/_deploy.py")
 )
 
 CLS_OPTIONS: dict[str, Any] = {

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import mimetypes
 from collections.abc import Awaitable, Callable, Iterable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from genrouter._media import sniff_content_type
+from genrouter.backends._uploads import read_media
 from genrouter.catalog import PROMPTLESS_KINDS, Deployment
 from genrouter.errors import InvalidRequestError
 from genrouter.types import GenerationRequest, MediaInput
@@ -106,29 +104,10 @@ async def media_data_url(
     as a ``data:`` URL (content type sniffed, else guessed from the file name). Any other
     string is refused, so a user-supplied string never makes genrouter read a local file.
     """
-    guessed: str | None = None
-    if isinstance(value, str):
-        if urlsplit(value).scheme.lower() in ("http", "https", "data"):
-            return value
-        raise InvalidRequestError(
-            f"{field}: {value[:80]!r} is not an http(s) or data: URL; pass bytes or a pathlib.Path "
-            "for a local file",
-            field=field,
-            provider=provider,
-        )
-    if isinstance(value, Path):
-        try:
-            data = await asyncio.to_thread(value.read_bytes)
-        except OSError as exc:
-            raise InvalidRequestError(
-                f"{field}: cannot read {str(value)!r} ({exc.strerror or exc}); "
-                "pass a URL, bytes or a readable file",
-                field=field,
-                provider=provider,
-            ) from exc
-        guessed = mimetypes.guess_type(value.name)[0]
-    else:
-        data = value
+    read = await read_media(value, field, provider=provider)
+    if isinstance(read, str):
+        return read
+    data, guessed, _name = read
     if max_bytes is not None and len(data) > max_bytes:
         raise InvalidRequestError(
             f"{field}: {len(data)} bytes is over the {max_bytes}-byte limit for inline "
@@ -165,7 +144,9 @@ async def media_inputs(
     through; see :mod:`genrouter.backends._uploads`); the inputs are resolved at once.
     ``images`` goes to its mapping's one input as a list, or, when it maps to several
     inputs, the first image to the first input and so on (extra images are dropped,
-    with a warning).
+    with a warning). Where ``image`` maps to the same list input (``image_urls``), it
+    goes first in that list; where it maps to the same input as one of the images
+    (``image_url`` as the first frame), that image is sent and the clash is warned.
     """
     params = deployment.params
     where = f"{provider} ({deployment.endpoint})"
@@ -186,12 +167,18 @@ async def media_inputs(
         if not targets:
             warnings.append(f"{where} has no input for images; {len(request.images)} image(s) were ignored")
         elif len(targets) == 1:
-            lists[targets[0]] = []
+            lists[targets[0]] = [i for i, (t, _, _) in enumerate(wanted) if t == targets[0]]
             for index, value in enumerate(request.images):
                 lists[targets[0]].append(len(wanted))
                 wanted.append((targets[0], f"images[{index}]", value))
         else:
             for index, value in enumerate(request.images[: len(targets)]):
+                clash = [field for target, field, _ in wanted if target == targets[index]]
+                if clash:
+                    warnings.append(
+                        f"{where} takes {clash[0]} and images[{index}] as one input "
+                        f"({targets[index]}); images[{index}] was sent"
+                    )
                 wanted.append((targets[index], f"images[{index}]", value))
             if len(request.images) > len(targets):
                 warnings.append(

@@ -56,8 +56,12 @@ Upload = Callable[[LocalMedia], Awaitable[str]]
 """A provider's upload: the media in, the URL the provider will read it from out."""
 
 
-async def load_media(value: MediaInput, field: str, *, provider: str) -> str | LocalMedia:
-    """A URL string as is (checked), or a local input's bytes (read in a thread)."""
+async def read_media(value: MediaInput, field: str, *, provider: str) -> str | tuple[bytes, str | None, str]:
+    """A URL string as is (checked), or a local input's ``(bytes, type guessed from its name, name)``.
+
+    http(s) and ``data:`` URLs pass through; any other string is refused, so a user-supplied
+    string never makes genrouter read a local file. A ``pathlib.Path`` is read in a thread.
+    """
     if isinstance(value, str):
         if urlsplit(value).scheme.lower() in ("http", "https", "data"):
             return value
@@ -67,8 +71,6 @@ async def load_media(value: MediaInput, field: str, *, provider: str) -> str | L
             field=field,
             provider=provider,
         )
-    guessed: str | None = None
-    name = "upload"
     if isinstance(value, Path):
         try:
             data = await asyncio.to_thread(value.read_bytes)
@@ -79,10 +81,16 @@ async def load_media(value: MediaInput, field: str, *, provider: str) -> str | L
                 field=field,
                 provider=provider,
             ) from exc
-        guessed = mimetypes.guess_type(value.name)[0]
-        name = value.name or name
-    else:
-        data = value
+        return data, mimetypes.guess_type(value.name)[0], value.name or "upload"
+    return value, None, "upload"
+
+
+async def load_media(value: MediaInput, field: str, *, provider: str) -> str | LocalMedia:
+    """A URL string as is (checked), or a local input's bytes (read in a thread)."""
+    read = await read_media(value, field, provider=provider)
+    if isinstance(read, str):
+        return read
+    data, guessed, name = read
     content_type = sniff_content_type(data) or guessed or "application/octet-stream"
     if "." not in name:
         extension = mimetypes.guess_extension(content_type) or ".bin"

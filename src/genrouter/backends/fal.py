@@ -99,7 +99,6 @@ import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -111,14 +110,20 @@ from genrouter._workflows import workflow_inputs
 from genrouter.backends._billing import billed_cost, price_data
 from genrouter.backends._comfy import comfy_artifacts
 from genrouter.backends._fal_storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
+from genrouter.backends._fal_translate import (
+    IMAGE_SIZE_PRESETS,
+    OUTPUT_FORMATS,
+    FalInput,
+    put,
+    rule_duration,
+    translate_duration,
+    translate_format,
+    translate_size,
+)
 from genrouter.backends._headers import request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
 from genrouter.backends._mapping import (
-    allowed_ratios,
     apply_rules,
-    nearest_ratio,
-    ratio_of,
-    snapped_aspect_ratio,
 )
 from genrouter.backends._params import (
     DIRECT_FIELDS,
@@ -151,25 +156,12 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
-    from genrouter.catalog import Deployment, ParamRule
+    from genrouter.catalog import Deployment
 
 __all__ = ["DEFAULT_BASE_URL", "IMAGE_SIZE_PRESETS", "FalBackend"]
 
 DEFAULT_BASE_URL = "https://queue.fal.run"
 """fal's queue host; ``providers.<name>.base_url`` replaces it."""
-
-IMAGE_SIZE_PRESETS: Mapping[str, tuple[int, int]] = {
-    "square_hd": (1024, 1024),
-    "square": (512, 512),
-    "portrait_4_3": (768, 1024),
-    "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768),
-    "landscape_16_9": (1024, 576),
-}
-"""fal's named ``image_size`` values (width, height)."""
-
-OUTPUT_FORMATS = ("jpeg", "png")
-"""Image formats fal's image endpoints produce; others are asked as PNG, with a warning."""
 
 _NAMESPACES = ("workflows", "comfy")
 _BARE_APP_ID = re.compile(r"^([0-9]+)-([a-zA-Z0-9-]+)$")
@@ -223,32 +215,6 @@ def _owner_alias(endpoint: str) -> str:
     return "/".join(parts[:keep])
 
 
-def _image_size(width: int, height: int) -> str | dict[str, int]:
-    """fal's preset name when the size is exactly one, else ``{width, height}``."""
-    for name, size in IMAGE_SIZE_PRESETS.items():
-        if size == (width, height):
-            return name
-    return {"width": width, "height": height}
-
-
-def _nearest_preset(aspect_ratio: str, area: int) -> tuple[str, bool]:
-    """The preset nearest ``aspect_ratio`` (in log ratio, then in area) and whether it matches exactly."""
-    w, h = (int(x) for x in aspect_ratio.split(":"))
-    wanted = Fraction(w, h)
-
-    def distance(item: tuple[str, tuple[int, int]]) -> tuple[float, float]:
-        pw, ph = item[1]
-        return abs(math.log(pw / ph) - math.log(w / h)), abs(pw * ph - area)
-
-    name, (pw, ph) = min(IMAGE_SIZE_PRESETS.items(), key=distance)
-    return name, Fraction(pw, ph) == wanted
-
-
-def _duration_value(seconds: float) -> str:
-    """fal's enumerated durations are strings: ``5`` → ``"5"``, ``7.5`` → ``"7.5"``."""
-    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
-
-
 @dataclass(frozen=True, slots=True)
 class _Terminal:
     """A finished job as fal's last status answer described it."""
@@ -257,18 +223,6 @@ class _Terminal:
     error_type: str | None = None
     retryable: bool | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Input:
-    """fal's input for one request, and what translating it changed."""
-
-    payload: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    names: dict[str, str] = field(default_factory=dict)
-    """fal input name → request field, to name the request field in a 422."""
-    output_format: str | None = None
-    duration_s: float | None = None
 
 
 class FalBackend:
@@ -727,7 +681,7 @@ class FalBackend:
         deployment: Deployment,
         request: GenerationRequest,
         media: tuple[dict[str, Any], list[str], dict[str, str]] | None = None,
-    ) -> _Input:
+    ) -> FalInput:
         """fal's input for ``request`` on ``deployment``, per the catalog's ``params`` mapping.
 
         ``media``: the media inputs already resolved (:func:`media_inputs`); resolved here
@@ -738,26 +692,26 @@ class FalBackend:
         if deployment.kind == "workflow":
             return await self._translate_workflow(deployment, request, where, media)
         payload, warnings = translate_fields(request, deployment, provider=self.name)
-        out = _Input(payload=payload, warnings=warnings)
+        out = FalInput(payload=payload, warnings=warnings)
         for name in requested_fields(request, DIRECT_FIELDS):
             target = params.get(name)
             if target:
                 out.names[target] = name
-        self._translate_size(deployment, request, out, where)
-        self._translate_format(params, request, out, where, deployment.rules)
+        translate_size(deployment, request, out, where)
+        translate_format(params, request, out, where, deployment.rules)
         if request.safety_checker is not None:
-            self._put(out, params, "safety_checker", request.safety_checker, where)
+            put(out, params, "safety_checker", request.safety_checker, where)
         if request.loras:
             loras = [{"path": lora.source, "scale": lora.scale} for lora in request.loras]
-            self._put(out, params, "loras", loras, where, shown=f"{len(loras)} LoRA(s)")
-        self._translate_duration(deployment, request, out, where)
+            put(out, params, "loras", loras, where, shown=f"{len(loras)} LoRA(s)")
+        translate_duration(deployment, request, out, where)
         if media is None:
             media = await media_inputs(request, deployment, self._media.url, provider=self.name)
         out.payload.update(media[0])
         out.warnings.extend(media[1])
         out.names.update(media[2])
         out.warnings += apply_rules(out.payload, deployment, where)
-        self._rule_duration(deployment, out)
+        rule_duration(deployment, out)
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out
@@ -768,167 +722,16 @@ class FalBackend:
         request: GenerationRequest,
         where: str,
         resolved: tuple[dict[str, Any], list[str], dict[str, str]] | None,
-    ) -> _Input:
+    ) -> FalInput:
         """A ComfyUI endpoint's input: each mapped request field and input under the endpoint's
         name, image inputs through the media path (``resolved``: already done at submit)."""
         if resolved is None:
             resolved = await workflow_inputs(request, deployment, where=where, media=self._media.url)
         payload, warnings, names = resolved
-        out = _Input(payload=dict(payload), warnings=list(warnings), names=dict(names))
+        out = FalInput(payload=dict(payload), warnings=list(warnings), names=dict(names))
         keys = ("fal", self.name) if self.name != "fal" else ("fal",)
         out.payload = merge_provider_options(out.payload, request, *keys)
         return out
-
-    @staticmethod
-    def _rule_duration(deployment: Deployment, out: _Input) -> None:
-        """The clip length a ``duration_s`` value map settled on, for the result and cost."""
-        rule = deployment.rules.get("duration_s")
-        if rule is None or not rule.to or rule.to not in out.payload:
-            return
-        try:
-            out.duration_s = float(out.payload[rule.to])
-        except (TypeError, ValueError):
-            return
-
-    @staticmethod
-    def _put(
-        out: _Input, params: Mapping[str, str | None], name: str, value: Any, where: str, shown: str = ""
-    ) -> None:
-        target = params.get(name)
-        if not target:
-            out.warnings.append(
-                f"{where} has no input for {name}; {shown or f'{name}={value!r}'} was ignored"
-            )
-            return
-        out.payload[target] = value
-        out.names[target] = name
-
-    def _translate_size(
-        self, deployment: Deployment, request: GenerationRequest, out: _Input, where: str
-    ) -> None:
-        params = deployment.params
-        if request.width is not None and request.height is not None:
-            width_to, height_to = params.get("width"), params.get("height")
-            ratio_to = params.get("aspect_ratio")
-            if (not width_to or not height_to) and ratio_to and ratio_to != "image_size":
-                # Takes only a ratio: the nearest one it allows (the size's own without a list).
-                allowed = allowed_ratios(deployment)
-                shown = f"{request.width}x{request.height}"
-                sent = (
-                    nearest_ratio(request.width, request.height, allowed)
-                    if allowed
-                    else ratio_of(request.width, request.height)
-                )
-                out.payload[ratio_to] = sent
-                out.names[ratio_to] = "aspect_ratio"
-                out.warnings.append(f"{where} takes aspect ratios, not sizes: {shown} was sent as {sent}")
-            elif not width_to or not height_to:
-                out.warnings.append(
-                    f"{where} has no input for width/height; {request.width}x{request.height} was ignored"
-                )
-            elif width_to == height_to:
-                out.payload[width_to] = _image_size(request.width, request.height)
-                out.names[width_to] = "width"
-            else:
-                out.payload[width_to], out.payload[height_to] = request.width, request.height
-                out.names[width_to], out.names[height_to] = "width", "height"
-            return
-        ratio = request.aspect_ratio
-        if ratio is None:
-            return
-        target = params.get("aspect_ratio")
-        if not target:
-            out.warnings.append(f"{where} has no input for aspect_ratio; aspect_ratio={ratio!r} was ignored")
-            return
-        out.names[target] = "aspect_ratio"
-        if target != "image_size" and target != params.get("width"):
-            snapped, note = snapped_aspect_ratio(request, deployment, where)
-            out.payload[target] = snapped
-            if note is not None:
-                out.warnings.append(note)
-            return
-        size = deployment.size_for(request) or deployment.limits.default_size or (1024, 1024)
-        preset, exact = _nearest_preset(ratio, size[0] * size[1])
-        out.payload[target] = preset
-        if not exact:
-            w, h = IMAGE_SIZE_PRESETS[preset]
-            out.warnings.append(
-                f"{where} has no {ratio} image size; used {preset} ({w}x{h}), the nearest aspect ratio"
-            )
-
-    @staticmethod
-    def _translate_format(
-        params: Mapping[str, str | None],
-        request: GenerationRequest,
-        out: _Input,
-        where: str,
-        rules: Mapping[str, ParamRule] | None = None,
-    ) -> None:
-        rules = rules or {}
-        wanted = request.output_format
-        if wanted is None:
-            return
-        target = params.get("output_format")
-        if not target:
-            out.warnings.append(
-                f"{where} has no input for output_format; output_format={wanted!r} was ignored"
-            )
-            return
-        rule = rules.get("output_format")
-        if rule is not None and (rule.values is not None or rule.allowed is not None):
-            pass  # the entry's value map says what this endpoint takes (apply_rules)
-        elif wanted not in OUTPUT_FORMATS:
-            out.warnings.append(f"{where} cannot output {wanted}; asked for png instead")
-            wanted = "png"
-        out.payload[target] = wanted
-        out.names[target] = "output_format"
-        out.output_format = wanted
-
-    @staticmethod
-    def _translate_duration(
-        deployment: Deployment, request: GenerationRequest, out: _Input, where: str
-    ) -> None:
-        limits = deployment.limits
-        seconds = request.duration_s
-        if seconds is None:
-            out.duration_s = limits.default_duration_s if deployment.kind == "video" else None
-            return
-        target = deployment.params.get("duration_s")
-        if not target:
-            out.warnings.append(f"{where} has no input for duration_s; duration_s={seconds:g} was ignored")
-            out.duration_s = limits.default_duration_s if deployment.kind == "video" else None
-            return
-        out.names[target] = "duration_s"
-        rule = deployment.rules.get("duration_s")
-        if rule is not None and rule.allowed is not None:
-            out.payload[target] = seconds  # snapped and converted by the value map
-            out.duration_s = seconds
-            return
-        if limits.durations_s:
-            wanted = seconds
-            # fal's enumerated durations are strings ("5" | "10"); the nearest wins, ties go shorter.
-            chosen = min(limits.durations_s, key=lambda d: (abs(d - wanted), d))
-            if chosen != seconds:
-                choices = ", ".join(f"{d:g}" for d in limits.durations_s)
-                out.warnings.append(
-                    f"{where} takes durations of {choices} s; duration_s={seconds:g} became {chosen:g}"
-                )
-            out.payload[target] = _duration_value(chosen)
-            out.duration_s = float(chosen)
-            return
-        if limits.duration_range_s:
-            low, high = limits.duration_range_s
-            clamped = min(max(seconds, low), high)
-            if clamped != seconds:
-                out.warnings.append(
-                    f"{where} takes durations of {low:g}-{high:g} s; "
-                    f"duration_s={seconds:g} became {clamped:g}"
-                )
-            seconds = clamped
-        out.payload[target] = seconds
-        out.duration_s = seconds
-
-    # -- outputs -----------------------------------------------------------------------
 
     def _artifacts(self, output: Mapping[str, Any], job: ProviderJob) -> list[Artifact]:
         files: list[tuple[ArtifactKind, Any]] = []

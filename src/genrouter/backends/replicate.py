@@ -92,7 +92,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -115,7 +114,7 @@ from genrouter._secrets import is_credential_header, register_secret, scrub
 from genrouter.backends._billing import billed_cost, price_data
 from genrouter.backends._headers import merged, request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, send
-from genrouter.backends._mapping import allowed_ratios, apply_rules
+from genrouter.backends._mapping import apply_rules
 from genrouter.backends._params import media_inputs, merge_provider_options, translate_fields
 from genrouter.backends._replicate_files import MAX_UPLOAD_BYTES, upload_file
 from genrouter.backends._replicate_reconcile import (
@@ -130,9 +129,18 @@ from genrouter.backends._replicate_reconcile import (
     matching_prediction,
     past_cutoff,
 )
+from genrouter.backends._replicate_translate import (
+    FLUX_ASPECT_RATIOS,
+    SIZE_FIELDS,
+    output_size,
+    request_params,
+    translate_format,
+    translate_loras,
+    translate_size,
+)
 from genrouter.backends._uploads import MediaResolver
 from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES, ReplicateSettings
-from genrouter.catalog import Deployment, Limits, load_catalog_file, param_target, shipped_catalog_dir
+from genrouter.catalog import Deployment
 from genrouter.errors import (
     AuthenticationError,
     ConfigError,
@@ -158,14 +166,6 @@ from genrouter.types import (
 __all__ = ["FLUX_ASPECT_RATIOS", "MAX_INLINE_BYTES", "ReplicateBackend"]
 
 API_URL = "https://api.replicate.com"
-
-FLUX_ASPECT_RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
-"""The aspect ratios FLUX models on Replicate accept: the fallback for an entry whose
-``aspect_ratio`` value map lists none. Per-model lists, output sizes per ratio
-(``limits.sizes``) and the small-output mode (``limits.reduced_size``) live in
-``providers/replicate.yaml``."""
-
-_CUSTOM_SIZES = ((256, 1440), 16)  # BFL's aspect_ratio "custom": sides 256-1440, multiples of 16
 
 MAX_INLINE_BYTES = DEFAULT_INLINE_MAX_BYTES
 """Default largest media input sent inline as a ``data:`` URI (256 KiB, Replicate's documented
@@ -194,12 +194,10 @@ _TRANSIENT_FAILURE = re.compile(
     re.IGNORECASE,
 )
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:?\d{2})?$")
-_IMAGE_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 _CONTENT_TYPES = {
     "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp",
     "gif": "image/gif", "mp4": "video/mp4", "webm": "video/webm", "mov": "video/quicktime",
 }  # fmt: skip
-_SIZE_FIELDS = ("width", "height", "aspect_ratio")
 _ELIDE_INPUT_CHARS = 512
 
 
@@ -576,7 +574,7 @@ class ReplicateBackend:
                 provider=self.name,
                 status_code=status,
             )
-        params = _params(deployment)
+        params = request_params(deployment)
         fields = [(_request_field(field, params), text) for field, text in invalid]
         message: str | None = ": ".join(p for p in (title, detail) if p) or None
         if fields:
@@ -640,17 +638,17 @@ class ReplicateBackend:
         self, deployment: Deployment, request: GenerationRequest
     ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         """(input, warnings, job metadata) for ``request`` on ``deployment``."""
-        params = _params(deployment)
+        params = request_params(deployment)
         deployment = dataclasses.replace(deployment, params=params)
         prefix = f"{self.name} ({deployment.endpoint})"
         payload, warnings = translate_fields(request, deployment, provider=self.name)
         options = merge_provider_options({}, request, "replicate", self.name)
-        size_keys = {params.get(f) or f for f in _SIZE_FIELDS} | {"megapixels"}
+        size_keys = {params.get(f) or f for f in SIZE_FIELDS} | {"megapixels"}
         if not size_keys & options.keys():  # options that set a size own it
-            sized, notes = _translate_size(request, deployment, params, prefix)
+            sized, notes = translate_size(request, deployment, params, prefix)
             payload.update(sized)
             warnings += notes
-        warnings += _translate_format(request, deployment, params, payload, prefix)
+        warnings += translate_format(request, deployment, params, payload, prefix)
         if request.safety_checker is not None:
             target = params.get("safety_checker")
             if target and "safety_checker" in deployment.rules:
@@ -663,7 +661,7 @@ class ReplicateBackend:
         media, notes, _ = await media_inputs(request, deployment, self._media.url, provider=self.name)
         payload.update(media)
         warnings += notes
-        warnings += _translate_loras(request, params, payload, prefix)
+        warnings += translate_loras(request, params, payload, prefix)
         duration = request.duration_s
         if duration is not None:
             target = params.get("duration_s")
@@ -673,7 +671,7 @@ class ReplicateBackend:
                 warnings.append(f"{prefix} has no duration_s input; duration_s={duration:g} was ignored")
         warnings += apply_rules(payload, deployment, prefix)
         payload.update(options)
-        size = _output_size(payload, params, deployment.limits)
+        size = output_size(payload, params, deployment.limits)
         meta = {
             "size": list(size) if size else None,
             "seed": request.seed,
@@ -893,166 +891,3 @@ def _content_type(url: str) -> str | None:
         return media or None
     suffix = urlsplit(url).path.rpartition(".")[2].lower()
     return _CONTENT_TYPES.get(suffix)
-
-
-# -- helpers: translation ------------------------------------------------------------------------
-
-
-@functools.cache
-def _standard_params() -> dict[str, str | None]:
-    """The shipped Replicate catalog's default mapping (for inline entries without ``params``)."""
-    try:
-        defaults = load_catalog_file(shipped_catalog_dir() / "replicate.yaml").defaults.params
-    except ConfigError:
-        defaults = None
-    return {name: param_target(value) for name, value in (defaults or {"prompt": "prompt"}).items()}
-
-
-def _params(deployment: Deployment) -> dict[str, str | None]:
-    return {**_standard_params(), **deployment.params}
-
-
-def _ratio_distance(width: float, height: float, ratio: str) -> float:
-    rw, rh = (int(x) for x in ratio.split(":"))
-    return abs(math.log(width / height) - math.log(rw / rh))
-
-
-def _nearest_ratio(width: float, height: float, ratios: tuple[str, ...]) -> str:
-    return min(ratios, key=lambda r: _ratio_distance(width, height, r))
-
-
-def _table_size(limits: Limits, ratio: Any, payload: Mapping[str, Any]) -> tuple[int, int] | None:
-    """The output size of ``ratio`` from the entry's ``limits.sizes`` (scaled when reduced)."""
-    size = limits.sizes.get(ratio) if limits.sizes and isinstance(ratio, str) else None
-    reduced = limits.reduced_size
-    if size is not None and reduced is not None and _reduced(payload, reduced.input):
-        return int(size[0] * reduced.scale), int(size[1] * reduced.scale)
-    return size
-
-
-def _reduced(payload: Mapping[str, Any], marker: Mapping[str, Any]) -> bool:
-    return all(str(payload.get(k)) == str(v) for k, v in marker.items())
-
-
-def _snap(value: int, bounds: tuple[int, int] | None, step: int) -> int:
-    value = max(step, math.floor(value / step + 0.5) * step)  # half up: 1000 → 1008 in 16s
-    if bounds is not None:
-        value = min(max(value, math.ceil(bounds[0] / step) * step), bounds[1] // step * step)
-    return value
-
-
-def _exact_size(width: int, height: int, limits: Limits, custom: bool) -> tuple[int, int]:
-    """The nearest size the model accepts: ``multiple_of`` and bounds (BFL's for ``custom``)."""
-    default_bounds, default_step = _CUSTOM_SIZES if custom else (None, 1)
-    step = limits.multiple_of or default_step
-    return (
-        _snap(width, limits.width or default_bounds, step),
-        _snap(height, limits.height or default_bounds, step),
-    )
-
-
-def _translate_size(
-    request: GenerationRequest,
-    deployment: Deployment,
-    params: Mapping[str, str | None],
-    prefix: str,
-) -> tuple[dict[str, Any], list[str]]:
-    """Size inputs: exact sizes where the model takes them, else the nearest aspect ratio."""
-    out: dict[str, Any] = {}
-    warnings: list[str] = []
-    w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
-    ratios = tuple(allowed_ratios(deployment) or FLUX_ASPECT_RATIOS)
-    limits = deployment.limits
-    if request.width is not None and request.height is not None:
-        width, height = request.width, request.height
-        if w_key and h_key:
-            sent = _exact_size(width, height, deployment.limits, custom=bool(ar_key))
-            out[w_key], out[h_key] = sent
-            if ar_key:
-                out[ar_key] = "custom"
-            if sent != (width, height):
-                warnings.append(f"{prefix} cannot make {width}x{height}; sent {sent[0]}x{sent[1]}")
-        elif ar_key:
-            ratio = _nearest_ratio(width, height, ratios)
-            out[ar_key] = ratio
-            reduced = limits.reduced_size
-            if reduced is not None and width * height < reduced.below_megapixels * 1_000_000:
-                out.update(reduced.input)
-            size = _table_size(limits, ratio, out)
-            if _ratio_distance(width, height, ratio) > 1e-9 or (size and size != (width, height)):
-                about = f" (about {size[0]}x{size[1]})" if size else ""
-                warnings.append(
-                    f"{prefix} takes aspect ratios, not sizes: {width}x{height} was sent as "
-                    f"aspect_ratio {ratio}{about}"
-                )
-        else:
-            warnings.append(f"{prefix} has no size input; {width}x{height} was ignored")
-    elif request.aspect_ratio is not None:
-        asked = request.aspect_ratio
-        if ar_key:
-            w, h = (int(x) for x in asked.split(":"))
-            ratio = asked if asked in ratios else _nearest_ratio(w, h, ratios)
-            out[ar_key] = ratio
-            if _ratio_distance(w, h, ratio) > 1e-9:
-                warnings.append(f"{prefix} does not take aspect_ratio {asked}; sent the nearest, {ratio}")
-        elif w_key and h_key:
-            size = deployment.size_for(request) or (1024, 1024)
-            out[w_key], out[h_key] = _exact_size(*size, deployment.limits, custom=False)
-        else:
-            warnings.append(f"{prefix} has no size input; aspect_ratio {asked} was ignored")
-    return out, warnings
-
-
-def _output_size(
-    payload: Mapping[str, Any], params: Mapping[str, str | None], limits: Limits
-) -> tuple[int, int] | None:
-    """The size outputs will have, when the input fixes it (exact sizes, or FLUX's table)."""
-    w_key, h_key, ar_key = (params.get(f) for f in _SIZE_FIELDS)
-    ratio = payload.get(ar_key or "aspect_ratio")
-    width = height = None
-    if ratio == "custom":
-        width, height = payload.get(w_key or "width"), payload.get(h_key or "height")
-    elif w_key and h_key and ratio is None:
-        width, height = payload.get(w_key), payload.get(h_key)
-    if type(width) is int and type(height) is int:
-        return width, height
-    return _table_size(limits, ratio if ratio is not None else "1:1", payload)
-
-
-def _translate_format(
-    request: GenerationRequest,
-    deployment: Deployment,
-    params: Mapping[str, str | None],
-    payload: dict[str, Any],
-    prefix: str,
-) -> list[str]:
-    wanted = request.output_format
-    if wanted is None:
-        return []
-    target = params.get("output_format")
-    if not target:
-        return [f"{prefix} has no output_format input; output_format={wanted!r} was ignored"]
-    if deployment.kind == "image":
-        if wanted not in _IMAGE_FORMATS:
-            return [f"{prefix} makes png, jpeg or webp images, not {wanted}; output_format was ignored"]
-        renamed = "output_format" in deployment.rules  # the value map renames (jpeg: jpg)
-        payload[target] = wanted if renamed else _IMAGE_FORMATS[wanted]
-    else:
-        payload[target] = wanted
-    return []
-
-
-def _translate_loras(
-    request: GenerationRequest, params: Mapping[str, str | None], payload: dict[str, Any], prefix: str
-) -> list[str]:
-    if not request.loras:
-        return []
-    target = params.get("loras")
-    if not target:
-        return [f"{prefix} has no LoRA input; {len(request.loras)} LoRA(s) were ignored"]
-    first = request.loras[0]
-    payload[target] = first.source
-    payload[target.removesuffix("_weights") + "_scale"] = first.scale
-    if len(request.loras) > 1:
-        return [f"{prefix} takes one LoRA; only {first.source!r} was sent"]
-    return []

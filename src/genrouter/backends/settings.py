@@ -177,6 +177,15 @@ class ProviderSettings(SettingsModel):
                 )
         return value
 
+    @classmethod
+    def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
+        """This type's section from credentials in ``env`` (without ``type``); None when none is set.
+
+        ``genrouter`` without a config builds one section per provider type whose credentials
+        are set; a type that reads none from the environment keeps this default.
+        """
+        return None
+
     @field_validator("base_url", "rest_url", check_fields=False)
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -255,6 +264,15 @@ class FalSettings(_MediaSettings):
     webhook_jwks_url: str | None = None
     webhook_public_keys: list[Any] | dict[str, Any] | None = None
 
+    @classmethod
+    def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
+        """``api_key`` from ``FAL_KEY``, else ``FAL_KEY_ID``:``FAL_KEY_SECRET``."""
+        if env.get("FAL_KEY"):
+            return {"api_key": env["FAL_KEY"]}
+        if env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET"):
+            return {"api_key": f"{env['FAL_KEY_ID']}:{env['FAL_KEY_SECRET']}"}
+        return None
+
     @field_validator("webhook_public_keys", mode="before")
     @classmethod
     def _keys_shape(cls, value: Any) -> Any:
@@ -276,6 +294,11 @@ class ReplicateSettings(_MediaSettings):
     webhook_secret: SecretStr | None = None
     prefer_wait_s: Annotated[int | None, Field(ge=1, le=60)] = None
 
+    @classmethod
+    def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
+        """``api_token`` from ``REPLICATE_API_TOKEN``."""
+        return {"api_token": env["REPLICATE_API_TOKEN"]} if env.get("REPLICATE_API_TOKEN") else None
+
 
 class ModalSettings(ProviderSettings):
     """``type: modal``: a deployed ``deploy/modal`` class, looked up by app and class name."""
@@ -295,6 +318,13 @@ class ModalSettings(ProviderSettings):
     shipped_models: bool = True
     """Serve the shipped catalog's Modal models (``sdxl``...); false for a class that serves only
     its ``models:`` (the ComfyUI class in ``deploy/modal/comfy``)."""
+
+    @classmethod
+    def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
+        """``token_id`` and ``token_secret`` from ``MODAL_TOKEN_ID`` and ``MODAL_TOKEN_SECRET`` (both set)."""
+        if env.get("MODAL_TOKEN_ID") and env.get("MODAL_TOKEN_SECRET"):
+            return {"token_id": env["MODAL_TOKEN_ID"], "token_secret": env["MODAL_TOKEN_SECRET"]}
+        return None
 
 
 class LatencySpec(SettingsModel):
