@@ -187,8 +187,10 @@ class Execution:
         "_cancelling",
         "_deadline_bound",
         "_deadline_fired",
+        "_hedge_at",
         "_hedged_from",
         "_lanes",
+        "_queue",
         "_request_id",
         "_running",
         "_submit_only",
@@ -260,6 +262,8 @@ class Execution:
         self._request_id: str | None = None
         self._running: list[_Lane] = []
         self._hedged_from: _Lane | None = None
+        self._queue: list[PlannedCandidate] = []  # candidates not started yet (set by _run)
+        self._hedge_at: float | None = None  # clock time the hedge alarm rings next
         self._wake: asyncio.Future[bool] | None = None
 
     @property
@@ -309,44 +313,35 @@ class Execution:
         return lane.started + float(delay)
 
     async def _run(self) -> GenerationResult | Submitted:
+        """The lane loop: one event wait (a lane ended, or the alarm for the next hedge or
+        the deadline), then the handler for what happened: :meth:`_on_finished`,
+        :meth:`_on_hedge_due`, or the deadline; :meth:`_start_next` when no lane runs."""
         fallback = self.policy.fallback
-        queue = list(self.candidates[: fallback.max_providers if fallback.enabled else 1])
+        self._queue = list(self.candidates[: fallback.max_providers if fallback.enabled else 1])
         if self.hedge_budget is not None and self.policy.hedge.enabled and not self._submit_only:
             self.hedge_budget.on_primary(self.started)
         running: list[_Lane] = self._running
-        hedge_at: float | None = None
-        if queue and self.clock.now() < self.deadline_at:
+        if self._queue and self.clock.now() < self.deadline_at:
             # Fast path: a first lane that finished while starting eagerly.
-            first = self._start(queue.pop(0), hedged=False)
+            first = self._start(self._queue.pop(0), hedged=False)
             future = first.future
             assert future is not None
             if future.done():
                 if not future.cancelled() and future.exception() is None:
                     return future.result()  # type: ignore[no-any-return]
+                if not isinstance(future.exception(), GenRouterError):
+                    raise future.exception()  # type: ignore[misc]
             else:
                 running.append(first)
-                hedge_at = self._hedge_due(first) if queue else None
-            if future.done() and not isinstance(future.exception(), GenRouterError):
-                raise future.exception()  # type: ignore[misc]
+                self._hedge_at = self._hedge_due(first) if self._queue else None
         while True:
-            if not running:
-                if not queue and self.last_resort and self.clock.now() < self.deadline_at:
-                    # Every viable candidate failed: try those benched by an open circuit.
-                    queue, self.last_resort = list(self.last_resort), ()
-                if self.clock.now() >= self.deadline_at and (queue or self._deadline_bound):
-                    return await self._deadline(running)
-                if not queue:
-                    raise budget_refusal(self.errors) or AllProvidersFailedError(
-                        self._failure_summary(), errors=self.errors, attempts=self.attempts
-                    )
-                lane = self._start(queue.pop(0), hedged=False)
-                running.append(lane)
-                hedge_at = self._hedge_due(lane) if queue else None
+            if not running and self._start_next():
+                return await self._deadline(running)
             finished = [lane for lane in running if lane.future is not None and lane.future.done()]
             if not finished:
-                now = self.clock.now()
+                hedge_at = self._hedge_at
                 wake_at = self.deadline_at if hedge_at is None else min(hedge_at, self.deadline_at)
-                wake, alarm = self._alarm(max(0.0, wake_at - now))
+                wake, alarm = self._alarm(max(0.0, wake_at - self.clock.now()))
                 try:
                     timed_out = await wake
                 except asyncio.CancelledError:
@@ -357,39 +352,76 @@ class Execution:
                     self._wake = None
                 finished = [lane for lane in running if lane.future is not None and lane.future.done()]
                 if not finished:
-                    if not timed_out:
-                        continue  # a lane stopped earlier has ended: sleep on
-                    if self.clock.now() >= self.deadline_at:
-                        return await self._deadline(running)
-                    primary = running[0]
-                    hedge_at = None
-                    if not queue or any(lane.state is LaneState.COMPLETED for lane in running):
-                        continue  # a finished job is being read: nothing to race it with
-                    if not self._has_live_job(primary):
-                        # The primary holds no job (it is backing off or waiting out a
-                        # Retry-After): move on to the next candidate instead of racing.
-                        self._stop(primary)
-                        primary.state = LaneState.LOST
-                        running.remove(primary)
-                        lane = self._start(queue.pop(0), hedged=False)
-                        running.append(lane)
-                        hedge_at = self._hedge_due(lane) if queue else None
-                        continue
-                    hedge_at = self._hedge_or_wait(primary, queue)
+                    # Not timed out: a lane stopped earlier has ended; sleep on.
+                    if timed_out:
+                        if self.clock.now() >= self.deadline_at:
+                            return await self._deadline(running)
+                        self._on_hedge_due()
                     continue
-            for lane in finished:
-                running.remove(lane)
-                assert lane.future is not None
-                error = lane.future.exception() if not lane.future.cancelled() else None
-                if lane.future.cancelled():
-                    continue
-                if error is None:
-                    return self._won(lane, running)
-                if not isinstance(error, GenRouterError):
-                    await self._stop_all(running)
-                    raise error
-            if not running:
-                hedge_at = None
+            winner, crash = self._on_finished(finished)
+            if winner is not None:
+                return self._won(winner, running)
+            if crash is not None:
+                await self._stop_all(running)
+                raise crash
+
+    def _start_next(self) -> bool:
+        """No lane runs: start the next candidate (the open-circuit ones once the viable
+        ones are spent). True when the deadline has passed instead; raises when none is left."""
+        queue = self._queue
+        if not queue and self.last_resort and self.clock.now() < self.deadline_at:
+            # Every viable candidate failed: try those benched by an open circuit.
+            queue = self._queue = list(self.last_resort)
+            self.last_resort = ()
+        if self.clock.now() >= self.deadline_at and (queue or self._deadline_bound):
+            return True
+        if not queue:
+            raise budget_refusal(self.errors) or AllProvidersFailedError(
+                self._failure_summary(), errors=self.errors, attempts=self.attempts
+            )
+        lane = self._start(queue.pop(0), hedged=False)
+        self._running.append(lane)
+        self._hedge_at = self._hedge_due(lane) if queue else None
+        return False
+
+    def _on_hedge_due(self) -> None:
+        """The hedge alarm rang with no lane finished: race the primary, or move on from it."""
+        running, queue = self._running, self._queue
+        primary = running[0]
+        self._hedge_at = None
+        if not queue or any(lane.state is LaneState.COMPLETED for lane in running):
+            return  # a finished job is being read: nothing to race it with
+        if not self._has_live_job(primary):
+            # The primary holds no job (it is backing off or waiting out a
+            # Retry-After): move on to the next candidate instead of racing.
+            self._stop(primary)
+            primary.state = LaneState.LOST
+            running.remove(primary)
+            lane = self._start(queue.pop(0), hedged=False)
+            running.append(lane)
+            self._hedge_at = self._hedge_due(lane) if queue else None
+            return
+        self._hedge_at = self._hedge_or_wait(primary, queue)
+
+    def _on_finished(self, finished: list[_Lane]) -> tuple[_Lane | None, BaseException | None]:
+        """Lanes ended: the first that succeeded wins; one that raised something other
+        than a genrouter error ends the request with it; failed and cancelled ones are
+        dropped (their errors are already recorded)."""
+        running = self._running
+        for lane in finished:
+            running.remove(lane)
+            future = lane.future
+            assert future is not None
+            if future.cancelled():
+                continue
+            error = future.exception()
+            if error is None:
+                return lane, None
+            if not isinstance(error, GenRouterError):
+                return None, error
+        if not running:
+            self._hedge_at = None
+        return None, None
 
     def _alarm(self, timeout_s: float) -> tuple[asyncio.Future[bool], Timer]:
         """A future that a lane's end (False) or ``timeout_s`` passing (True) resolves.
