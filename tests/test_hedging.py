@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from genrouter import AsyncRouter, AttemptOutcome, DeadlineExceededError, GenerationResult
+from genrouter._virtual_time import LoopClock, run_virtual
 from genrouter.routing.throttle import HedgeBudget
 from genrouter.testing import FakeBackend, FakeClock, Hang, Succeed
 from routing_helpers import router_over as _router_over
@@ -15,13 +17,24 @@ from routing_helpers import router_over as _router_over
 
 def router_over(*backends: FakeBackend, **routing: Any) -> AsyncRouter:
     """These specs run on a FakeClock (deterministic, milliseconds each), but for the few
-    that interleave requests with waits of their own (``REAL_CLOCK``): a FakeClock moves on
-    with each sleep, so concurrent sleepers would run its time several times too fast."""
+    that interleave requests with waits of their own (:func:`on_virtual_time`): a
+    FakeClock moves on with each sleep, so concurrent sleepers would run its time several
+    times too fast."""
     routing.setdefault("clock", FakeClock())
     return _router_over(*backends, **routing)
 
 
-REAL_CLOCK: dict[str, Any] = {"clock": None}
+def on_virtual_time(spec: Callable[[LoopClock], Awaitable[None]]) -> Callable[[], None]:
+    """Run an async spec on a virtual-time event loop, the router on its clock: time jumps
+    to the next timer only when every task waits, so concurrent sleepers see one timeline
+    (deterministic, milliseconds each, as on a FakeClock)."""
+
+    def run() -> None:
+        run_virtual(spec, start=1000.0)
+
+    run.__name__, run.__qualname__, run.__doc__ = spec.__name__, spec.__qualname__, spec.__doc__
+    return run
+
 
 HEDGE = {"enabled": True, "delay": 0.05, "max_extra_fraction": 0.5}
 HEDGE_WITH_FEW_TOKENS = {**HEDGE, "delay": 0.2}
@@ -97,22 +110,24 @@ async def _two_late_then_two_quick(router: AsyncRouter, quick_after_s: float) ->
     return list(await asyncio.gather(*slow, later(), later()))
 
 
-async def test_a_refused_hedge_takes_a_token_earned_while_it_waits() -> None:
+@on_virtual_time
+async def test_a_refused_hedge_takes_a_token_earned_while_it_waits(clock: LoopClock) -> None:
     """Refused at its delay, a request asks again and gets the token later primaries earn."""
     a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=2.0), Succeed(), Succeed()])
     b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS, **REAL_CLOCK) as router:
+    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS, clock=clock) as router:
         first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.23)
     assert first.provider == "b"  # the starting token
     assert second.provider == "b"  # the token the two quick requests earned
     assert b.submit_count == 2
 
 
-async def test_a_refused_hedge_gives_up_half_a_delay_late() -> None:
+@on_virtual_time
+async def test_a_refused_hedge_gives_up_half_a_delay_late(clock: LoopClock) -> None:
     """Half a delay past its hedge time a request stops asking; later tokens go to others."""
     a = FakeBackend(name="a", script=[Hang(), Succeed(latency_s=0.6), Succeed(), Succeed()])
     b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS, **REAL_CLOCK) as router:
+    async with router_over(a, b, hedge=HEDGE_WITH_FEW_TOKENS, clock=clock) as router:
         first, second, _, _ = await _two_late_then_two_quick(router, quick_after_s=0.4)
     assert first.provider == "b"
     assert second.provider == "a"
@@ -205,7 +220,8 @@ def test_a_hedge_that_keeps_part_of_the_bucket_takes_only_the_surplus() -> None:
     assert budget.try_spend()  # the rest is there for a hedge that keeps nothing back
 
 
-async def test_hedge_losers_are_reaped_even_when_the_loser_is_mid_submit() -> None:
+@on_virtual_time
+async def test_hedge_losers_are_reaped_even_when_the_loser_is_mid_submit(clock: LoopClock) -> None:
     """A loser still submitting when the race ends gets its job cancelled once accepted."""
 
     class SlowSubmit(FakeBackend):
@@ -215,20 +231,21 @@ async def test_hedge_losers_are_reaped_even_when_the_loser_is_mid_submit() -> No
 
     a = FakeBackend(name="a", script=[Succeed(latency_s=0.1)])
     b = SlowSubmit(name="b", script=[Hang()])
-    async with router_over(a, b, hedge=HEDGE, **REAL_CLOCK) as router:
+    async with router_over(a, b, hedge=HEDGE, clock=clock) as router:
         result = await router.generate("a fox", model="flux-dev")
     assert result.provider == "a"
     assert b.cancelled == ["b-1"]
 
 
-async def test_a_primary_holding_no_job_is_replaced_not_raced() -> None:
+@on_virtual_time
+async def test_a_primary_holding_no_job_is_replaced_not_raced(clock: LoopClock) -> None:
     """At the hedge delay, a primary waiting out a Retry-After has no job to race: the next
     deployment takes over as a fallback and the primary never submits again."""
     from genrouter import RateLimitedError
 
     a = FakeBackend(name="a", script=[RateLimitedError("429", retry_after=0.5), Succeed()])
     b = FakeBackend(name="b")
-    async with router_over(a, b, hedge=HEDGE, retry={"max_attempts": 3}, **REAL_CLOCK) as router:
+    async with router_over(a, b, hedge=HEDGE, retry={"max_attempts": 3}, clock=clock) as router:
         result = await router.generate("a fox", model="flux-dev")
         await asyncio.sleep(0.6)  # past the Retry-After: a stopped lane would submit now
     assert result.provider == "b"
@@ -290,20 +307,22 @@ async def test_a_p95_delay_hedges_a_request_that_outlives_every_latency_seen() -
     assert result.attempts[-1].hedged
 
 
-async def test_a_p95_delay_hedges_when_three_requests_are_overdue_at_once() -> None:
+@on_virtual_time
+async def test_a_p95_delay_hedges_when_three_requests_are_overdue_at_once(clock: LoopClock) -> None:
     """Three requests past the p95 together show the deployment slow now: all are hedged."""
     a = FakeBackend(name="a", script=[Hang(), Hang(), Hang()])
     b = FakeBackend(name="b")
     timeouts = {"attempt_s": 2, "deadline_s": 2}  # outliving the 5 s latency comes too late
     async with router_over(
-        a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts, **REAL_CLOCK
+        a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts, clock=clock
     ) as router:
         _light_tail(router, slowest_s=5.0)
         results = await asyncio.gather(*(router.generate("a fox", model="flux-dev") for _ in range(3)))
     assert [r.provider for r in results] == ["b", "b", "b"]
 
 
-async def test_a_request_overtaken_by_its_hedge_stays_evidence_for_the_next_ones() -> None:
+@on_virtual_time
+async def test_a_request_overtaken_by_its_hedge_stays_evidence_for_the_next_ones(clock: LoopClock) -> None:
     """The first of three hung requests is hedged and its job cancelled; the two started
     just after it still see three overdue, so they are hedged too."""
     a = FakeBackend(name="a", script=[Hang(), Hang(), Hang()])
@@ -315,7 +334,7 @@ async def test_a_request_overtaken_by_its_hedge_stays_evidence_for_the_next_ones
         return await router.generate("a fox", model="flux-dev")
 
     async with router_over(
-        a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts, **REAL_CLOCK
+        a, b, hedge=P95_HEDGE, explore={"enabled": False}, timeouts=timeouts, clock=clock
     ) as router:
         _light_tail(router, slowest_s=5.0)
         results = await asyncio.gather(*(after(router, 0.005 * i) for i in range(3)))
