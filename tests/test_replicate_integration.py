@@ -20,6 +20,7 @@ from genrouter import (
     JobState,
 )
 from genrouter._clock import MonotonicClock
+from genrouter.backends._replicate_reconcile import RECONCILE_PAUSE_S
 from genrouter.testing import FakeBackend, FakeClock
 
 BACKUP_MODELS = {m: {"endpoint": f"backup/{m}", "price": {"per_image": "0.01"}} for m in ("flux-dev", "sdxl")}
@@ -261,6 +262,18 @@ async def test_an_unmatched_create_is_never_sent_again(
     assert str(result.attempts[0].error).startswith("SubmitOutcomeUnknownError")
     assert fake.create_count == 1
     assert fake.lists == 2
+
+
+async def test_reconciling_a_lost_create_waits_between_looks_on_the_routers_clock(
+    fake: FakeReplicate, make: Build, backup: FakeBackend
+) -> None:
+    """The pause before the confirming second look is a sleep on the router's FakeClock."""
+    fake.create_faults = ["drop"]
+    clock = FakeClock()
+    result = await make(retry={"max_attempts": 3}, clock=clock).generate("a fox", model="flux-dev")
+    assert outcomes(result) == [("replicate", "failed"), ("backup", "succeeded")]
+    assert fake.lists == 2
+    assert RECONCILE_PAUSE_S in clock.sleeps
 
 
 async def test_when_listing_fails_too_the_create_is_not_sent_again(
