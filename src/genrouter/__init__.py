@@ -17,10 +17,10 @@ import threading
 import weakref
 from typing import Any
 
-import genrouter._lean_httpx  # noqa: F401  (first: keeps httpx from loading its CLI)
-from genrouter._progress import ProgressCallback
-from genrouter._webhook_hub import WebhookEvent, WebhookVerificationError
+import genrouter.util._lean_httpx  # noqa: F401  (first: keeps httpx from loading its CLI)
 from genrouter.config import RouterConfig, load_config
+from genrouter.engine._progress import ProgressCallback
+from genrouter.engine._webhook_hub import WebhookEvent, WebhookVerificationError
 from genrouter.errors import (
     AllProvidersFailedError,
     AuthenticationError,

@@ -44,7 +44,6 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from genrouter._secrets import register_secret
 from genrouter.backends.base import known_types
 from genrouter.backends.settings import (
     DURATION_PATTERN,
@@ -62,6 +61,7 @@ from genrouter.backends.settings import (
 )
 from genrouter.errors import ConfigError
 from genrouter.types import Strategy
+from genrouter.util._secrets import register_secret
 
 __all__ = [
     "CONFIG_ENV",

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from genrouter._secrets import scrub
+from genrouter.util._secrets import scrub
 
 if TYPE_CHECKING:
     from genrouter.types import Attempt, RoutePlan

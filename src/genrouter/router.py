@@ -2,7 +2,7 @@
 
 The router validates a request, looks its model up in the catalog, plans (filter
 and rank the deployments), and executes the plan under one deadline with retries
-and fallback (see :mod:`genrouter._execution`). The jobs API (``submit``,
+and fallback (see :mod:`genrouter.engine._execution`). The jobs API (``submit``,
 ``status``, ``result``, ``cancel``) pins a job to the provider that accepted it; a
 :class:`~genrouter.types.JobHandle` resumes in a new router without resubmitting.
 
@@ -24,7 +24,18 @@ from typing import Any, Self
 
 from pydantic import ValidationError
 
-from genrouter._attempts import (
+from genrouter.backends.base import Backend, load_backend_class
+from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
+from genrouter.catalog import Catalog, Deployment
+from genrouter.catalog._deployments import (
+    PassthroughDeployments,
+    needs_image,
+    needs_prompt,
+    provider_deployments,
+)
+from genrouter.catalog._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
+from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
+from genrouter.engine._attempts import (
     RESULT_READS,
     JobWaiter,
     finalise_result,
@@ -33,16 +44,10 @@ from genrouter._attempts import (
     observe_failure,
     terminal_state_of,
 )
-from genrouter._clock import Clock, MonotonicClock
-from genrouter._deployments import PassthroughDeployments, needs_image, needs_prompt, provider_deployments
-from genrouter._execution import Execution
-from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
-from genrouter._webhook_hub import WebhookEvent, WebhookHub
-from genrouter._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
-from genrouter.backends.base import Backend, load_backend_class
-from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
-from genrouter.catalog import Catalog, Deployment
-from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
+from genrouter.engine._clock import Clock, MonotonicClock
+from genrouter.engine._execution import Execution
+from genrouter.engine._progress import ProgressCallback, ProgressReporter, watch, watch_all
+from genrouter.engine._webhook_hub import WebhookEvent, WebhookHub
 from genrouter.errors import (
     BudgetExceededError,
     ConfigError,

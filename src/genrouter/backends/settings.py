@@ -238,13 +238,13 @@ class _MediaSettings(ProviderSettings):
     @field_serializer("provider_headers", when_used="json")
     def _masked_headers(self, value: dict[str, str]) -> dict[str, str]:
         # A JSON dump of the config masks credential-like header values as SecretStr does.
-        from genrouter._secrets import is_credential_header
+        from genrouter.util._secrets import is_credential_header
 
         return {k: "**********" if is_credential_header(k) else v for k, v in value.items()}
 
     def secret_values(self) -> list[str]:
         """Every secret this section holds, credential-looking header values included."""
-        from genrouter._secrets import is_credential_header
+        from genrouter.util._secrets import is_credential_header
 
         found = super().secret_values()
         return found + [v for k, v in self.provider_headers.items() if v and is_credential_header(k)]
@@ -343,7 +343,7 @@ class LatencySpec(SettingsModel):
 
 
 class Autoscale(SettingsModel):
-    """A simulated provider's container autoscaler (see :mod:`genrouter.backends._sim_autoscale`).
+    """A simulated provider's container autoscaler (see :mod:`genrouter.backends.simulated._autoscale`).
 
     ``min_containers`` are warm from the start; a request beyond the free slots
     (``concurrency_per_container`` per container) queues, and while the queue needs more

@@ -1,6 +1,6 @@
 """The self-hosted ComfyUI class in-process: ``deploy/modal/comfy/service.py`` behind the Modal backend.
 
-:func:`comfy_transport` builds an :class:`~genrouter._modal_testing.InProcessModalTransport`
+:func:`comfy_transport` builds an :class:`~genrouter.testing._modal.InProcessModalTransport`
 over a ``ComfyService`` that talks to a ComfyUI server at ``comfy_url`` (a real one, or
 a fake in tests), so a router reaches the class through ``ModalBackend`` exactly as it
 would over Modal: each call is pickled in and out and runs on the service's threads.
@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from genrouter._modal_testing import InProcessModalTransport, deploy_path, load_file_module
+from genrouter.testing._modal import InProcessModalTransport, deploy_path, load_file_module
 
 __all__ = ["COMFY_SERVICE_PATH", "comfy_transport", "load_comfy_service"]
 

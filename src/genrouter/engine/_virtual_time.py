@@ -5,7 +5,7 @@ clock: whenever the loop would block waiting for its next timer and no I/O is re
 the clock jumps to that timer instead. ``asyncio.sleep``, ``call_later``, timeouts and
 the router's own alarms all run unchanged, so a simulated five-minute traffic spike
 through the real router takes as long as its CPU work. :class:`LoopClock` is the
-matching :class:`~genrouter._clock.Clock` for the router.
+matching :class:`~genrouter.engine._clock.Clock` for the router.
 
 Only for simulated providers: real network I/O still happens in real time, and a
 thread the loop waits on does not advance the virtual clock.
@@ -73,7 +73,7 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 class LoopClock:
-    """A :class:`~genrouter._clock.Clock` reading ``loop.time()`` and sleeping on the loop."""
+    """A :class:`~genrouter.engine._clock.Clock` reading ``loop.time()`` and sleeping on the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -13,13 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from genrouter._catalog_params import (
+from genrouter.catalog._params import (
     Kind,
     ParamMapping,
     check_alias,
 )
-from genrouter._pricing import Price
-from genrouter._workflows import InputSpec, parse_inputs
+from genrouter.catalog._pricing import Price
+from genrouter.catalog._workflows import InputSpec, parse_inputs
 
 __all__ = [
     "Capability",
@@ -149,7 +149,7 @@ class CatalogEntry(BaseModel):
     description: str | None = None
     variants: list[CatalogVariant] | None = None
     inputs: dict[str, InputSpec] | None = None
-    """A workflow's named inputs and their types (see :mod:`genrouter._workflows`)."""
+    """A workflow's named inputs and their types (see :mod:`genrouter.catalog._workflows`)."""
 
     @field_validator("params", mode="before")
     @classmethod

@@ -2,7 +2,7 @@
 
 A lane stopped mid-request (a lost hedge, a deadline) abandons the HTTP call, not its
 answer: a 429 in that answer still holds the request's later calls to that provider,
-cancels included. A request's :class:`~genrouter._attempts.JobWaiter` sets
+cancels included. A request's :class:`~genrouter.engine._attempts.JobWaiter` sets
 :data:`ABANDONED_ANSWERS` around its provider calls; the HTTP layer reports there any
 request that was sent and then abandoned. No import of httpx here: ``import genrouter``
 stays light.

@@ -84,7 +84,7 @@ def _local_bytes(url: str, max_bytes: int) -> bytes | None:
     if scheme == "data":
         data = _decode_data_url(url)
     elif scheme == "sim":
-        from genrouter._png import render_sim_url
+        from genrouter.util._png import render_sim_url
 
         try:
             data = render_sim_url(url)

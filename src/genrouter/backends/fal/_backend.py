@@ -30,7 +30,7 @@ No part of fal_client is used.
 
 **Media inputs** (``image``, ``mask``, ``images``): URLs pass through; bytes and paths up
 to ``inline_max_bytes`` (256 KiB) go inline as ``data:`` URIs, larger ones are uploaded
-once per content to fal storage (:mod:`genrouter.backends._fal_storage`: a token from
+once per content to fal storage (:mod:`genrouter.backends.fal._storage`: a token from
 ``rest_url`` with the API key, the file to the CDN with that token only) and sent as
 their URL; ``max_upload_bytes`` (default 1 GiB) refuses larger ones up front.
 
@@ -104,22 +104,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from genrouter import __version__
-from genrouter._deadline import remaining_s
-from genrouter._secrets import is_credential_header, register_secret, scrub
-from genrouter._workflows import workflow_inputs
 from genrouter.backends._billing import billed_cost, price_data
 from genrouter.backends._comfy import comfy_artifacts
-from genrouter.backends._fal_storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
-from genrouter.backends._fal_translate import (
-    IMAGE_SIZE_PRESETS,
-    OUTPUT_FORMATS,
-    FalInput,
-    put,
-    rule_duration,
-    translate_duration,
-    translate_format,
-    translate_size,
-)
 from genrouter.backends._headers import request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, request_slots, send
 from genrouter.backends._mapping import (
@@ -133,7 +119,20 @@ from genrouter.backends._params import (
     translate_fields,
 )
 from genrouter.backends._uploads import MediaResolver
+from genrouter.backends.fal._storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
+from genrouter.backends.fal._translate import (
+    IMAGE_SIZE_PRESETS,
+    OUTPUT_FORMATS,
+    FalInput,
+    put,
+    rule_duration,
+    translate_duration,
+    translate_format,
+    translate_size,
+)
 from genrouter.backends.settings import FalSettings
+from genrouter.catalog._workflows import workflow_inputs
+from genrouter.engine._deadline import remaining_s
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -154,6 +153,7 @@ from genrouter.types import (
     ProviderJob,
     Timings,
 )
+from genrouter.util._secrets import is_credential_header, register_secret, scrub
 
 if TYPE_CHECKING:
     from genrouter.catalog import Deployment
@@ -308,7 +308,7 @@ class FalBackend:
     ) -> ProviderJob:
         """Enqueue the request at fal (one POST, never re-sent) and return its job."""
         # The router may run this coroutine's first step in its own task and the rest in
-        # a new one (genrouter._eager); httpx's anyio cancel scopes must not straddle the
+        # a new one (genrouter.engine._eager); httpx's anyio cancel scopes must not straddle the
         # two, so suspend once before any I/O starts.
         await asyncio.sleep(0)
         self._check_usable()

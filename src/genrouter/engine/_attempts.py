@@ -1,6 +1,6 @@
 """Building blocks of an attempt: waiting for jobs, results, backoff, error classes.
 
-:mod:`genrouter._execution` runs lanes of attempts with these; they hold no state of
+:mod:`genrouter.engine._execution` runs lanes of attempts with these; they hold no state of
 their own, so the router's jobs API uses them too.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from genrouter import _testing_mode
-from genrouter._abandoned import ABANDONED_ANSWERS
-from genrouter._backoff import Backoff
-from genrouter._clock import MonotonicClock, wait_done
+from genrouter.engine import _testing_mode
+from genrouter.engine._abandoned import ABANDONED_ANSWERS
+from genrouter.engine._backoff import Backoff
+from genrouter.engine._clock import MonotonicClock, wait_done
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -46,10 +46,10 @@ logger = logging.getLogger("genrouter")
 if TYPE_CHECKING:
     import httpx
 
-    from genrouter._clock import Clock
     from genrouter.backends.base import Backend
     from genrouter.catalog import Deployment
     from genrouter.config import RoutePolicy
+    from genrouter.engine._clock import Clock
     from genrouter.routing.store import StateStore
 
 __all__ = [

@@ -21,8 +21,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from genrouter import _testing_mode
-from genrouter._eager import start_eagerly
+from genrouter.engine import _testing_mode
+from genrouter.engine._eager import start_eagerly
 from genrouter.errors import GenRouterError, JobFailedError
 from genrouter.types import (
     Artifact,
@@ -34,10 +34,10 @@ from genrouter.types import (
 )
 
 if TYPE_CHECKING:
-    from genrouter._clock import Clock
     from genrouter.catalog import Deployment
+    from genrouter.engine._clock import Clock
 
-__all__ = [  # noqa: F822 - BackendContract and comfy_transport are served lazily by __getattr__
+__all__ = [
     "BackendContract",
     "FailJob",
     "FailSubmit",
@@ -120,7 +120,7 @@ class _FakeTimer:
 
 
 def _placeholder_outputs(request: GenerationRequest, name: str, request_id: str) -> list[Artifact]:
-    from genrouter._png import sim_url
+    from genrouter.util._png import sim_url
 
     width, height = request.width or 64, request.height or 64
     seed = request.seed or 0
@@ -415,15 +415,15 @@ class FakeBackend:
 
 def __getattr__(name: str) -> Any:
     if name == "BackendContract":
-        from genrouter._contract import BackendContract
+        from genrouter.testing._contract import BackendContract
 
         return BackendContract
     if name == "InProcessModalTransport":
-        from genrouter._modal_testing import InProcessModalTransport
+        from genrouter.testing._modal import InProcessModalTransport
 
         return InProcessModalTransport
     if name == "comfy_transport":
-        from genrouter._comfy_testing import comfy_transport
+        from genrouter.testing._comfy import comfy_transport
 
         return comfy_transport
     raise AttributeError(f"module 'genrouter.testing' has no attribute {name!r}")

@@ -14,7 +14,7 @@ What lands in ``DIR``:
   and two ids never share a file.
 - ``manifest.sqlite``: every item's state, provider request id and
   :class:`~genrouter.types.JobHandle`, committed *before* the batch waits on the job
-  (see :mod:`genrouter._manifest`).
+  (see :mod:`genrouter.batch._manifest`).
 - ``results.jsonl``, rewritten at the end of each run: one line per item with
   ``id``, ``status``, ``provider``, ``provider_request_id``, ``outputs`` (file names in
   ``DIR``), ``cost_usd`` (a decimal string, or null when unknown), ``latency_s``
@@ -57,8 +57,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genrouter._batch_input import BatchItem, LineError, parse_items, read_items, sanitise_id
-from genrouter._batch_report import (
+from genrouter.batch._input import BatchItem, LineError, parse_items, read_items, sanitise_id
+from genrouter.batch._manifest import ItemRow, ItemState, Manifest
+from genrouter.batch._report import (
     MANIFEST_NAME,
     RESULTS_NAME,
     BatchProgress,
@@ -68,7 +69,6 @@ from genrouter._batch_report import (
     write_atomically,
     write_results,
 )
-from genrouter._manifest import ItemRow, ItemState, Manifest
 from genrouter.errors import (
     ConfigError,
     DeadlineExceededError,

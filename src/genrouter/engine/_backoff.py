@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from genrouter import _testing_mode
+from genrouter.engine import _testing_mode
 
 if TYPE_CHECKING:
     from genrouter.config import RetryPolicy

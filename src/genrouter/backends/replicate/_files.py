@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import httpx
 
-from genrouter._secrets import scrub
 from genrouter.backends._http import error_for_status
 from genrouter.backends._uploads import LocalMedia
 from genrouter.errors import InvalidRequestError, ProviderUnavailableError
+from genrouter.util._secrets import scrub
 
 __all__ = ["MAX_UPLOAD_BYTES", "upload_file"]
 

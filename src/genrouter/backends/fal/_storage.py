@@ -31,10 +31,10 @@ from typing import Any
 
 import httpx
 
-from genrouter._secrets import register_secret, scrub
 from genrouter.backends._http import error_for_status, read_json, send
 from genrouter.backends._uploads import LocalMedia
 from genrouter.errors import InvalidRequestError, ProviderUnavailableError
+from genrouter.util._secrets import register_secret, scrub
 
 __all__ = [
     "DEFAULT_REST_URL",

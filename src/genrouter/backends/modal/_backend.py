@@ -20,7 +20,7 @@ A ``kind: workflow`` deployment is the ComfyUI class (``deploy/modal/comfy``): i
 is ``{"workflow": endpoint, "inputs": {"<node id>.inputs.<name>": value}}`` from the
 deployment's ``params`` (image inputs as bytes), and each output keeps its own content type.
 
-**Cost** (:mod:`genrouter.backends._modal_cost`) = (GPU-seconds the class held the GPU
+**Cost** (:mod:`genrouter.backends.modal._cost`) = (GPU-seconds the class held the GPU
 for + the container start it measured, on a container's first result) × the price of the
 GPU that ran (``gpu_prices`` in ``providers/modal.yaml``), ``estimated=False``; an
 unmeasured cold start (no warm container at submit) adds the expected start and makes it
@@ -66,12 +66,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genrouter._workflows import workflow_inputs
 from genrouter.backends._comfy import service_artifacts
 from genrouter.backends._mapping import apply_rules, snapped_aspect_ratio
-from genrouter.backends._modal_capacity import ModalCapacity
-from genrouter.backends._modal_cost import ColdStarts, result_cost
-from genrouter.backends._modal_sdk import (
+from genrouter.backends._params import merge_provider_options
+from genrouter.backends.modal._capacity import ModalCapacity
+from genrouter.backends.modal._cost import ColdStarts, result_cost
+from genrouter.backends.modal._sdk import (
     INSTALL_HINT,
     ModalTransport,
     SdkModalTransport,
@@ -79,9 +79,9 @@ from genrouter.backends._modal_sdk import (
     is_call_outcome,
     map_modal_error,
 )
-from genrouter.backends._params import merge_provider_options
 from genrouter.backends.settings import ModalSettings
 from genrouter.catalog import Limits, PriceUnit, shipped_gpu_prices
+from genrouter.catalog._workflows import workflow_inputs
 from genrouter.errors import (
     GenRouterError,
     InvalidRequestError,
@@ -243,7 +243,7 @@ class ModalBackend:
 
         P(cold): the share of this backend's submits that found no warm container (0 before
         any); the expected start: the mean container start the class has reported, or
-        ``cold_start_s`` before any (see :mod:`genrouter.backends._modal_cost`).
+        ``cold_start_s`` before any (see :mod:`genrouter.backends.modal._cost`).
         """
         per_output = deployment.gpu_seconds_per_output
         if per_output is None:
@@ -533,7 +533,7 @@ class ModalBackend:
         )
 
     def _cost(self, job: ProviderJob, value: Mapping[str, Any]) -> Cost:
-        """What the result cost: see :mod:`genrouter.backends._modal_cost`."""
+        """What the result cost: see :mod:`genrouter.backends.modal._cost`."""
         self.cold_starts.observe(value.get("cold_start_s"))
         if self._capacity is not None and self.cold_starts.count:
             self._capacity.use_cold_start(self.cold_starts.expected_s)  # live predictions: measured start

@@ -52,7 +52,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import SecretStr
 
-from genrouter._standard_webhooks import (
+from genrouter.backends.settings import FalSettings, ModalSettings, ReplicateSettings
+from genrouter.engine._webhook_hub import WebhookEvent, WebhookHub, WebhookVerificationError
+from genrouter.errors import ConfigError, GenRouterError
+from genrouter.types import JobState
+from genrouter.webhooks._standard import (
     DEFAULT_TOLERANCE_S,
     _json_object,
     _lower,
@@ -62,10 +66,6 @@ from genrouter._standard_webhooks import (
     verify_modal_webhook,
     verify_replicate_webhook,
 )
-from genrouter._webhook_hub import WebhookEvent, WebhookHub, WebhookVerificationError
-from genrouter.backends.settings import FalSettings, ModalSettings, ReplicateSettings
-from genrouter.errors import ConfigError, GenRouterError
-from genrouter.types import JobState
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

@@ -8,7 +8,7 @@ or hang until cancelled. ``incidents`` raise latency and failure rates inside ti
 windows relative to the backend's start. ``max_concurrency`` makes jobs beyond it
 wait in a provider-side queue; ``autoscale`` puts that queue in front of containers
 that start (after ``cold_start_s``) and leave (after ``scaledown_s`` idle) with it
-(:mod:`genrouter.backends._sim_autoscale`), and the backend reports its backlog and
+(:mod:`genrouter.backends.simulated._autoscale`), and the backend reports its backlog and
 containers as :class:`~genrouter.routing.capacity.CapacityFacts`.
 
 Time is the router's clock (``bind_clock``), anchored to the wall clock when bound, so
@@ -31,12 +31,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from genrouter._clock import Clock, MonotonicClock
-from genrouter._png import sim_url
 from genrouter.backends._mapping import snapped_aspect_ratio
-from genrouter.backends._sim_autoscale import AutoscaleModel
 from genrouter.backends.settings import SimulatedSettings
+from genrouter.backends.simulated._autoscale import AutoscaleModel
 from genrouter.catalog import CatalogEntry, Limits
+from genrouter.engine._clock import Clock, MonotonicClock
 from genrouter.errors import (
     InvalidRequestError,
     JobFailedError,
@@ -54,6 +53,7 @@ from genrouter.types import (
     ProviderJob,
     Timings,
 )
+from genrouter.util._png import sim_url
 
 if TYPE_CHECKING:
     from genrouter.catalog import Catalog, Deployment

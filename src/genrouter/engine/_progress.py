@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from genrouter.types import JobState, JobStatus, Progress
 
 if TYPE_CHECKING:
-    from genrouter._clock import Clock
     from genrouter.backends.base import Backend
+    from genrouter.engine._clock import Clock
     from genrouter.types import ProviderJob
 
 __all__ = ["ProgressCallback", "ProgressReporter", "new_lines", "watch"]

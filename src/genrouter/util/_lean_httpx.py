@@ -32,7 +32,9 @@ def defer_httpx_cli() -> None:
     """Install the placeholder, unless httpx (or its CLI) is already imported."""
     if "httpx" in sys.modules or _NAME in sys.modules:
         return
-    placeholder = types.ModuleType(_NAME, "genrouter's stand-in for httpx's CLI; see genrouter._lean_httpx")
+    placeholder = types.ModuleType(
+        _NAME, "genrouter's stand-in for httpx's CLI; see genrouter.util._lean_httpx"
+    )
     placeholder.__genrouter_placeholder__ = True  # type: ignore[attr-defined]
     placeholder.main = _main  # type: ignore[attr-defined]
     sys.modules[_NAME] = placeholder

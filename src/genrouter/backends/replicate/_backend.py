@@ -43,7 +43,7 @@ request sets ``deadline_s``. Replicate has no idempotency key: the create is nev
 retried here, and a create whose answer was lost (a dropped connection, a read timeout,
 or a 502/504 from the gateway in front of the API) raises
 :class:`SubmitOutcomeUnknownError` unless the prediction is found by listing (see
-:mod:`genrouter.backends._replicate_reconcile`).
+:mod:`genrouter.backends.replicate._reconcile`).
 
 **Headers.** The section's ``provider_headers`` go with every call to the API; a
 request's ``provider_headers[<key>]`` are merged over them on its create (``Prefer``...).
@@ -106,18 +106,14 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
-from genrouter import _testing_mode
-from genrouter._backoff import Backoff
-from genrouter._clock import Clock, MonotonicClock
-from genrouter._deadline import remaining_s
-from genrouter._secrets import is_credential_header, register_secret, scrub
 from genrouter.backends._billing import billed_cost, price_data
 from genrouter.backends._headers import merged, request_headers
 from genrouter.backends._http import error_for_status, make_client, read_json, send
 from genrouter.backends._mapping import apply_rules
 from genrouter.backends._params import media_inputs, merge_provider_options, translate_fields
-from genrouter.backends._replicate_files import MAX_UPLOAD_BYTES, upload_file
-from genrouter.backends._replicate_reconcile import (
+from genrouter.backends._uploads import MediaResolver
+from genrouter.backends.replicate._files import MAX_UPLOAD_BYTES, upload_file
+from genrouter.backends.replicate._reconcile import (
     CLOCK_SLACK_S,
     RECONCILE_LISTS,
     RECONCILE_MAX_PAGES,
@@ -129,7 +125,7 @@ from genrouter.backends._replicate_reconcile import (
     matching_prediction,
     past_cutoff,
 )
-from genrouter.backends._replicate_translate import (
+from genrouter.backends.replicate._translate import (
     FLUX_ASPECT_RATIOS,
     SIZE_FIELDS,
     output_size,
@@ -138,9 +134,12 @@ from genrouter.backends._replicate_translate import (
     translate_loras,
     translate_size,
 )
-from genrouter.backends._uploads import MediaResolver
 from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES, ReplicateSettings
 from genrouter.catalog import Deployment
+from genrouter.engine import _testing_mode
+from genrouter.engine._backoff import Backoff
+from genrouter.engine._clock import Clock, MonotonicClock
+from genrouter.engine._deadline import remaining_s
 from genrouter.errors import (
     AuthenticationError,
     ConfigError,
@@ -162,6 +161,7 @@ from genrouter.types import (
     ProviderJob,
     Timings,
 )
+from genrouter.util._secrets import is_credential_header, register_secret, scrub
 
 __all__ = ["FLUX_ASPECT_RATIOS", "MAX_INLINE_BYTES", "ReplicateBackend"]
 
@@ -336,7 +336,7 @@ class ReplicateBackend:
     ) -> dict[str, Any]:
         """The prediction a lost create made; ``lost`` (the outcome stays unknown) otherwise.
 
-        See :mod:`genrouter.backends._replicate_reconcile`. Each look walks every page of
+        See :mod:`genrouter.backends.replicate._reconcile`. Each look walks every page of
         the listing back past the create's time; a create that is not found after two
         complete looks, whose listings fail or ask for a wait over
         ``RECONCILE_MAX_WAIT_S``, or whose input holds ``data:`` URLs (Replicate does

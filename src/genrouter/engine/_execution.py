@@ -33,8 +33,8 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from genrouter import _testing_mode
-from genrouter._attempts import (
+from genrouter.engine import _testing_mode
+from genrouter.engine._attempts import (
     CANCEL_GRACE_S,
     AttemptTimedOutError,
     JobWaiter,
@@ -48,11 +48,11 @@ from genrouter._attempts import (
     retry_same_provider,
     split_request,
 )
-from genrouter._backoff import retry_delays
-from genrouter._clock import Timer, call_later, wait_done
-from genrouter._clock import bare_context as _bare_context
-from genrouter._deadline import SUBMIT_DEADLINE
-from genrouter._eager import start_eagerly
+from genrouter.engine._backoff import retry_delays
+from genrouter.engine._clock import Timer, call_later, wait_done
+from genrouter.engine._clock import bare_context as _bare_context
+from genrouter.engine._deadline import SUBMIT_DEADLINE
+from genrouter.engine._eager import start_eagerly
 from genrouter.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
@@ -76,10 +76,10 @@ from genrouter.types import (
 if TYPE_CHECKING:
     from decimal import Decimal
 
-    from genrouter._clock import Clock
     from genrouter.backends.base import Backend
     from genrouter.catalog import Deployment
     from genrouter.config import RoutePolicy
+    from genrouter.engine._clock import Clock
     from genrouter.observability import MetricsHook
     from genrouter.routing.budgets import BudgetGuard
     from genrouter.routing.health import DeploymentHealth

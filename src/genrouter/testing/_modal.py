@@ -40,10 +40,10 @@ __all__ = [
 
 def deploy_path(*parts: str) -> Path:
     """A file of ``deploy/modal/``: in the wheel under ``genrouter/_deploy_modal``, else the checkout's."""
-    packaged = Path(__file__).with_name("_deploy_modal").joinpath(*parts)
+    packaged = Path(__file__).parent.with_name("_deploy_modal").joinpath(*parts)
     if packaged.is_file():
         return packaged
-    return Path(__file__).resolve().parents[2].joinpath("deploy", "modal", *parts)
+    return Path(__file__).resolve().parents[3].joinpath("deploy", "modal", *parts)
 
 
 SERVICE_PATH = deploy_path("service.py")

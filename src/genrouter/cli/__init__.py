@@ -23,9 +23,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genrouter._models_listing import catalog_rows, check_kind, filter_rows, render_table, router_rows
-from genrouter._workflows import parse_cli_input
 from genrouter.catalog import Catalog
+from genrouter.catalog._workflows import parse_cli_input
+from genrouter.cli._models_listing import catalog_rows, check_kind, filter_rows, render_table, router_rows
 from genrouter.config import RouterConfig, config_notes, config_present, dump_schema, load_config
 from genrouter.errors import ConfigError, GenRouterError, InvalidRequestError
 from genrouter.router import AsyncRouter
@@ -182,7 +182,7 @@ def generate(
             fields["providers"] = provider
         cfg = _config(config)
 
-        from genrouter._live import LiveLine
+        from genrouter.cli._live import LiveLine
 
         live = LiveLine(_status_console(), model, enabled=not as_json)
 

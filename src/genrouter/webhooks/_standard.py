@@ -19,13 +19,12 @@ from typing import Any
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
 
-from genrouter._secrets import register_secret
-from genrouter._webhook_hub import WebhookEvent, WebhookVerificationError
-
 # A delivery carries a prediction as the API returns it: the backend's own status map reads it.
-from genrouter.backends.replicate import _STATES as _REPLICATE_STATES
+from genrouter.backends.replicate._backend import _STATES as _REPLICATE_STATES
+from genrouter.engine._webhook_hub import WebhookEvent, WebhookVerificationError
 from genrouter.errors import ConfigError
 from genrouter.types import JobState
+from genrouter.util._secrets import register_secret
 
 __all__ = ["DEFAULT_TOLERANCE_S", "verify_modal_webhook", "verify_replicate_webhook"]
 

@@ -28,7 +28,7 @@ are merged over the shipped entry of their provider type and model, else over th
 (``"<provider-key>:<endpoint>"`` is a passthrough).
 
 This module is data only: it knows units and shapes, never a provider's wire format. The file
-schema lives in :mod:`genrouter._catalog_schema` and prices in :mod:`genrouter._pricing`; their
+schema lives in :mod:`genrouter.catalog._schema` and prices in :mod:`genrouter.catalog._pricing`; their
 public names are re-exported here.
 """
 
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from genrouter._catalog_params import (
+from genrouter.catalog._params import (
     IMAGE_INPUT_KINDS,
     KINDS,
     PROMPTLESS_KINDS,
@@ -56,7 +56,8 @@ from genrouter._catalog_params import (
     ParamValue,
     param_target,
 )
-from genrouter._catalog_schema import (
+from genrouter.catalog._pricing import Price, PriceUnit, Pricing
+from genrouter.catalog._schema import (
     Capability,
     CatalogDefaults,
     CatalogEntry,
@@ -64,8 +65,7 @@ from genrouter._catalog_schema import (
     CatalogVariant,
     Limits,
 )
-from genrouter._pricing import Price, PriceUnit, Pricing
-from genrouter._workflows import InputSpec
+from genrouter.catalog._workflows import InputSpec
 from genrouter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -180,10 +180,10 @@ class ModelSpec:
 
 def shipped_catalog_dir() -> Path:
     """The folder of catalogs shipped with genrouter (inside the wheel, or the repo in dev)."""
-    packaged = Path(__file__).with_name("_catalogs")
+    packaged = Path(__file__).parent.with_name("_catalogs")
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / "providers"
+    return Path(__file__).resolve().parents[3] / "providers"
 
 
 def _safe_load(path: Path) -> Any:
