@@ -27,7 +27,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -44,18 +44,13 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from genrouter.backends.base import known_types
+from genrouter.backends.base import builtin_types, known_types
 from genrouter.backends.settings import (
     DURATION_PATTERN,
     SECRET_KEY_PATTERN,
-    CustomSettings,
-    FalSettings,
     ImportPathSettings,
-    ModalSettings,
     ProviderSettings,
-    ReplicateSettings,
     SettingsModel,
-    SimulatedSettings,
     parse_duration,
     reject_bool,
 )
@@ -95,7 +90,7 @@ CONFIG_ENV = "GENROUTER_CONFIG"
 DEFAULT_CONFIG_FILE = "genrouter.yaml"
 
 _SECRET_KEYS = SECRET_KEY_PATTERN
-_BUILTIN_TYPES = ("fal", "replicate", "modal", "simulated", "custom")
+_BUILTIN_TYPES = tuple(builtin_types())
 _IMPORT_PATH_HINT = "an import path 'pkg.module:Class'"
 
 
@@ -345,13 +340,11 @@ class Budget(SettingsModel):
 # ---------------------------------------------------------------------------
 
 _SECTION_TYPES: dict[str, type[ProviderSettings]] = {
-    "fal": FalSettings,
-    "replicate": ReplicateSettings,
-    "modal": ModalSettings,
-    "simulated": SimulatedSettings,
-    "custom": CustomSettings,
+    **{name: spec.settings for name, spec in builtin_types().items()},
     "import": ImportPathSettings,
 }
+"""The settings class of each provider ``type``, from the backend registry; ``import`` is the
+generic one (``"pkg.module:Class"`` or an entry-point plugin)."""
 
 
 def _section_tag(value: Any) -> str | None:
@@ -372,21 +365,18 @@ def _section_tag(value: Any) -> str | None:
     return None
 
 
-ProviderSection = Annotated[
-    Union[  # noqa: UP007 - tagged union members need Annotated[..., Tag]
-        Annotated[FalSettings, Tag("fal")],
-        Annotated[ReplicateSettings, Tag("replicate")],
-        Annotated[ModalSettings, Tag("modal")],
-        Annotated[SimulatedSettings, Tag("simulated")],
-        Annotated[CustomSettings, Tag("custom")],
-        Annotated[ImportPathSettings, Tag("import")],
-    ],
-    Discriminator(
-        _section_tag,
-        custom_error_type="unknown_provider_type",
-        custom_error_message="unknown or missing provider type",
-    ),
-]
+if TYPE_CHECKING:
+    ProviderSection = ProviderSettings
+else:
+    # A union tagged by _section_tag, one member per registered type: built from the registry.
+    ProviderSection = Annotated[
+        Union[tuple(Annotated[model, Tag(tag)] for tag, model in _SECTION_TYPES.items())],  # noqa: UP007
+        Discriminator(
+            _section_tag,
+            custom_error_type="unknown_provider_type",
+            custom_error_message="unknown or missing provider type",
+        ),
+    ]
 
 
 class RouterConfig(SettingsModel):
@@ -814,17 +804,7 @@ def _semantic_problems(config: RouterConfig) -> list[str]:
         if budget.provider is not None and budget.provider not in config.providers:
             problems.append(_unknown_provider(f"budgets[{i}].provider", budget.provider, providers))
     for key, section in config.providers.items():
-        if isinstance(section, SimulatedSettings):
-            for i, incident in enumerate(section.incidents):
-                if (
-                    incident.failure_rate is None
-                    and incident.latency_multiplier == 1.0
-                    and incident.hang_rate is None
-                ):
-                    problems.append(
-                        f"providers.{key}.incidents[{i}]: changes nothing; set "
-                        "latency_multiplier, failure_rate or hang_rate"
-                    )
+        problems += section.problems(f"providers.{key}")
     return problems
 
 
@@ -974,9 +954,9 @@ def environment_config(env: Mapping[str, str] | None = None) -> RouterConfig | N
 _HOW_TO_CONFIGURE = (
     "no genrouter config found: pass one explicitly (-c FILE, or from_config(path)), "
     f"set {CONFIG_ENV}=path/to/genrouter.yaml, create ./{DEFAULT_CONFIG_FILE}, or export "
-    "provider credentials (FAL_KEY or FAL_KEY_ID+FAL_KEY_SECRET, REPLICATE_API_TOKEN, "
-    "MODAL_TOKEN_ID+MODAL_TOKEN_SECRET); to try genrouter offline with simulated "
-    "providers use examples/offline.yaml"
+    "provider credentials ("
+    + ", ".join(s.settings.env_credentials for s in builtin_types().values() if s.settings.env_credentials)
+    + "); to try genrouter offline with simulated providers use examples/offline.yaml"
 )
 
 
@@ -1086,8 +1066,8 @@ def config_json_schema() -> dict[str, Any]:
     providers["additionalProperties"] = typed
     providers["properties"] = {t: {"anyOf": [{"$ref": ref}, typed]} for t, ref in refs.items()}
     providers["description"] = (
-        "Provider sections by key. A key that is a provider type (fal, replicate, modal, "
-        "simulated, custom) may omit type:; any other key needs type:."
+        f"Provider sections by key. A key that is a provider type ({', '.join(_BUILTIN_TYPES)}) "
+        "may omit type:; any other key needs type:."
     )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "genrouter config"

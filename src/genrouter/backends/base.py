@@ -35,15 +35,11 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from genrouter.backends.settings import (
-    CustomSettings,
-    FalSettings,
-    ImportPathSettings,
-    ModalSettings,
-    ProviderSettings,
-    ReplicateSettings,
-    SimulatedSettings,
-)
+from genrouter.backends.fal._settings import FalSettings
+from genrouter.backends.modal._settings import ModalSettings
+from genrouter.backends.replicate._settings import ReplicateSettings
+from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
+from genrouter.backends.simulated._settings import SimulatedSettings
 from genrouter.errors import ConfigError
 from genrouter.types import (
     GenerationRequest,
@@ -61,6 +57,7 @@ __all__ = [
     "ProviderJob",
     "SupportsWait",
     "backend_spec",
+    "builtin_types",
     "known_types",
     "load_backend_class",
 ]
@@ -135,12 +132,18 @@ class BackendSpec:
 
 
 _BUILTIN: dict[str, BackendSpec] = {
-    "simulated": BackendSpec("simulated", "genrouter.backends.simulated:SimulatedBackend", SimulatedSettings),
-    "fal": BackendSpec("fal", "genrouter.backends.fal:FalBackend", FalSettings),
-    "replicate": BackendSpec("replicate", "genrouter.backends.replicate:ReplicateBackend", ReplicateSettings),
-    "modal": BackendSpec("modal", "genrouter.backends.modal:ModalBackend", ModalSettings, "modal"),
-    "custom": BackendSpec("custom", "", CustomSettings),
+    spec.provider_type: spec
+    for spec in (
+        BackendSpec("fal", "genrouter.backends.fal:FalBackend", FalSettings),
+        BackendSpec("replicate", "genrouter.backends.replicate:ReplicateBackend", ReplicateSettings),
+        BackendSpec("modal", "genrouter.backends.modal:ModalBackend", ModalSettings, "modal"),
+        BackendSpec("simulated", "genrouter.backends.simulated:SimulatedBackend", SimulatedSettings),
+        BackendSpec("custom", "", CustomSettings),
+    )
 }
+"""The built-in provider types, in the order discovery and the config schema list them: the only
+list of them. The config's provider-section union, its JSON Schema and the credential discovery
+are built from it (and from entry-point plugins, :func:`known_types`)."""
 
 IMPORT_PATH_SPEC = BackendSpec("import", "", ImportPathSettings)
 
@@ -151,6 +154,11 @@ def _entry_point_specs() -> dict[str, BackendSpec]:
         if ep.name not in _BUILTIN:
             specs[ep.name] = BackendSpec(ep.name, ep.value, ImportPathSettings)
     return specs
+
+
+def builtin_types() -> Mapping[str, BackendSpec]:
+    """The provider types genrouter ships, by name (``custom`` included; plugins not)."""
+    return _BUILTIN
 
 
 def known_types() -> Mapping[str, BackendSpec]:

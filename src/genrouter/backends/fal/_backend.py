@@ -119,6 +119,7 @@ from genrouter.backends._params import (
     translate_fields,
 )
 from genrouter.backends._uploads import MediaResolver
+from genrouter.backends.fal._settings import FalSettings
 from genrouter.backends.fal._storage import DEFAULT_REST_URL, MAX_UPLOAD_BYTES, FalStorage
 from genrouter.backends.fal._translate import (
     IMAGE_SIZE_PRESETS,
@@ -130,7 +131,6 @@ from genrouter.backends.fal._translate import (
     translate_format,
     translate_size,
 )
-from genrouter.backends.settings import FalSettings
 from genrouter.catalog._workflows import workflow_inputs
 from genrouter.engine._deadline import remaining_s
 from genrouter.errors import (

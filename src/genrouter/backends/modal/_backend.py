@@ -79,7 +79,7 @@ from genrouter.backends.modal._sdk import (
     is_call_outcome,
     map_modal_error,
 )
-from genrouter.backends.settings import ModalSettings
+from genrouter.backends.modal._settings import ModalSettings
 from genrouter.catalog import Limits, PriceUnit, shipped_gpu_prices
 from genrouter.catalog._workflows import workflow_inputs
 from genrouter.errors import (

@@ -125,6 +125,7 @@ from genrouter.backends.replicate._reconcile import (
     matching_prediction,
     past_cutoff,
 )
+from genrouter.backends.replicate._settings import ReplicateSettings
 from genrouter.backends.replicate._translate import (
     FLUX_ASPECT_RATIOS,
     SIZE_FIELDS,
@@ -134,7 +135,7 @@ from genrouter.backends.replicate._translate import (
     translate_loras,
     translate_size,
 )
-from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES, ReplicateSettings
+from genrouter.backends.settings import DEFAULT_INLINE_MAX_BYTES
 from genrouter.catalog import Deployment
 from genrouter.engine import _testing_mode
 from genrouter.engine._backoff import Backoff

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from genrouter.backends.settings import Autoscale
+from genrouter.backends.simulated._settings import Autoscale
 from genrouter.routing.capacity import CapacityFacts
 
 __all__ = ["AutoscaleModel", "Placement"]

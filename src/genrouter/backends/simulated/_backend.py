@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from genrouter.backends._mapping import snapped_aspect_ratio
-from genrouter.backends.settings import SimulatedSettings
 from genrouter.backends.simulated._autoscale import AutoscaleModel
+from genrouter.backends.simulated._settings import SimulatedSettings
 from genrouter.catalog import CatalogEntry, Limits
 from genrouter.engine._clock import Clock, MonotonicClock
 from genrouter.errors import (
