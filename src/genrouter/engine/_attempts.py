@@ -21,12 +21,12 @@ from genrouter.engine._abandoned import ABANDONED_ANSWERS
 from genrouter.engine._backoff import Backoff
 from genrouter.engine._clock import MonotonicClock, wait_done
 from genrouter.errors import (
+    AttemptTimedOutError,
     AuthenticationError,
     GenRouterError,
     InvalidRequestError,
     JobFailedError,
     ProviderError,
-    ProviderUnavailableError,
     RateLimitedError,
     describe_error,
 )
@@ -97,12 +97,6 @@ def poll_cadence() -> Backoff:
     ×1.5 to 1 s. A cadence, not a backoff: ``set_testing()`` leaves it alone, so a fake
     clock advances and a hung job still reaches its time limit."""
     return Backoff(FIRST_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S, growth=POLL_GROWTH, testing_zero=False)
-
-
-class AttemptTimedOutError(ProviderUnavailableError):
-    """An accepted job outlived ``timeouts.attempt_s``; it was cancelled and the plan moved on."""
-
-    retryable = False
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genrouter.errors import GenRouterError
+from genrouter.errors import WebhookVerificationError
 from genrouter.types import GenerationResult, JobState
 
 __all__ = ["WebhookEvent", "WebhookHub", "WebhookVerificationError"]
@@ -56,17 +56,6 @@ class WebhookEvent(BaseModel):
     delivery_id: str | None = None
     timestamp: int | None = None
     duplicate: bool = False
-
-
-class WebhookVerificationError(GenRouterError):
-    """A webhook delivery failed verification: missing or malformed headers, a stale or
-    future timestamp, no matching signature, or a body that is not the provider's event.
-
-    Nothing about any job changes. ``retryable`` is True only when the keys to check
-    with could not be fetched (answer 5xx, so the provider delivers again later).
-    """
-
-    __module__ = "genrouter.webhooks"
 
 
 def _rank(state: JobState) -> int:

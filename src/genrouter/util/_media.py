@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from genrouter.errors import GenRouterError
+from genrouter.errors import MediaError
 
 if TYPE_CHECKING:
     from genrouter.types import Artifact
@@ -54,10 +54,6 @@ _MAGIC = (
     (b"GIF8", "image/gif"),
 )
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class MediaError(GenRouterError):
-    """An artifact could not be read: bad URL scheme, too large, wrong content type."""
 
 
 def sniff_content_type(data: bytes) -> str | None:
