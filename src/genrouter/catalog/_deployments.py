@@ -7,7 +7,8 @@ provider type alike. Each entry's ``variants`` become deployments of their own.
 
 Passthrough models (``"<provider-key>:<endpoint>"``) get a one-off deployment here too.
 Nothing in this module knows a provider's name: types differ only through their catalogs
-and the optional backend hooks (``default_entries``, ``default_limits``).
+and the optional backend capabilities (``default_entries``, ``default_limits``; see
+:mod:`genrouter.backends.capabilities`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genrouter.catalog import (
     IMAGE_INPUT_KINDS,
@@ -31,6 +32,9 @@ from genrouter.catalog import (
 from genrouter.errors import ConfigError, InvalidRequestError, NoRouteError
 from genrouter.types import GenerationRequest
 
+if TYPE_CHECKING:
+    from genrouter.backends.capabilities import Capabilities
+
 __all__ = [
     "PassthroughDeployments",
     "needs_image",
@@ -44,11 +48,11 @@ PASSTHROUGH_KEPT = 256
 
 
 def _entries(
-    catalog: Catalog, key: str, section: Any, backend: Any
+    catalog: Catalog, key: str, section: Any, capabilities: Capabilities
 ) -> dict[str, tuple[CatalogEntry, str | None]]:
     """(entry, where it was declared) by model name, user entries merged over the shipped ones."""
     ptype: str = section.type
-    default_entries = getattr(backend, "default_entries", None)
+    default_entries = capabilities.default_entries
     out: dict[str, tuple[CatalogEntry, str | None]] = {}
     if default_entries is not None:
         for model, entry in default_entries(catalog).items():
@@ -79,12 +83,14 @@ def _check_prompt(deployment: Deployment, where: str | None) -> None:
     )
 
 
-def provider_deployments(catalog: Catalog, key: str, section: Any, backend: Any) -> list[Deployment]:
+def provider_deployments(
+    catalog: Catalog, key: str, section: Any, capabilities: Capabilities
+) -> list[Deployment]:
     """Every deployment provider ``key`` serves, variants included, in catalog order."""
     price_override = getattr(section, "price", None)
-    default_limits: Limits | None = getattr(backend, "default_limits", None)
+    default_limits = capabilities.default_limits
     deployments: list[Deployment] = []
-    for model, (entry, where) in _entries(catalog, key, section, backend).items():
+    for model, (entry, where) in _entries(catalog, key, section, capabilities).items():
         name = catalog.resolve(model) or model
         inline = where is not None and where.startswith("providers.")
         for each in entry.expanded():
@@ -158,10 +164,12 @@ class PassthroughDeployments:
     cost is unknown unless the provider reports one. It has no fallback.
     """
 
-    def __init__(self, catalog: Catalog, providers: Mapping[str, Any], backends: Mapping[str, Any]) -> None:
+    def __init__(
+        self, catalog: Catalog, providers: Mapping[str, Any], capabilities: Mapping[str, Capabilities]
+    ) -> None:
         self._catalog = catalog
         self._providers = providers
-        self._backends = backends
+        self._capabilities = capabilities
         self._made: OrderedDict[str, Deployment] = OrderedDict()
 
     def get(self, model: str, request: GenerationRequest | None = None) -> Deployment:
@@ -174,7 +182,7 @@ class PassthroughDeployments:
             return made
         key, endpoint = split_passthrough(model, self._providers)
         section = self._providers[key]
-        limits: Limits = getattr(self._backends[key], "default_limits", None) or Limits()
+        limits: Limits = self._capabilities[key].default_limits or Limits()
         entry = CatalogEntry(
             endpoint=endpoint,
             kind=kind,

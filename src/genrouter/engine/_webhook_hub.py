@@ -19,14 +19,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genrouter.errors import WebhookVerificationError
+from genrouter.errors import ConfigError, WebhookVerificationError
 from genrouter.types import GenerationResult, JobState
 
-__all__ = ["WebhookEvent", "WebhookHub", "WebhookVerificationError"]
+if TYPE_CHECKING:
+    from genrouter.backends.capabilities import VerifiesWebhooks
+
+__all__ = ["DEFAULT_TOLERANCE_S", "WebhookEvent", "WebhookHub", "WebhookVerificationError"]
+
+DEFAULT_TOLERANCE_S = 300.0
+"""How far a signed timestamp may be from now, either way (Standard Webhooks' and fal's 5 min)."""
 
 _ORDER = {JobState.QUEUED: 0, JobState.RUNNING: 1}
 _TERMINAL_RANK = 2
@@ -67,15 +74,75 @@ class WebhookHub:
 
     ``max_jobs`` bounds memory: the oldest jobs (and delivery ids) are forgotten first.
     ``key_cache`` holds what verifiers fetched (fal's JWKS), so it lives as long as
-    the router.
+    the router. Each provider's verifier is registered with :meth:`add_provider`.
     """
 
     def __init__(self, *, max_jobs: int = 10_000) -> None:
         self.max_jobs = max_jobs
         self.key_cache: dict[str, Any] = {}
+        self._providers: dict[str, tuple[str, Any, VerifiesWebhooks | None]] = {}
+        self._verifiers: dict[str, VerifiesWebhooks | None] = {}
         self._jobs: OrderedDict[tuple[str, str], WebhookEvent] = OrderedDict()
         self._deliveries: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._waiters: dict[tuple[str, str], set[asyncio.Event]] = {}
+
+    def add_provider(
+        self, key: str, provider_type: str, settings: Any, own: VerifiesWebhooks | None = None
+    ) -> None:
+        """Say how provider ``key``'s deliveries are verified: by ``own`` (a backend that verifies
+        its own webhooks), else by its type's verifier in the backend registry, imported and
+        built from ``settings`` on the first delivery."""
+        self._providers[key] = (provider_type, settings, own)
+        self._verifiers.pop(key, None)
+
+    def verifier(self, key: str) -> VerifiesWebhooks | None:
+        """Provider ``key``'s verifier (None: its type sends no signed webhooks).
+
+        Raises :class:`ConfigError` for a provider that is not configured.
+        """
+        if key in self._verifiers:
+            return self._verifiers[key]
+        entry = self._providers.get(key)
+        if entry is None:
+            raise ConfigError(
+                f"webhook for unknown provider {key!r}; configured: {', '.join(self._providers)}",
+                key_path="providers",
+            )
+        provider_type, settings, verifier = entry
+        if verifier is None:
+            from genrouter.backends.base import backend_spec, load_target
+
+            target = backend_spec(provider_type).webhooks
+            if target:
+                verifier = load_target(target)(name=key, settings=settings, cache=self.key_cache)
+        self._verifiers[key] = verifier
+        return verifier
+
+    async def verify(
+        self, key: str, headers: Mapping[str, str], body: bytes, *, tolerance_s: float = DEFAULT_TOLERANCE_S
+    ) -> WebhookEvent:
+        """Verify a delivery for provider ``key`` with its verifier; records nothing.
+
+        Raises :class:`ConfigError` for an unknown provider, one whose type sends no
+        verifiable webhooks, or a missing secret; :class:`WebhookVerificationError` for a
+        delivery that fails verification.
+        """
+        verifier = self.verifier(key)
+        if verifier is None:
+            raise ConfigError(
+                f"provider {key!r} (type {self._providers[key][0]}) sends no signed webhooks "
+                "genrouter can verify",
+                key_path=f"providers.{key}.type",
+            )
+        return await verifier.verify_webhook(headers, body, tolerance_s=tolerance_s)
+
+    def providers_signing(self, headers: Mapping[str, str]) -> list[str]:
+        """The providers whose signature scheme ``headers`` carry, in config order."""
+        return [
+            key
+            for key in self._providers
+            if (verifier := self.verifier(key)) is not None and verifier.signs_webhook(headers)
+        ]
 
     def record(self, event: WebhookEvent) -> bool:
         """Record a verified event; False when it changed nothing (duplicate or stale).

@@ -1,7 +1,9 @@
-"""Standard Webhooks deliveries (Replicate, genrouter's ``deploy/modal`` class), and the header,
-timestamp and body checks every signature scheme in :mod:`genrouter.webhooks` shares.
+"""What every provider's webhook verifier shares: header, timestamp and body checks, the
+Standard Webhooks signature (Replicate and genrouter's ``deploy/modal`` class sign with it), the
+event a verified job delivery reports, and the "secret not set" error.
 
-Public names are re-exported by :mod:`genrouter.webhooks`; see its docstring for the schemes.
+Each provider's own scheme lives in its package (``backends/<type>/_webhooks.py``); the public
+names are re-exported by :mod:`genrouter.webhooks`, whose docstring describes the schemes.
 """
 
 from __future__ import annotations
@@ -19,34 +21,35 @@ from typing import Any
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
 
-# A delivery carries a prediction as the API returns it: the backend's own status map reads it.
-from genrouter.backends.replicate._backend import _STATES as _REPLICATE_STATES
-from genrouter.engine._webhook_hub import WebhookEvent, WebhookVerificationError
-from genrouter.errors import ConfigError
+from genrouter.engine._webhook_hub import DEFAULT_TOLERANCE_S, WebhookEvent
+from genrouter.errors import ConfigError, WebhookVerificationError
 from genrouter.types import JobState
 from genrouter.util._secrets import register_secret
 
-__all__ = ["DEFAULT_TOLERANCE_S", "verify_modal_webhook", "verify_replicate_webhook"]
-
-DEFAULT_TOLERANCE_S = 300.0
-"""How far a signed timestamp may be from now, either way (Standard Webhooks' and fal's 5 min)."""
+__all__ = [
+    "DEFAULT_TOLERANCE_S",
+    "check_standard_webhooks",
+    "error_text",
+    "job_event",
+    "json_object",
+    "lower_headers",
+    "required_headers",
+    "signed_timestamp",
+    "signed_with_standard_webhooks",
+    "webhook_secret",
+]
 
 _TIMESTAMP = re.compile(r"^(0|[1-9][0-9]{0,11})$")
-_MODAL_STATES = {
-    "succeeded": JobState.SUCCEEDED,
-    "failed": JobState.FAILED,
-    "cancelled": JobState.CANCELLED,
-}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in headers.items()}
 
 
-def _required(headers: Mapping[str, str], *names: str) -> list[str]:
+def required_headers(headers: Mapping[str, str], *names: str) -> list[str]:
     values = [headers.get(name, "").strip() for name in names]
     missing = [name for name, value in zip(names, values, strict=True) if not value]
     if missing:
@@ -54,7 +57,7 @@ def _required(headers: Mapping[str, str], *names: str) -> list[str]:
     return values
 
 
-def _timestamp(value: str, name: str, tolerance_s: float, now: float | None) -> int:
+def signed_timestamp(value: str, name: str, tolerance_s: float, now: float | None) -> int:
     if not _TIMESTAMP.match(value):
         raise WebhookVerificationError(f"{name} is not Unix seconds: {value[:20]!r}")
     stamp = int(value)
@@ -70,7 +73,7 @@ def _timestamp(value: str, name: str, tolerance_s: float, now: float | None) -> 
     return stamp
 
 
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
+def json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -80,46 +83,14 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
     return data
 
 
-def _text(value: Any) -> str | None:
+def error_text(value: Any) -> str | None:
     if value is None:
         return None
     text = value if isinstance(value, str) else json.dumps(value)
     return text[:2000] or None
 
 
-# -- Replicate (Standard Webhooks) -------------------------------------------------------------------
-
-
-def verify_replicate_webhook(
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    secret: str | SecretStr,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    now: float | None = None,
-    provider: str = "replicate",
-) -> WebhookEvent:
-    """Verify a Replicate delivery (Standard Webhooks HMAC-SHA256) and return its event.
-
-    ``secret`` is the ``whsec_…`` signing secret; ``now`` (Unix seconds, default the
-    wall clock) and ``tolerance_s`` bound the signed timestamp. Raises
-    :class:`WebhookVerificationError`; a secret that is not base64 raises
-    :class:`~genrouter.errors.ConfigError`.
-    """
-    msg_id, stamp = _standard_webhooks_check(headers, body, secret, tolerance_s, now, "Replicate")
-    prediction = _json_object(body, "expected a Replicate prediction")
-    return _job_event(
-        provider,
-        prediction,
-        _REPLICATE_STATES,
-        raw=prediction,
-        delivery=(msg_id, stamp),
-        missing="the body is not a prediction (no id/status)",
-        noun="prediction",
-    )
-
-
-def _job_event(
+def job_event(
     provider: str,
     record: dict[str, Any],
     states: Mapping[str, JobState],
@@ -143,14 +114,14 @@ def _job_event(
         provider=provider,
         provider_request_id=rid,
         state=state,
-        error=_text(record.get("error")) if state is not JobState.SUCCEEDED else None,
+        error=error_text(record.get("error")) if state is not JobState.SUCCEEDED else None,
         raw=raw,
         delivery_id=delivery[0],
         timestamp=delivery[1],
     )
 
 
-def _standard_webhooks_check(
+def check_standard_webhooks(
     headers: Mapping[str, str],
     body: bytes,
     secret: str | SecretStr,
@@ -159,11 +130,11 @@ def _standard_webhooks_check(
     who: str,
 ) -> tuple[str, int]:
     """Check a Standard Webhooks signature; the delivery id and signed timestamp."""
-    lowered = _lower(headers)
-    msg_id, stamp_text, signatures = _required(
+    lowered = lower_headers(headers)
+    msg_id, stamp_text, signatures = required_headers(
         lowered, "webhook-id", "webhook-timestamp", "webhook-signature"
     )
-    stamp = _timestamp(stamp_text, "webhook-timestamp", tolerance_s, now)
+    stamp = signed_timestamp(stamp_text, "webhook-timestamp", tolerance_s, now)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -201,36 +172,16 @@ def _standard_webhooks_mac(secret: str | SecretStr, msg_id: str, stamp: int, tex
     return base64.b64decode(signed.partition(",")[2])
 
 
-# -- Modal (genrouter's own deployment; Standard Webhooks) ------------------------------------------
+def signed_with_standard_webhooks(headers: Mapping[str, str]) -> bool:
+    """Whether ``headers`` carry a Standard Webhooks signature (``webhook-signature``)."""
+    return "webhook-signature" in lower_headers(headers)
 
 
-def verify_modal_webhook(
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    secret: str | SecretStr,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    now: float | None = None,
-    provider: str = "modal",
-) -> WebhookEvent:
-    """Verify a delivery from the ``deploy/modal`` class (Standard Webhooks HMAC-SHA256).
-
-    The body is ``{"type", "timestamp", "data": {"id": <call id>, "status", "error", "result"}}``
-    (``deploy/modal/_webhooks.py``); ``provider_request_id`` is the Modal call id, as in the
-    :class:`~genrouter.types.ProviderJob`. ``secret``, ``now`` and ``tolerance_s`` as for
-    :func:`verify_replicate_webhook`.
-    """
-    msg_id, stamp = _standard_webhooks_check(headers, body, secret, tolerance_s, now, "Modal")
-    envelope = _json_object(body, "expected a genrouter Modal job event")
-    data = envelope.get("data")
-    if not isinstance(data, dict):
-        raise WebhookVerificationError("signature verified, but the body has no 'data' object")
-    return _job_event(
-        provider,
-        data,
-        _MODAL_STATES,
-        raw=envelope,
-        delivery=(msg_id, stamp),
-        missing="the event has no call id or status",
-        noun="job",
-    )
+def webhook_secret(secret: SecretStr | None, provider: str, fix: str) -> SecretStr:
+    """A section's Standard Webhooks secret; ConfigError saying how to get one when it is unset."""
+    if secret is None or not secret.get_secret_value():
+        raise ConfigError(
+            f"providers.{provider}.webhook_secret is not set; {fix}",
+            key_path=f"providers.{provider}.webhook_secret",
+        )
+    return secret
