@@ -36,6 +36,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from genrouter.catalog import CatalogEntry
+from genrouter.util._secrets import SECRET_KEY_PATTERN
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
@@ -59,9 +60,6 @@ DURATION_PATTERN = r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|m|h)?\s*$
 
 _DURATION = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
-"""Setting names whose values are credentials: never shown, always redacted."""
 
 
 def parse_duration(value: Any) -> Any:

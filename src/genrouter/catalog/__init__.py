@@ -67,6 +67,7 @@ from genrouter.catalog._schema import (
 )
 from genrouter.catalog._workflows import InputSpec
 from genrouter.errors import ConfigError
+from genrouter.util._validation import format_validation_errors
 
 if TYPE_CHECKING:
     from genrouter.types import GenerationRequest
@@ -203,8 +204,6 @@ def load_catalog_file(path: Path) -> CatalogFile:
     try:
         return CatalogFile.model_validate(raw)
     except ValidationError as exc:
-        from genrouter.config import format_validation_errors
-
         problems = format_validation_errors(exc, root=CatalogFile)
         raise ConfigError(
             f"catalog {path}: " + "; ".join(problems),

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 import threading
 
-__all__ = ["REDACTED", "is_credential_header", "register_secret", "scrub"]
+__all__ = ["REDACTED", "SECRET_KEY_PATTERN", "is_credential_header", "register_secret", "scrub"]
+
+SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
+"""Setting names whose values are credentials: never shown, always redacted."""
 
 REDACTED = "***"
 
