@@ -9,7 +9,7 @@ import pytest
 
 from fakes.fal import FakeFal, start_server
 from fakes.server import LoopbackServer
-from genrouter import AllProvidersFailedError, AsyncRouter, ConfigError, InvalidRequestError
+from genrouter import AsyncRouter, ConfigError, InvalidRequestError
 from genrouter.testing import set_testing
 
 FAL_KEY = "fal-key-own-headers-0001"
@@ -43,12 +43,25 @@ def test_a_section_cannot_set_a_header_genrouter_sets(name: str, fal_server: Loo
 async def test_a_request_cannot_set_a_header_genrouter_sets(
     name: str, fal_server: LoopbackServer, fal: FakeFal
 ) -> None:
-    """A request's ``provider_headers`` naming one of them is refused as invalid; nothing reaches fal."""
+    """A request naming one of them is an InvalidRequestError naming provider_headers.fal; nothing is sent."""
     config = {"version": 1, "providers": {"fal": {"api_key": FAL_KEY, "base_url": fal_server.url}}}
     async with AsyncRouter.from_config(config) as router:
-        with pytest.raises(AllProvidersFailedError) as failed:
+        with pytest.raises(InvalidRequestError) as refused:
             await router.generate("a fox", model="flux-dev", provider_headers={"fal": {name: "x"}})
-    (error,) = failed.value.errors
-    assert isinstance(error, InvalidRequestError)
-    assert name in str(error)
+    assert refused.value.field == "provider_headers.fal"
+    assert name in str(refused.value)
     assert fal.jobs == {}
+
+
+async def test_a_refused_authorization_header_keeps_its_value_secret(
+    fal_server: LoopbackServer, fal: FakeFal
+) -> None:
+    """The value of a refused ``Authorization`` request header is in neither the error text nor its repr."""
+    secret = "Bearer own-headers-secret-0042"
+    config = {"version": 1, "providers": {"fal": {"api_key": FAL_KEY, "base_url": fal_server.url}}}
+    async with AsyncRouter.from_config(config) as router:
+        with pytest.raises(InvalidRequestError) as refused:
+            await router.generate(
+                "a fox", model="flux-dev", provider_headers={"fal": {"Authorization": secret}}
+            )
+    assert "own-headers-secret" not in f"{refused.value} {refused.value!r}"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from genrouter.util._header_rules import header_problem
 from genrouter.util._media import read_artifact_bytes, read_artifact_bytes_async, save_artifact
 from genrouter.util._secrets import is_credential_header, register_secret
 
@@ -132,6 +134,24 @@ def _check_media_not_empty(value: MediaInput) -> None:
         raise ValueError("is empty; pass a URL, bytes or a file path")
 
 
+def _sendable_headers(headers: dict[str, str]) -> dict[str, str]:
+    """One provider key's request headers, if genrouter can send them (else ValueError).
+
+    Checked when the request is validated, before anything is routed or sent: a bad
+    header is the request's fault (``InvalidRequestError`` naming
+    ``provider_headers.<key>``), not a provider's. Credential-looking values are
+    registered for redaction first, so no error text shows them.
+    """
+    for name, value in headers.items():
+        if is_credential_header(name):
+            register_secret(value)
+    for name, value in headers.items():
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise ValueError(problem)
+    return headers
+
+
 class GenerationRequest(BaseModel):
     """One generation request: what to make, and optional routing overrides.
 
@@ -181,7 +201,7 @@ class GenerationRequest(BaseModel):
         default_factory=dict,
         description="A workflow model's named inputs (JSON values; images as URL, bytes or path).",
     )
-    provider_headers: dict[str, dict[str, str]] = Field(
+    provider_headers: dict[str, Annotated[dict[str, str], AfterValidator(_sendable_headers)]] = Field(
         default_factory=dict,
         description="Extra HTTP headers per provider key ({key: {header: value}}), "
         "merged over the provider section's provider_headers.",
@@ -192,15 +212,6 @@ class GenerationRequest(BaseModel):
     max_cost_usd: Annotated[Decimal | None, Field(ge=0)] = None
     deadline_s: Annotated[float | None, Field(gt=0.0, le=86_400.0)] = None
     tags: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("provider_headers")
-    @classmethod
-    def _credential_headers_are_secrets(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
-        for headers in value.values():
-            for name, header_value in headers.items():
-                if is_credential_header(name):
-                    register_secret(header_value)
-        return value
 
     @field_serializer("provider_headers", when_used="json")
     def _headers_without_credentials(self, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

@@ -12,35 +12,24 @@ so it never shows in logs, reprs or error text, and is left out of stored handle
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from genrouter.errors import InvalidRequestError
 from genrouter.types import GenerationRequest
+from genrouter.util._header_rules import RESERVED_HEADERS, header_problem
 from genrouter.util._secrets import is_credential_header, register_secret
 
 __all__ = ["RESERVED_HEADERS", "check_headers", "merged", "request_headers", "shown_headers"]
-
-RESERVED_HEADERS = frozenset({"authorization", "host", "content-type", "content-length"})
-"""Headers genrouter sets itself; ``provider_headers`` may not replace them."""
-
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def check_headers(headers: Mapping[str, str], *, field: str) -> dict[str, str]:
     """``headers`` if every name and value is sendable, else ``ValueError`` naming the bad one."""
     for name, value in headers.items():
-        if not _TOKEN.match(name):
-            raise ValueError(f"{field}: {name!r} is not a valid HTTP header name")
-        if name.lower() in RESERVED_HEADERS:
-            raise ValueError(
-                f"{field}: {name} is set by genrouter itself and cannot be replaced "
-                "(credentials go in the provider section's api_key/api_token)"
-            )
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
-            raise ValueError(f"{field}: the value of {name} must be a one-line string")
-        if is_credential_header(name):
+        if is_credential_header(name) and isinstance(value, str):
             register_secret(value)
+        problem = header_problem(name, value)
+        if problem is not None:
+            raise ValueError(f"{field}: {problem}")
     return dict(headers)
 
 

@@ -144,7 +144,9 @@ async def media_inputs(
     through; see :mod:`genrouter.backends._uploads`); the inputs are resolved at once.
     ``images`` goes to its mapping's one input as a list, or, when it maps to several
     inputs, the first image to the first input and so on (extra images are dropped,
-    with a warning).
+    with a warning). Where ``image`` maps to the same list input (``image_urls``), it
+    goes first in that list; where it maps to the same input as one of the images
+    (``image_url`` as the first frame), that image is sent and the clash is warned.
     """
     params = deployment.params
     where = f"{provider} ({deployment.endpoint})"
@@ -165,12 +167,18 @@ async def media_inputs(
         if not targets:
             warnings.append(f"{where} has no input for images; {len(request.images)} image(s) were ignored")
         elif len(targets) == 1:
-            lists[targets[0]] = []
+            lists[targets[0]] = [i for i, (t, _, _) in enumerate(wanted) if t == targets[0]]
             for index, value in enumerate(request.images):
                 lists[targets[0]].append(len(wanted))
                 wanted.append((targets[0], f"images[{index}]", value))
         else:
             for index, value in enumerate(request.images[: len(targets)]):
+                clash = [field for target, field, _ in wanted if target == targets[index]]
+                if clash:
+                    warnings.append(
+                        f"{where} takes {clash[0]} and images[{index}] as one input "
+                        f"({targets[index]}); images[{index}] was sent"
+                    )
                 wanted.append((targets[index], f"images[{index}]", value))
             if len(request.images) > len(targets):
                 warnings.append(
