@@ -1,8 +1,13 @@
-"""Schemas of the provider sections of a genrouter config, one per provider type.
+"""What every provider section of a genrouter config shares: :class:`ProviderSettings` (and
+:class:`MediaSettings` for the hosted APIs), the ``custom`` and import-path sections, and the
+conventions below.
 
-They live beside the backends (not in ``config.py``) because each belongs to one
-backend, and they import nothing heavy, so validating a config never imports a
-provider SDK. Secrets are ``SecretStr``: they never show in a repr or a dump.
+Each provider type's own section lives in its package, beside its backend
+(``backends/<type>/_settings.py``: :class:`FalSettings`, :class:`ReplicateSettings`,
+:class:`ModalSettings`, :class:`SimulatedSettings`), with the credentials it reads from the
+environment (``section_from_env``); they stay importable from here. None imports anything
+heavy, so validating a config never imports a backend or a provider SDK. Secrets are
+``SecretStr``: they never show in a repr or a dump.
 
 Two conventions hold for every model here and in ``config.py`` (all derive from
 :class:`SettingsModel`):
