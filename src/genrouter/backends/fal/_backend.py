@@ -174,17 +174,15 @@ _REMEMBERED = 10_000
 
 
 def _credentials(settings: FalSettings) -> tuple[str | None, list[str]]:
-    """The fal key (settings, ``FAL_KEY``, ``FAL_KEY_ID:FAL_KEY_SECRET``) and the secrets to redact."""
-    if settings.api_key is not None and settings.api_key.get_secret_value():
-        key = settings.api_key.get_secret_value()
-        return key, [key]
-    env_key = os.environ.get("FAL_KEY")
-    if env_key:
-        return env_key, [env_key]
-    key_id, secret = os.environ.get("FAL_KEY_ID"), os.environ.get("FAL_KEY_SECRET")
-    if key_id and secret:
-        return f"{key_id}:{secret}", [f"{key_id}:{secret}", secret]
-    return None, []
+    """The fal key (settings, else the environment as :meth:`FalSettings.section_from_env` reads
+    it: ``FAL_KEY``, ``FAL_KEY_ID:FAL_KEY_SECRET``) and the secrets to redact."""
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+    if not key:
+        key = str((FalSettings.section_from_env(os.environ) or {}).get("api_key", ""))
+    if not key:
+        return None, []
+    _, colon, secret = key.partition(":")
+    return key, [key, secret] if colon and secret else [key]
 
 
 def _header_bool(value: str | None) -> bool | None:

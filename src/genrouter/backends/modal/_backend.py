@@ -203,7 +203,7 @@ class ModalBackend:
         s = self.settings
         if s.token_id is not None and s.token_secret is not None:
             return None
-        if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        if ModalSettings.section_from_env(os.environ) is not None:
             return None
         config = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
         if config.is_file():

@@ -229,9 +229,8 @@ class ReplicateBackend:
         except ValidationError as exc:
             raise ConfigError(f"providers.{name}: {exc}", key_path=f"providers.{name}") from exc
         secret = self.settings.api_token
-        token = (
-            (secret.get_secret_value() if secret else "") or os.environ.get("REPLICATE_API_TOKEN", "")
-        ).strip()
+        from_env = ReplicateSettings.section_from_env(os.environ) or {}
+        token = ((secret.get_secret_value() if secret else "") or str(from_env.get("api_token", ""))).strip()
         register_secret(token)
         self.unavailable_reason: str | None = (
             None if token else f"no Replicate token: set REPLICATE_API_TOKEN or providers.{name}.api_token"
