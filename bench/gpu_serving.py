@@ -54,7 +54,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from genrouter._modal_testing import SERVICE_PATH, load_service_module  # noqa: E402
+from genrouter.testing._modal import SERVICE_PATH, load_service_module  # noqa: E402
 
 ANCHORS = {
     # shared/reference/h100-diffusion-anchor.jsonl (one H100, random weights, 1024², bf16)

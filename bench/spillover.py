@@ -17,7 +17,7 @@ through ``AsyncRouter.generate`` on product defaults apart from what the scenari
   queue there lets it start in time (SLO minus the service p95), else to the hosted one
   (through the request's ``providers`` allow-list, so the same router paths).
 
-Everything runs on a virtual-time event loop (:mod:`genrouter._virtual_time`): the same
+Everything runs on a virtual-time event loop (:mod:`genrouter.engine._virtual_time`): the same
 router code, timers and simulated providers, with idle waits skipped, so minutes of
 traffic take seconds. Costs: hosted requests at the price the router reports; the
 self-hosted deployment at container-seconds (booting and idle ones included, as Modal
@@ -44,8 +44,8 @@ from decimal import Decimal
 from typing import Any
 
 from genrouter import AsyncRouter, GenRouterError
-from genrouter._virtual_time import LoopClock, run_virtual
 from genrouter.backends.simulated import SimulatedBackend
+from genrouter.engine._virtual_time import LoopClock, run_virtual
 
 SLO_S = 10.0
 GPU_PRICE = "0.001097"  # per GPU-second: Modal H100 (providers/modal.yaml)

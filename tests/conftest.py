@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from genrouter import _testing_mode
+from genrouter.engine import _testing_mode
 
 # The loopback-fake fixtures many files share (fal_server, fal, replicate_server, replicate, comfy, routers).
 pytest_plugins = ["loopback"]

@@ -7,10 +7,10 @@ import asyncio
 import httpx
 import respx
 
-from genrouter._abandoned import ABANDONED_ANSWERS
-from genrouter._attempts import JobWaiter
-from genrouter._clock import MonotonicClock
 from genrouter.backends._http import make_client, send
+from genrouter.engine._abandoned import ABANDONED_ANSWERS
+from genrouter.engine._attempts import JobWaiter
+from genrouter.engine._clock import MonotonicClock
 
 
 class Recorder:

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genrouter import AsyncRouter, ConfigError, JobState
-from genrouter.backends._sim_autoscale import AutoscaleModel
 from genrouter.backends.settings import Autoscale
+from genrouter.backends.simulated._autoscale import AutoscaleModel
 from genrouter.routing.capacity import CapacityFacts, ReportsCapacity
 from genrouter.testing import FakeClock
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genrouter._attempts import poll_cadence
-from genrouter._backoff import Backoff
+from genrouter.engine._attempts import poll_cadence
+from genrouter.engine._backoff import Backoff
 from genrouter.testing import set_testing
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from genrouter import AsyncRouter, GenerationRequest, GenerationResult, JobState, JobStatus, ProviderJob
-from genrouter._manifest import ItemState, Manifest
-from genrouter._png import sim_url
 from genrouter.batch import BatchRunner, parse_items, read_items, run_batch, sanitise_id
+from genrouter.batch._manifest import ItemState, Manifest
 from genrouter.cli import main
 from genrouter.errors import ConfigError, JobFailedError, ProviderUnavailableError
 from genrouter.types import Artifact
+from genrouter.util._png import sim_url
 
 
 class Bench:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genrouter import ProviderUnavailableError
-from genrouter._attempts import CANCEL_PERSIST_S, quiet_cancel
+from genrouter.engine._attempts import CANCEL_PERSIST_S, quiet_cancel
 from genrouter.testing import FakeBackend, FakeClock
 from genrouter.types import ProviderJob
 

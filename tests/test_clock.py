@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from genrouter._clock import MonotonicClock, call_later, wait_done
+from genrouter.engine._clock import MonotonicClock, call_later, wait_done
 from genrouter.testing import FakeClock
 
 

@@ -13,8 +13,8 @@ import pytest
 
 from fakes.comfy import FakeComfy
 from fakes.server import LoopbackServer
-from genrouter._comfy_testing import load_comfy_service
-from genrouter._png import placeholder_png
+from genrouter.testing._comfy import load_comfy_service
+from genrouter.util._png import placeholder_png
 from workflow_helpers import EXAMPLE_DIR, EXAMPLE_WORKFLOW
 
 comfy_service = load_comfy_service()

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from genrouter._secrets import scrub
 from genrouter.backends.settings import (
     CustomSettings,
     FalSettings,
@@ -39,6 +38,7 @@ from genrouter.config import (
     render_path,
 )
 from genrouter.errors import ConfigError
+from genrouter.util._secrets import scrub
 
 SIM: dict[str, Any] = {"type": "simulated", "latency": {"median_s": 1, "p99_s": 2}}
 

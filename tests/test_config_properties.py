@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,21 @@ from hypothesis import strategies as st
 from genrouter.backends.settings import parse_duration
 from genrouter.config import RouterConfig, TimeoutPolicy, interpolate, load_config_file, parse_config
 from genrouter.errors import ConfigError
+from genrouter.util import _secrets
+
+
+@pytest.fixture(autouse=True)
+def _forget_fuzzed_secrets() -> Iterator[None]:
+    """Fuzzed configs put junk ("memory", "simulated") in credential fields, and a config that
+    validates registers them as secrets process-wide: later tests' messages would show "***" for
+    those words. Each test here leaves the registry as it found it."""
+    saved, pattern = set(_secrets._secrets), _secrets._pattern
+    yield
+    with _secrets._lock:
+        _secrets._secrets.clear()
+        _secrets._secrets.update(saved)
+        _secrets._pattern = pattern
+
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

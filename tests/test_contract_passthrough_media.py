@@ -12,8 +12,8 @@ from fakes.fal import FakeFal, start_server
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AsyncRouter
-from genrouter._png import placeholder_png
 from genrouter.testing import set_testing
+from genrouter.util._png import placeholder_png
 
 FAL_KEY = "fal-key-passthrough-media-01"
 PNG = placeholder_png(8, 8, 4)

@@ -20,10 +20,10 @@ from fakes.fal import FakeFal, start_server
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AsyncRouter, InvalidRequestError, Router
-from genrouter._png import placeholder_png
 from genrouter.batch import run_batch
 from genrouter.cli import main
 from genrouter.testing import set_testing
+from genrouter.util._png import placeholder_png
 
 FAL_KEY = "fal-key-promptless-0123"
 PNG = placeholder_png(8, 8, 5)

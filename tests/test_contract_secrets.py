@@ -15,10 +15,10 @@ import pytest
 from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.server import LoopbackServer
 from genrouter import AllProvidersFailedError, AsyncRouter
-from genrouter._png import placeholder_png
 from genrouter.backends.modal import ModalBackend
 from genrouter.cli import main
 from genrouter.testing import set_testing
+from genrouter.util._png import placeholder_png
 
 FAL_KEY = "fal-key-SENTINEL-0a1b2c3d"
 CDN_TOKEN = "cdn-SENTINEL-storage-token-77"

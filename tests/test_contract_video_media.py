@@ -15,9 +15,9 @@ from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AsyncRouter
-from genrouter._png import placeholder_png
 from genrouter.testing import set_testing
 from genrouter.types import ArtifactKind
+from genrouter.util._png import placeholder_png
 
 FAL_KEY = "fal-key-video-media-0001"
 FRAME = placeholder_png(64, 64, 3) + bytes(400_000)  # a PNG over the 256 KiB inline limit

@@ -25,9 +25,9 @@ from genrouter import (
     RateLimitedError,
     RoutePlan,
 )
-from genrouter._secrets import REDACTED, register_secret, scrub
 from genrouter.errors import describe_error
 from genrouter.testing import FailJob, FakeBackend, set_testing
+from genrouter.util._secrets import REDACTED, register_secret, scrub
 
 # -- hierarchy ------------------------------------------------------------------------------------
 

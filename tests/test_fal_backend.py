@@ -30,12 +30,12 @@ from genrouter import (
     RateLimitedError,
     SubmitOutcomeUnknownError,
 )
-from genrouter._png import placeholder_png
 from genrouter.backends._http import MAX_CONCURRENT_REQUESTS, request_slots
 from genrouter.backends.base import Backend
 from genrouter.backends.fal import FalBackend
 from genrouter.catalog import Catalog, Deployment, build_deployment
 from genrouter.testing import BackendContract
+from genrouter.util._png import placeholder_png
 
 BASE = "https://queue.fal.run"
 KEY = "fal-SENTINEL-secret-123456"

@@ -18,9 +18,9 @@ import pytest
 from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.server import LoopbackServer
 from genrouter import GenerationRequest, JobState
-from genrouter._contract import wait_terminal
 from genrouter.backends.fal import FalBackend
 from genrouter.catalog import Catalog, build_deployment
+from genrouter.testing._contract import wait_terminal
 
 KEY = "fal-sdk-agreement-key-42"
 FLUX = "fal-ai/flux/dev"

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from genrouter import AsyncRouter, GenerationResult, GenRouterError
-from genrouter._png import placeholder_png
 from genrouter.testing import set_testing
+from genrouter.util._png import placeholder_png
 
 # Huge strings make hypothesis warn about their repr; the warning is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")

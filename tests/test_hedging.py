@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from genrouter import AsyncRouter, AttemptOutcome, DeadlineExceededError, GenerationResult
-from genrouter._virtual_time import LoopClock, run_virtual
+from genrouter.engine._virtual_time import LoopClock, run_virtual
 from genrouter.routing.throttle import HedgeBudget
 from genrouter.testing import FakeBackend, FakeClock, Hang, Succeed
 from routing_helpers import router_over as _router_over

@@ -16,7 +16,7 @@ import yaml
 
 from cli_helpers import run
 from genrouter import AsyncRouter, GenerationRequest
-from genrouter._virtual_time import LoopClock, run_virtual
+from genrouter.engine._virtual_time import LoopClock, run_virtual
 from genrouter.loadtest import run_loadtest, write_report
 from genrouter.loadtest.command import live_line
 from genrouter.testing import FunctionBackend

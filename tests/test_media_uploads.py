@@ -17,7 +17,7 @@ from fakes.fal import DEFAULT_KEY, Behaviour, FakeFal
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer
 from genrouter import AllProvidersFailedError, AsyncRouter, DeadlineExceededError, InvalidRequestError
-from genrouter._clock import MonotonicClock
+from genrouter.engine._clock import MonotonicClock
 from genrouter.testing import FakeClock, set_testing
 from loopback import Routers
 
@@ -161,8 +161,8 @@ async def test_large_files_go_up_to_fal_in_parts(
     fal: FakeFal, fal_server: LoopbackServer, make: Build, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Above the multipart threshold the file is sent in chunks and completed, then used."""
-    monkeypatch.setattr("genrouter.backends._fal_storage.MULTIPART_THRESHOLD", 1024 * 1024)
-    monkeypatch.setattr("genrouter.backends._fal_storage.MULTIPART_CHUNK_BYTES", 1024 * 1024)
+    monkeypatch.setattr("genrouter.backends.fal._storage.MULTIPART_THRESHOLD", 1024 * 1024)
+    monkeypatch.setattr("genrouter.backends.fal._storage.MULTIPART_CHUNK_BYTES", 1024 * 1024)
     fal_server.requests.clear()
     await make(config(fal_server.url)).generate("a fox", model="flux-dev", image=BIG_PNG)
     parts = [r for r in fal_server.requests if r.method == "PUT" and "/multipart/" in r.path]

@@ -23,7 +23,6 @@ modal_exception = pytest.importorskip("modal.exception")
 from PIL import Image  # noqa: E402
 
 from genrouter import AsyncRouter, GenerationRequest, JobHandle, LoRA  # noqa: E402
-from genrouter._modal_testing import SERVICE_PATH, load_service_module, modal_error  # noqa: E402
 from genrouter.backends.modal import ModalBackend, SdkModalTransport, map_modal_error  # noqa: E402
 from genrouter.catalog import CatalogEntry, Deployment, Limits, Price, build_deployment  # noqa: E402
 from genrouter.errors import (  # noqa: E402
@@ -39,6 +38,7 @@ from genrouter.errors import (  # noqa: E402
     SubmitOutcomeUnknownError,
 )
 from genrouter.testing import BackendContract, InProcessModalTransport  # noqa: E402
+from genrouter.testing._modal import SERVICE_PATH, load_service_module, modal_error  # noqa: E402
 from genrouter.types import JobState  # noqa: E402
 
 pytestmark = [

@@ -20,7 +20,7 @@ modal = pytest.importorskip("modal")
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from genrouter._modal_testing import SERVICE_PATH, load_service_module  # noqa: E402
+from genrouter.testing._modal import SERVICE_PATH, load_service_module  # noqa: E402
 from modal_helpers import DEPLOY_DIR, fresh_import, image_files, offline  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(

@@ -16,9 +16,9 @@ pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
 from genrouter import AsyncRouter, GenerationRequest
-from genrouter._modal_testing import SERVICE_PATH, load_service_module
 from genrouter.backends.modal import ModalBackend
 from genrouter.testing import InProcessModalTransport
+from genrouter.testing._modal import SERVICE_PATH, load_service_module
 from modal_helpers import SERVICE_WARNINGS
 
 pytestmark = SERVICE_WARNINGS

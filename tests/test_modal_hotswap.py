@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from genrouter._modal_testing import SERVICE_PATH, load_service_module  # noqa: E402
+from genrouter.testing._modal import SERVICE_PATH, load_service_module  # noqa: E402
 from modal_helpers import SERVICE_WARNINGS  # noqa: E402
 
 pytestmark = [*SERVICE_WARNINGS, pytest.mark.filterwarnings("ignore::UserWarning")]

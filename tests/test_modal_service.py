@@ -20,7 +20,7 @@ pytest.importorskip("peft")
 
 from PIL import Image
 
-from genrouter._modal_testing import SERVICE_PATH, load_service_module
+from genrouter.testing._modal import SERVICE_PATH, load_service_module
 from modal_helpers import SERVICE_WARNINGS
 
 pytestmark = SERVICE_WARNINGS

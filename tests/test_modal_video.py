@@ -17,9 +17,9 @@ pytest.importorskip("diffusers")
 from PIL import Image
 
 from genrouter import AsyncRouter, GenerationRequest
-from genrouter._modal_testing import SERVICE_PATH, load_service_module
 from genrouter.backends.modal import ModalBackend
 from genrouter.testing import InProcessModalTransport
+from genrouter.testing._modal import SERVICE_PATH, load_service_module
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"

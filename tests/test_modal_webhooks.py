@@ -21,9 +21,9 @@ pytest.importorskip("diffusers")
 
 from fakes.server import LoopbackServer, Request, Response
 from genrouter import AsyncRouter, GenerationRequest, JobState
-from genrouter._modal_testing import SERVICE_PATH, load_service_module
 from genrouter.backends.modal import ModalBackend
 from genrouter.testing import InProcessModalTransport
+from genrouter.testing._modal import SERVICE_PATH, load_service_module
 from genrouter.webhooks import WebhookVerificationError, verify_modal_webhook
 
 pytestmark = pytest.mark.filterwarnings(

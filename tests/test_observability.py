@@ -146,7 +146,7 @@ async def test_nothing_is_logged_without_hooks_or_an_enabled_logger(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.WARNING, logger="genrouter")
-    import genrouter._execution as execution
+    import genrouter.engine._execution as execution
     import genrouter.router as router_module
 
     def boom(*args: Any, **kwargs: Any) -> None:

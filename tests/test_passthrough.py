@@ -13,7 +13,7 @@ from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.replicate import SDXL_VERSION, TOKEN, FakeReplicate
 from fakes.server import LoopbackServer
 from genrouter import AllProvidersFailedError, AsyncRouter, NoRouteError
-from genrouter._deployments import split_passthrough
+from genrouter.catalog._deployments import split_passthrough
 from genrouter.testing import set_testing
 
 FAL_KEY = "fal-key-passthrough-0123"

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from genrouter import BudgetExceededError
-from genrouter._progress import new_lines
 from genrouter.config import Budget
+from genrouter.engine._progress import new_lines
 from genrouter.routing.budgets import BudgetGuard
 from genrouter.routing.reservations import Hold
 from genrouter.routing.store import MemoryStateStore

@@ -309,7 +309,7 @@ async def test_server_errors_on_create_are_retryable(
 @pytest.fixture
 def unlistable(api: respx.MockRouter, monkeypatch: pytest.MonkeyPatch) -> respx.Route:
     """Listing predictions fails (503), so a lost create cannot be reconciled."""
-    monkeypatch.setattr("genrouter.backends.replicate.RECONCILE_PAUSE_S", 0.0)
+    monkeypatch.setattr("genrouter.backends.replicate._backend.RECONCILE_PAUSE_S", 0.0)
     return api.get("/v1/predictions").mock(return_value=problem(503, "unavailable"))
 
 
@@ -369,7 +369,7 @@ async def test_a_lost_create_missing_from_two_listings_stays_outcome_unknown(
     api: respx.MockRouter, backend: ReplicateBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two complete listings without it: still SubmitOutcomeUnknownError, never sent there again."""
-    monkeypatch.setattr("genrouter.backends.replicate.RECONCILE_PAUSE_S", 0.0)
+    monkeypatch.setattr("genrouter.backends.replicate._backend.RECONCILE_PAUSE_S", 0.0)
     api.post(FLUX_DEV).mock(side_effect=httpx.ReadTimeout("timed out"))
     empty = api.get("/v1/predictions").mock(return_value=httpx.Response(200, json={"results": []}))
     with pytest.raises(SubmitOutcomeUnknownError) as caught:

@@ -19,8 +19,8 @@ from genrouter import (
     JobHandle,
     JobState,
 )
-from genrouter._clock import MonotonicClock
-from genrouter.backends._replicate_reconcile import RECONCILE_PAUSE_S
+from genrouter.backends.replicate._reconcile import RECONCILE_PAUSE_S
+from genrouter.engine._clock import MonotonicClock
 from genrouter.testing import FakeBackend, FakeClock
 
 BACKUP_MODELS = {m: {"endpoint": f"backup/{m}", "price": {"per_image": "0.01"}} for m in ("flux-dev", "sdxl")}

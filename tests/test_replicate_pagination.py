@@ -26,7 +26,7 @@ def server() -> Iterator[LoopbackServer]:
 
 @pytest.fixture
 def fake(server: LoopbackServer, monkeypatch: pytest.MonkeyPatch) -> FakeReplicate:
-    monkeypatch.setattr("genrouter.backends.replicate.RECONCILE_PAUSE_S", 0.0)
+    monkeypatch.setattr("genrouter.backends.replicate._backend.RECONCILE_PAUSE_S", 0.0)
     handler = FakeReplicate()
     server.handler = handler
     return handler

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genrouter.backends._replicate_reconcile import (
+from genrouter.backends.replicate._reconcile import (
     CLOCK_SLACK_S,
     ClaimedPredictions,
     created_after,

@@ -30,7 +30,7 @@ from genrouter import (
     ProviderUnavailableError,
     RateLimitedError,
 )
-from genrouter._attempts import CANCEL_MAX_HOLD_S, quiet_cancel
+from genrouter.engine._attempts import CANCEL_MAX_HOLD_S, quiet_cancel
 from genrouter.testing import FailJob, FailSubmit, FakeBackend, FakeClock, Hang, Succeed, set_testing
 from genrouter.types import ProviderJob
 from routing_helpers import router_over

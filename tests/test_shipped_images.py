@@ -20,11 +20,11 @@ from fakes.fal import Behaviour, FakeFal, start_server
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AsyncRouter
-from genrouter._png import placeholder_png
 from genrouter.backends._params import media_targets
 from genrouter.catalog import Catalog, Deployment, build_deployment
 from genrouter.testing import set_testing
 from genrouter.types import AttemptOutcome
+from genrouter.util._png import placeholder_png
 
 FAL_KEY = "fal-key-shipped-images-01"
 FIRST = "https://example.test/first.png"

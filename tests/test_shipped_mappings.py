@@ -21,7 +21,6 @@ from fakes.recording import RecordingTransport
 from fakes.replicate import TOKEN, FakeReplicate
 from fakes.server import LoopbackServer, serve
 from genrouter import AsyncRouter
-from genrouter._png import placeholder_png
 from genrouter.backends.modal import ModalBackend
 from genrouter.catalog import (
     IMAGE_INPUT_KINDS,
@@ -32,6 +31,7 @@ from genrouter.catalog import (
     build_deployment,
 )
 from genrouter.testing import set_testing
+from genrouter.util._png import placeholder_png
 
 FAL_KEY = "fal-key-shipped-0123456"
 IMAGE_BYTES = placeholder_png(8, 8, 3)

@@ -14,10 +14,10 @@ from genrouter import (
     JobFailedError,
     JobState,
     ProviderUnavailableError,
-    _testing_mode,
 )
 from genrouter.backends.base import Backend
 from genrouter.catalog import CatalogEntry, Deployment, build_deployment
+from genrouter.engine import _testing_mode
 from genrouter.testing import (
     BackendContract,
     FailJob,
@@ -92,7 +92,7 @@ class TestFunctionBackendContract(BackendContract):
 def test_backend_contract_is_importable_from_genrouter_testing() -> None:
     """BackendContract is exposed (lazily) by genrouter.testing."""
     import genrouter.testing
-    from genrouter._contract import BackendContract as Direct
+    from genrouter.testing._contract import BackendContract as Direct
 
     assert genrouter.testing.BackendContract is Direct
 

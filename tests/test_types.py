@@ -28,7 +28,7 @@ from genrouter import (
     RoutePlan,
     Timings,
 )
-from genrouter._png import placeholder_png, sim_url
+from genrouter.util._png import placeholder_png, sim_url
 
 PNG = placeholder_png(3, 2, seed=1)
 

@@ -18,10 +18,10 @@ from fakes.comfy import FakeComfy
 from fakes.fal import Behaviour, FakeFal
 from fakes.server import LoopbackServer, Request, Response
 from genrouter import JobState
-from genrouter._png import placeholder_png
 from genrouter.batch import run_batch
 from genrouter.cli import main
 from genrouter.testing import set_testing
+from genrouter.util._png import placeholder_png
 from loopback import install_fal
 from workflow_helpers import EXAMPLE_DIR, example_config, workflow_router
 

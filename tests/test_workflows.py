@@ -26,9 +26,9 @@ from genrouter import (
     InvalidRequestError,
     Router,
 )
-from genrouter._png import placeholder_png
 from genrouter.backends.modal import ModalBackend
 from genrouter.testing import comfy_transport, set_testing
+from genrouter.util._png import placeholder_png
 from loopback import install_fal
 from workflow_helpers import EXAMPLE_DIR, example_config, workflow_router
 

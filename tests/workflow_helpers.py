@@ -12,9 +12,9 @@ import yaml
 
 from fakes.fal import DEFAULT_KEY
 from genrouter import AsyncRouter
-from genrouter._modal_testing import InProcessModalTransport
 from genrouter.backends.modal import ModalBackend
 from genrouter.testing import comfy_transport
+from genrouter.testing._modal import InProcessModalTransport
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "workflows"
 EXAMPLE_CONFIG = EXAMPLE_DIR / "genrouter.yaml"

@@ -17,12 +17,13 @@ import threading
 import weakref
 from typing import Any
 
-import genrouter._lean_httpx  # noqa: F401  (first: keeps httpx from loading its CLI)
-from genrouter._progress import ProgressCallback
-from genrouter._webhook_hub import WebhookEvent, WebhookVerificationError
+import genrouter.util._lean_httpx  # noqa: F401  (first: keeps httpx from loading its CLI)
 from genrouter.config import RouterConfig, load_config
+from genrouter.engine._progress import ProgressCallback
+from genrouter.engine._webhook_hub import WebhookEvent
 from genrouter.errors import (
     AllProvidersFailedError,
+    AttemptTimedOutError,
     AuthenticationError,
     BudgetExceededError,
     ConfigError,
@@ -30,11 +31,13 @@ from genrouter.errors import (
     GenRouterError,
     InvalidRequestError,
     JobFailedError,
+    MediaError,
     NoRouteError,
     ProviderError,
     ProviderUnavailableError,
     RateLimitedError,
     SubmitOutcomeUnknownError,
+    WebhookVerificationError,
 )
 from genrouter.router import AsyncRouter
 from genrouter.sync import Router
@@ -67,6 +70,7 @@ __all__ = [
     "AsyncRouter",
     "Attempt",
     "AttemptOutcome",
+    "AttemptTimedOutError",
     "AuthenticationError",
     "BudgetExceededError",
     "Candidate",
@@ -82,6 +86,7 @@ __all__ = [
     "JobState",
     "JobStatus",
     "LoRA",
+    "MediaError",
     "NoRouteError",
     "Progress",
     "ProviderError",

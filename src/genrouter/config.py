@@ -18,16 +18,13 @@ never take ``true``/``false``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -44,24 +41,24 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from genrouter._secrets import register_secret
-from genrouter.backends.base import known_types
+from genrouter.backends.base import builtin_types, known_types
 from genrouter.backends.settings import (
     DURATION_PATTERN,
     SECRET_KEY_PATTERN,
-    CustomSettings,
-    FalSettings,
     ImportPathSettings,
-    ModalSettings,
     ProviderSettings,
-    ReplicateSettings,
     SettingsModel,
-    SimulatedSettings,
     parse_duration,
     reject_bool,
 )
 from genrouter.errors import ConfigError
 from genrouter.types import Strategy
+from genrouter.util._secrets import register_secret
+from genrouter.util._validation import describe_value as _describe
+from genrouter.util._validation import field_names as _field_names
+from genrouter.util._validation import format_errors, model_at, render_path
+from genrouter.util._validation import is_secret_path as _is_secret_key
+from genrouter.util._validation import suggest as _suggest
 
 __all__ = [
     "CONFIG_ENV",
@@ -95,7 +92,7 @@ CONFIG_ENV = "GENROUTER_CONFIG"
 DEFAULT_CONFIG_FILE = "genrouter.yaml"
 
 _SECRET_KEYS = SECRET_KEY_PATTERN
-_BUILTIN_TYPES = ("fal", "replicate", "modal", "simulated", "custom")
+_BUILTIN_TYPES = tuple(builtin_types())
 _IMPORT_PATH_HINT = "an import path 'pkg.module:Class'"
 
 
@@ -345,13 +342,11 @@ class Budget(SettingsModel):
 # ---------------------------------------------------------------------------
 
 _SECTION_TYPES: dict[str, type[ProviderSettings]] = {
-    "fal": FalSettings,
-    "replicate": ReplicateSettings,
-    "modal": ModalSettings,
-    "simulated": SimulatedSettings,
-    "custom": CustomSettings,
+    **{name: spec.settings for name, spec in builtin_types().items()},
     "import": ImportPathSettings,
 }
+"""The settings class of each provider ``type``, from the backend registry; ``import`` is the
+generic one (``"pkg.module:Class"`` or an entry-point plugin)."""
 
 
 def _section_tag(value: Any) -> str | None:
@@ -372,21 +367,18 @@ def _section_tag(value: Any) -> str | None:
     return None
 
 
-ProviderSection = Annotated[
-    Union[  # noqa: UP007 - tagged union members need Annotated[..., Tag]
-        Annotated[FalSettings, Tag("fal")],
-        Annotated[ReplicateSettings, Tag("replicate")],
-        Annotated[ModalSettings, Tag("modal")],
-        Annotated[SimulatedSettings, Tag("simulated")],
-        Annotated[CustomSettings, Tag("custom")],
-        Annotated[ImportPathSettings, Tag("import")],
-    ],
-    Discriminator(
-        _section_tag,
-        custom_error_type="unknown_provider_type",
-        custom_error_message="unknown or missing provider type",
-    ),
-]
+if TYPE_CHECKING:
+    ProviderSection = ProviderSettings
+else:
+    # A union tagged by _section_tag, one member per registered type: built from the registry.
+    ProviderSection = Annotated[
+        Union[tuple(Annotated[model, Tag(tag)] for tag, model in _SECTION_TYPES.items())],  # noqa: UP007
+        Discriminator(
+            _section_tag,
+            custom_error_type="unknown_provider_type",
+            custom_error_message="unknown or missing provider type",
+        ),
+    ]
 
 
 class RouterConfig(SettingsModel):
@@ -515,135 +507,9 @@ def _segment(key: Any) -> str | int:
     return key if isinstance(key, str) else str(key)
 
 
-def _is_secret_key(path: Sequence[Any]) -> bool:
-    last = next((p for p in reversed(path) if isinstance(p, str)), None)
-    return last is not None and bool(_SECRET_KEYS.search(last))
-
-
 # ---------------------------------------------------------------------------
 # Validation errors → key paths and suggestions
 # ---------------------------------------------------------------------------
-
-
-def render_path(loc: Sequence[Any]) -> str:
-    """``("routing", "default", "retry")`` → ``routing.default.retry``; ints as ``[i]``."""
-    out = ""
-    for part in loc:
-        if type(part) is int:
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _unwrap(annotation: Any) -> list[Any]:
-    """The concrete types inside Optional/Union/Annotated."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
-    if origin in (Union, types.UnionType):
-        out: list[Any] = []
-        for arg in typing.get_args(annotation):
-            out.extend(_unwrap(arg))
-        return out
-    return [annotation]
-
-
-def _first_model(candidates: list[Any]) -> type[BaseModel] | None:
-    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-
-
-def _model_at(root: type[BaseModel], loc: Sequence[Any]) -> tuple[type[BaseModel] | None, list[Any]]:
-    """Walk ``loc`` from ``root``; return the model class at its end and the cleaned path.
-
-    The cleaned path drops what pydantic adds to ``loc`` that is no key of the
-    user's: union branch labels (``function-after[...]``, ``int``), tagged-union
-    tags (``simulated``), ``[key]`` markers.
-    """
-    current: Any = root
-    clean: list[Any] = []
-    parts = list(loc)
-    i = 0
-    while i < len(parts):
-        part = parts[i]
-        candidates = _unwrap(current)
-        if isinstance(part, str) and _is_union_label(part, candidates):
-            i += 1
-            continue
-        model = _first_model(candidates)
-        if model is not None:
-            field = model.model_fields.get(str(part))
-            if field is None:
-                return None, clean + [p for p in parts[i:] if not _is_marker(p)]
-            clean.append(part)
-            current = field.annotation
-            i += 1
-            continue
-        container = next((c for c in candidates if typing.get_origin(c) in (dict, list, tuple)), None)
-        if container is not None:
-            args = typing.get_args(container)
-            clean.append(part)
-            current = args[-1] if args else Any
-            i += 1
-            # A tagged union member: the tag follows the key in pydantic's loc.
-            members = _unwrap(current)
-            if len(members) > 1 and i < len(parts) and str(parts[i]) in _SECTION_TYPES:
-                current = _SECTION_TYPES[str(parts[i])]
-                i += 1
-            continue
-        return None, clean + [p for p in parts[i:] if not _is_marker(p)]
-    return _first_model(_unwrap(current)), clean
-
-
-def _is_marker(part: Any) -> bool:
-    return isinstance(part, str) and "[" in part and part.endswith("]")
-
-
-def _is_union_label(part: str, candidates: list[Any]) -> bool:
-    """Pydantic puts union branch labels (``function-after[...]``, ``int``) into ``loc``."""
-    names = {c.__name__ for c in candidates if isinstance(c, type)}
-    return "[" in part or (part in names and len(candidates) > 1)
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return [name for name, f in model.model_fields.items() if not f.exclude]
-
-
-_PLAIN_MESSAGES = {
-    "missing": "required key is missing",
-    "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping",
-    "dict_type": "expected a mapping",
-    "list_type": "expected a list",
-    "tuple_type": "expected a list",
-    "string_type": "expected a string",
-    "int_type": "expected a whole number",
-    "int_parsing": "expected a whole number",
-    "int_from_float": "expected a whole number",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "finite_number": "expected a finite number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "decimal_type": "expected a decimal number",
-    "decimal_parsing": "expected a decimal number",
-    "decimal_max_places": "too many decimal places",
-    "invalid_key": "keys must be strings; quote the key in YAML",
-}
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple | set | frozenset):
-        return "a list"
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def _suggest(given: Any, options: Sequence[str], cutoff: float = 0.6) -> str | None:
-    close = difflib.get_close_matches(str(given), list(options), n=1, cutoff=cutoff)
-    return close[0] if close else None
 
 
 def _provider_type_problem(path: Sequence[Any], section: Any) -> tuple[str, str]:
@@ -671,47 +537,8 @@ def _provider_type_problem(path: Sequence[Any], section: Any) -> tuple[str, str]
     return type_path, f"{message}; {listing}"
 
 
-def _problem(error: ErrorDetails, root: type[BaseModel], prefix: Sequence[Any]) -> tuple[str, str]:
-    """(key path, message) for one pydantic error."""
-    loc = tuple(error["loc"])
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        parent_model, parent_path = _model_at(root, loc[:-1])
-        unknown = str(loc[-1])
-        path = render_path((*prefix, *parent_path, loc[-1]))
-        message = f"unknown key {unknown!r}"
-        if parent_model is not None:
-            names = _field_names(parent_model)
-            hint = _suggest(unknown, names)
-            if hint is not None:
-                message += f"; did you mean {hint!r}?"
-            else:
-                message += f"; valid keys are {', '.join(names)}"
-        return path, message
-    _, clean = _model_at(root, loc)
-    if kind == "unknown_provider_type":
-        return _provider_type_problem((*prefix, *clean), error["input"])
-    path = render_path((*prefix, *clean))
-    if loc and loc[-1] == "[key]":
-        return path, f"key {_describe(error['input'])} is not a string; quote it in YAML"
-    message = _PLAIN_MESSAGES.get(kind, error["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if kind == "too_short" and clean == ["providers"]:
-        message = "at least one provider is needed"
-    elif kind == "literal_error" and clean == ["version"]:
-        message = "only version 1 is supported"
-    value = error.get("input")
-    scalar = not isinstance(value, Mapping | list | tuple | set | frozenset)
-    if kind not in ("missing", "too_short") and (scalar or kind in _PLAIN_MESSAGES):
-        shown = "***" if _is_secret_key(clean) else _describe(value)
-        message += f" (got {shown})"
-    if kind in ("literal_error", "enum"):
-        expected = re.findall(r"'([^']+)'", str(error.get("ctx", {}).get("expected", "")))
-        hint = _suggest(error.get("input"), expected, cutoff=0.5)
-        if hint is not None:
-            message += f"; did you mean {hint!r}?"
-    return path, message
+def _model_at(root: type[BaseModel], loc: Sequence[Any]) -> tuple[type[BaseModel] | None, list[Any]]:
+    return model_at(root, loc, _SECTION_TYPES)
 
 
 def _format_errors(
@@ -721,16 +548,19 @@ def _format_errors(
     prefix: Sequence[Any] = (),
     raw: Any = None,
 ) -> list[str]:
-    merged: dict[str, list[str]] = {}
-    for error in errors:
-        path, message = _problem(error, root, prefix)
-        if raw is not None and _inherited_from_default(path, error, root, raw):
-            continue
-        messages = merged.setdefault(path, [])
-        if message not in messages:
-            messages.append(message)
-    # Several messages on one path are a union's branches: any one of them would do.
-    return [f"{path}: {' or '.join(messages)}" for path, messages in merged.items()]
+    """:func:`~genrouter.util._validation.format_errors` with the config's provider sections."""
+
+    def keep(path: str, error: ErrorDetails) -> bool:
+        return raw is None or not _inherited_from_default(path, error, root, raw)
+
+    return format_errors(
+        errors,
+        root=root,
+        prefix=prefix,
+        tags=_SECTION_TYPES,
+        custom={"unknown_provider_type": _provider_type_problem},
+        keep=keep,
+    )
 
 
 def _inherited_from_default(path: str, error: ErrorDetails, root: type[BaseModel], raw: Any) -> bool:
@@ -814,17 +644,7 @@ def _semantic_problems(config: RouterConfig) -> list[str]:
         if budget.provider is not None and budget.provider not in config.providers:
             problems.append(_unknown_provider(f"budgets[{i}].provider", budget.provider, providers))
     for key, section in config.providers.items():
-        if isinstance(section, SimulatedSettings):
-            for i, incident in enumerate(section.incidents):
-                if (
-                    incident.failure_rate is None
-                    and incident.latency_multiplier == 1.0
-                    and incident.hang_rate is None
-                ):
-                    problems.append(
-                        f"providers.{key}.incidents[{i}]: changes nothing; set "
-                        "latency_multiplier, failure_rate or hang_rate"
-                    )
+        problems += section.problems(f"providers.{key}")
     return problems
 
 
@@ -974,9 +794,9 @@ def environment_config(env: Mapping[str, str] | None = None) -> RouterConfig | N
 _HOW_TO_CONFIGURE = (
     "no genrouter config found: pass one explicitly (-c FILE, or from_config(path)), "
     f"set {CONFIG_ENV}=path/to/genrouter.yaml, create ./{DEFAULT_CONFIG_FILE}, or export "
-    "provider credentials (FAL_KEY or FAL_KEY_ID+FAL_KEY_SECRET, REPLICATE_API_TOKEN, "
-    "MODAL_TOKEN_ID+MODAL_TOKEN_SECRET); to try genrouter offline with simulated "
-    "providers use examples/offline.yaml"
+    "provider credentials ("
+    + ", ".join(s.settings.env_credentials for s in builtin_types().values() if s.settings.env_credentials)
+    + "); to try genrouter offline with simulated providers use examples/offline.yaml"
 )
 
 
@@ -1086,8 +906,8 @@ def config_json_schema() -> dict[str, Any]:
     providers["additionalProperties"] = typed
     providers["properties"] = {t: {"anyOf": [{"$ref": ref}, typed]} for t, ref in refs.items()}
     providers["description"] = (
-        "Provider sections by key. A key that is a provider type (fal, replicate, modal, "
-        "simulated, custom) may omit type:; any other key needs type:."
+        f"Provider sections by key. A key that is a provider type ({', '.join(_BUILTIN_TYPES)}) "
+        "may omit type:; any other key needs type:."
     )
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "genrouter config"

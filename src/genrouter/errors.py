@@ -11,13 +11,17 @@
     ├── ProviderError                 .status_code, plus the facts every error has
     │   ├── RateLimitedError          429 or quota; retryable, honours .retry_after
     │   ├── ProviderUnavailableError  5xx, connection failures, circuit open; retryable
-    │   │   └── SubmitOutcomeUnknownError  a submit may have been accepted; never resent there
+    │   │   ├── SubmitOutcomeUnknownError  a submit may have been accepted; never resent there
+    │   │   └── AttemptTimedOutError  an accepted job outlived timeouts.attempt_s; cancelled,
+    │   │                             the plan moves on (not retried on that deployment)
     │   ├── AuthenticationError       401/402/403; provider disabled, never retried
     │   └── JobFailedError            the job ran and failed; .retryable says if worth retrying
     ├── DeadlineExceededError         the one request deadline passed (also a builtin TimeoutError)
     ├── BudgetExceededError           a spend cap leaves nothing to route to
+    ├── MediaError                    an artifact or media input could not be read: bad URL
+    │                                 scheme, too large, wrong content type, download failed
     ├── WebhookVerificationError      a webhook's signature, timestamp or headers are wrong
-    │                                 (defined in genrouter.webhooks; never touches job state)
+    │                                 (also importable from genrouter.webhooks; never touches job state)
     └── AllProvidersFailedError       every route failed; .errors and .attempts hold each, in order
 
 Every error carries the same facts: ``retryable``, ``retry_after`` (float seconds or
@@ -30,13 +34,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from genrouter._secrets import scrub
+from genrouter.util._secrets import scrub
 
 if TYPE_CHECKING:
     from genrouter.types import Attempt, RoutePlan
 
 __all__ = [
     "AllProvidersFailedError",
+    "AttemptTimedOutError",
     "AuthenticationError",
     "BudgetExceededError",
     "ConfigError",
@@ -44,11 +49,13 @@ __all__ = [
     "GenRouterError",
     "InvalidRequestError",
     "JobFailedError",
+    "MediaError",
     "NoRouteError",
     "ProviderError",
     "ProviderUnavailableError",
     "RateLimitedError",
     "SubmitOutcomeUnknownError",
+    "WebhookVerificationError",
 ]
 
 
@@ -196,6 +203,12 @@ class SubmitOutcomeUnknownError(ProviderUnavailableError):
     retryable = False
 
 
+class AttemptTimedOutError(ProviderUnavailableError):
+    """An accepted job outlived ``timeouts.attempt_s``; it was cancelled and the plan moved on."""
+
+    retryable = False
+
+
 class AuthenticationError(ProviderError):
     """Credentials were refused or payment is required (401/402/403).
 
@@ -263,6 +276,19 @@ class DeadlineExceededError(GenRouterError, TimeoutError):
 
 class BudgetExceededError(GenRouterError):
     """A spend cap leaves no deployment to route to."""
+
+
+class MediaError(GenRouterError):
+    """An artifact could not be read: bad URL scheme, too large, wrong content type."""
+
+
+class WebhookVerificationError(GenRouterError):
+    """A webhook delivery failed verification: missing or malformed headers, a stale or
+    future timestamp, no matching signature, or a body that is not the provider's event.
+
+    Nothing about any job changes. ``retryable`` is True only when the keys to check
+    with could not be fetched (answer 5xx, so the provider delivers again later).
+    """
 
 
 class AllProvidersFailedError(GenRouterError):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from genrouter._secrets import scrub
+from genrouter.util._secrets import scrub
 
 if TYPE_CHECKING:
     from genrouter.types import Attempt, GenerationRequest, GenerationResult

@@ -2,7 +2,7 @@
 
 The router validates a request, looks its model up in the catalog, plans (filter
 and rank the deployments), and executes the plan under one deadline with retries
-and fallback (see :mod:`genrouter._execution`). The jobs API (``submit``,
+and fallback (see :mod:`genrouter.engine._execution`). The jobs API (``submit``,
 ``status``, ``result``, ``cancel``) pins a job to the provider that accepted it; a
 :class:`~genrouter.types.JobHandle` resumes in a new router without resubmitting.
 
@@ -24,24 +24,30 @@ from typing import Any, Self
 
 from pydantic import ValidationError
 
-from genrouter._attempts import (
+from genrouter.backends.base import Backend, load_backend_class
+from genrouter.backends.capabilities import Capabilities, capabilities_of
+from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
+from genrouter.catalog import Catalog, Deployment
+from genrouter.catalog._deployments import (
+    PassthroughDeployments,
+    needs_image,
+    needs_prompt,
+    provider_deployments,
+)
+from genrouter.catalog._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
+from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
+from genrouter.engine._attempts import (
     RESULT_READS,
     JobWaiter,
     new_result_id,
     observe_failure,
     terminal_state_of,
 )
-from genrouter._clock import Clock, MonotonicClock
-from genrouter._completion import complete, read_results
-from genrouter._deployments import PassthroughDeployments, needs_image, needs_prompt, provider_deployments
-from genrouter._execution import Execution
-from genrouter._progress import ProgressCallback, ProgressReporter, watch, watch_all
-from genrouter._webhook_hub import WebhookEvent, WebhookHub
-from genrouter._workflows import check_inputs, check_workflow_deployments, share_workflow_inputs
-from genrouter.backends.base import Backend, load_backend_class
-from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
-from genrouter.catalog import Catalog, Deployment
-from genrouter.config import RoutePolicy, RouterConfig, format_validation_errors, load_config
+from genrouter.engine._clock import Clock, MonotonicClock
+from genrouter.engine._completion import complete, read_results
+from genrouter.engine._execution import Execution
+from genrouter.engine._progress import ProgressCallback, ProgressReporter, watch, watch_all
+from genrouter.engine._webhook_hub import WebhookEvent, WebhookHub
 from genrouter.errors import (
     BudgetExceededError,
     ConfigError,
@@ -126,11 +132,13 @@ class AsyncRouter:
                 "declare each under providers: (type: custom)",
                 key_path="providers",
             )
+        self._capabilities: dict[str, Capabilities] = {}
         for key, section in config.providers.items():
             backend = self._backends[key] = given.get(key) or _construct_backend(key, section)
-            bind_clock = getattr(backend, "bind_clock", None)
-            if bind_clock is not None:
-                bind_clock(self.clock)
+            capabilities = self._capabilities[key] = capabilities_of(key, backend)
+            if capabilities.bind_clock is not None:
+                capabilities.bind_clock(self.clock)
+            self.webhooks.add_provider(key, section.type, section, capabilities.webhooks)
         self._build_deployments()
         self._workflow_inputs = check_workflow_deployments(self.deployments())
         share_workflow_inputs(self._deployments, self._workflow_inputs)
@@ -157,21 +165,19 @@ class AsyncRouter:
 
     def _build_deployments(self) -> None:
         for key, section in self.config.providers.items():
-            backend = self._backends[key]
-            for deployment in provider_deployments(self.catalog, key, section, backend):
+            capabilities = self._capabilities[key]
+            for deployment in provider_deployments(self.catalog, key, section, capabilities):
                 self._deployments.setdefault(deployment.model, []).append(deployment)
                 self._hint(deployment)
-                capacity = getattr(backend, "capacity", None)
-                if callable(capacity):
-                    self._capacity[deployment.key] = functools.partial(capacity, deployment)
-            reason = getattr(backend, "unavailable_reason", None)
-            if isinstance(reason, str) and reason:
-                self._unavailable[key] = reason
-        self._passthrough = PassthroughDeployments(self.catalog, self.config.providers, self._backends)
+                if capabilities.capacity is not None:
+                    self._capacity[deployment.key] = functools.partial(capabilities.capacity, deployment)
+            if capabilities.unavailable_reason:
+                self._unavailable[key] = capabilities.unavailable_reason
+        self._passthrough = PassthroughDeployments(self.catalog, self.config.providers, self._capabilities)
 
     def _hint(self, deployment: Deployment) -> None:
         """Record the backend's latency hint for ``deployment``, if it gives one."""
-        hint = getattr(self._backends[deployment.provider], "latency_hint", None)
+        hint = self._capabilities[deployment.provider].latency_hint
         if hint is not None:
             value = hint(deployment)
             if value is not None:
@@ -563,16 +569,15 @@ class AsyncRouter:
     async def handle_webhook(self, provider: str, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Verify a webhook delivery from ``provider`` (a config key) and record what it says.
 
-        The provider's type picks the scheme and its config section the secret
-        (``webhook_secret``) or keys (``webhook_public_keys``, else the JWKS at
-        ``webhook_jwks_url``). A bad signature raises
+        The provider's verifier checks it (its type's, ``backends/<type>/_webhooks.py``, or
+        its backend's own): the scheme is the type's, the secret (``webhook_secret``) or keys
+        (``webhook_public_keys``, else the JWKS at ``webhook_jwks_url``) its section's. A bad
+        signature raises
         :class:`~genrouter.webhooks.WebhookVerificationError` and changes nothing. A
         terminal event wakes every :meth:`result` waiting on that job; repeated and
         out-of-order deliveries come back with ``duplicate=True`` and change nothing.
         """
-        from genrouter.webhooks import verify_provider_webhook
-
-        event = await verify_provider_webhook(self, provider, headers, body)
+        event = await self.webhooks.verify(provider, headers, body)
         if not self.webhooks.record(event):
             return event.model_copy(update={"duplicate": True})
         return event

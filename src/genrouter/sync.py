@@ -14,10 +14,10 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from genrouter._clock import Clock
-from genrouter._progress import ProgressCallback
-from genrouter._webhook_hub import WebhookEvent
 from genrouter.backends.base import Backend
+from genrouter.engine._clock import Clock
+from genrouter.engine._progress import ProgressCallback
+from genrouter.engine._webhook_hub import WebhookEvent
 from genrouter.observability import MetricsHook
 from genrouter.router import AsyncRouter, ConfigSource
 from genrouter.types import GenerationRequest, GenerationResult, JobHandle, JobStatus, RoutePlan

@@ -26,9 +26,9 @@ from pydantic import (
     model_validator,
 )
 
-from genrouter._header_rules import header_problem
-from genrouter._media import read_artifact_bytes, read_artifact_bytes_async, save_artifact
-from genrouter._secrets import is_credential_header, register_secret
+from genrouter.util._header_rules import header_problem
+from genrouter.util._media import read_artifact_bytes, read_artifact_bytes_async, save_artifact
+from genrouter.util._secrets import is_credential_header, register_secret
 
 __all__ = [
     "Artifact",
@@ -383,7 +383,7 @@ class Artifact(BaseModel):
     @property
     def extension(self) -> str:
         """File extension (without the dot) from the content type, URL or kind."""
-        from genrouter._media import extension_for
+        from genrouter.util._media import extension_for
 
         return extension_for(self)
 

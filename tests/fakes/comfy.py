@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from genrouter._png import placeholder_png
+from genrouter.util._png import placeholder_png
 
 from .server import LoopbackServer, Request, Response
 

@@ -48,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from genrouter._png import placeholder_png
+from genrouter.util._png import placeholder_png
 
 from .server import LoopbackServer, Request, Response
 

@@ -11,7 +11,6 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from genrouter._png import placeholder_png, sim_url
 from genrouter.catalog import Deployment
 from genrouter.types import (
     Artifact,
@@ -21,6 +20,7 @@ from genrouter.types import (
     JobStatus,
     ProviderJob,
 )
+from genrouter.util._png import placeholder_png, sim_url
 
 __all__ = ["RECEIVED", "RecordingBackend", "RecordingTransport"]
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from genrouter._png import placeholder_png
+from genrouter.util._png import placeholder_png
 
 from .server import Request, Response
 

@@ -6,7 +6,7 @@ merged over them for that request's submits (the request wins, names compared wi
 case). Header names must be HTTP tokens and values one line; the headers genrouter sets
 itself (``Authorization``, ``Host``, ``Content-Type``, ``Content-Length``) cannot be
 replaced. A header whose name looks like a credential (see
-:func:`genrouter._secrets.is_credential_header`) has its value registered for redaction,
+:func:`genrouter.util._secrets.is_credential_header`) has its value registered for redaction,
 so it never shows in logs, reprs or error text, and is left out of stored handles.
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from genrouter._header_rules import RESERVED_HEADERS, header_problem
-from genrouter._secrets import is_credential_header, register_secret
 from genrouter.errors import InvalidRequestError
 from genrouter.types import GenerationRequest
+from genrouter.util._header_rules import RESERVED_HEADERS, header_problem
+from genrouter.util._secrets import is_credential_header, register_secret
 
 __all__ = ["RESERVED_HEADERS", "check_headers", "merged", "request_headers", "shown_headers"]
 

@@ -21,8 +21,7 @@ from typing import Any
 
 import httpx
 
-from genrouter._abandoned import ABANDONED_ANSWERS
-from genrouter._secrets import scrub
+from genrouter.engine._abandoned import ABANDONED_ANSWERS
 from genrouter.errors import (
     AuthenticationError,
     GenRouterError,
@@ -33,6 +32,7 @@ from genrouter.errors import (
     RateLimitedError,
     SubmitOutcomeUnknownError,
 )
+from genrouter.util._secrets import scrub
 
 __all__ = [
     "MAX_ERROR_BODY",

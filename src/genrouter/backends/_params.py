@@ -14,11 +14,11 @@ import base64
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from genrouter._media import sniff_content_type
 from genrouter.backends._uploads import read_media
 from genrouter.catalog import PROMPTLESS_KINDS, Deployment
 from genrouter.errors import InvalidRequestError
 from genrouter.types import GenerationRequest, MediaInput
+from genrouter.util._media import sniff_content_type
 
 __all__ = [
     "DIRECT_FIELDS",

@@ -16,7 +16,7 @@ key per router). For each input (``image``, ``mask``, each of ``images``):
   whose every waiter was cancelled (deadline, hedge won) is cancelled too.
 
 Uploads run inside the submitting request: they are bounded by the time the router
-says is left (:func:`genrouter._deadline.remaining_s`) and cancelled with the request.
+says is left (:func:`genrouter.engine._deadline.remaining_s`) and cancelled with the request.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from genrouter._deadline import remaining_s
-from genrouter._media import sniff_content_type
+from genrouter.engine._deadline import remaining_s
 from genrouter.errors import InvalidRequestError, ProviderUnavailableError
 from genrouter.types import MediaInput
+from genrouter.util._media import sniff_content_type
 
 __all__ = ["LocalMedia", "MediaResolver", "Upload", "data_url", "load_media"]
 

@@ -5,26 +5,16 @@ provider's input, submits it, polls it, fetches and normalises the result, and
 cancels. It never retries: the router owns the one retry layer. Users add a
 backend without inheriting anything, by matching the Protocol.
 
-Optional extensions a backend may add (the router looks for them with ``getattr``):
+Optional capabilities a backend may add (``wait``, ``default_entries``, ``default_limits``,
+``latency_hint``, ``unavailable_reason``, ``bind_clock``, ``capacity``, ``eager_start_safe``,
+webhook verification) are small typed Protocols in :mod:`genrouter.backends.capabilities`,
+checked once when the router is built.
 
-- ``wait(job, timeout_s) -> JobStatus`` (:class:`SupportsWait`): wait without polling;
-- ``default_entries(catalog) -> {model: CatalogEntry}``: the deployments it serves when
-  its config declares none (the simulated provider serves every image model);
-- ``default_limits: Limits``: limits for inline entries that declare none;
-- ``latency_hint(deployment) -> float | None``: an expected p95 before any observation;
-- ``unavailable_reason: str | None``: why it cannot serve now (e.g. no credentials),
-  shown in ``explain()`` as the exclusion reason;
-- ``bind_clock(clock)``: receive the router's clock (test doubles time themselves by it);
-- ``capacity(deployment) -> CapacityFacts | None`` (:class:`~genrouter.routing.capacity.ReportsCapacity`):
-  backlog, running jobs and containers now, for spillover routing (cheap, synchronous);
-- ``eager_start_safe: bool``: True when ``submit``/``wait``/``fetch_result`` open no
-  anyio or httpx cancel scope before their first ``await``, so on Python 3.11 the
-  router may run a lane's first step in the caller's task (3.12+ always can).
-
-The registry maps a provider ``type`` to ``"module:Class"`` and an install hint,
-and imports the module only when a config uses that type. Third parties register
-through the ``genrouter.backends`` entry-point group, or name ``"pkg.module:Class"``
-as a provider's ``type``.
+The registry maps a provider ``type`` to ``"module:Class"``, its settings model, an install
+hint and its webhook verifier, and imports the backend module only when a config uses that
+type. It is the only list of provider types: the config's provider union is built from it.
+Third parties register through the ``genrouter.backends`` entry-point group, or name
+``"pkg.module:Class"`` as a provider's ``type``.
 """
 
 from __future__ import annotations
@@ -35,15 +25,12 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from genrouter.backends.settings import (
-    CustomSettings,
-    FalSettings,
-    ImportPathSettings,
-    ModalSettings,
-    ProviderSettings,
-    ReplicateSettings,
-    SimulatedSettings,
-)
+from genrouter.backends.capabilities import SupportsWait
+from genrouter.backends.fal._settings import FalSettings
+from genrouter.backends.modal._settings import ModalSettings
+from genrouter.backends.replicate._settings import ReplicateSettings
+from genrouter.backends.settings import CustomSettings, ImportPathSettings, ProviderSettings
+from genrouter.backends.simulated._settings import SimulatedSettings
 from genrouter.errors import ConfigError
 from genrouter.types import (
     GenerationRequest,
@@ -61,6 +48,7 @@ __all__ = [
     "ProviderJob",
     "SupportsWait",
     "backend_spec",
+    "builtin_types",
     "known_types",
     "load_backend_class",
 ]
@@ -109,20 +97,6 @@ class Backend(Protocol):
         ...
 
 
-@runtime_checkable
-class SupportsWait(Protocol):
-    """Optional: a backend that can wait for a job more cheaply than polling.
-
-    ``wait`` returns the job's status once it is terminal or ``timeout_s`` passed,
-    whichever is first (Modal's ``FunctionCall.get(timeout)``, a simulated clock).
-    The router polls backends that do not have it.
-    """
-
-    async def wait(self, job: ProviderJob, timeout_s: float) -> JobStatus:
-        """Wait for the job to finish, at most ``timeout_s`` seconds."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
     """Where a provider type's backend lives, its settings schema, and how to install it."""
@@ -132,15 +106,41 @@ class BackendSpec:
     settings: type[ProviderSettings]
     extra: str | None = None
     """The pip extra that provides the backend's SDK, if any."""
+    webhooks: str | None = None
+    """``"module:Class"`` of the type's webhook verifier (a
+    :class:`~genrouter.backends.capabilities.VerifiesWebhooks` built from ``name``, ``settings``
+    and the router's key ``cache``); None when the type sends no signed webhooks."""
 
 
 _BUILTIN: dict[str, BackendSpec] = {
-    "simulated": BackendSpec("simulated", "genrouter.backends.simulated:SimulatedBackend", SimulatedSettings),
-    "fal": BackendSpec("fal", "genrouter.backends.fal:FalBackend", FalSettings),
-    "replicate": BackendSpec("replicate", "genrouter.backends.replicate:ReplicateBackend", ReplicateSettings),
-    "modal": BackendSpec("modal", "genrouter.backends.modal:ModalBackend", ModalSettings, "modal"),
-    "custom": BackendSpec("custom", "", CustomSettings),
+    spec.provider_type: spec
+    for spec in (
+        BackendSpec(
+            "fal",
+            "genrouter.backends.fal:FalBackend",
+            FalSettings,
+            webhooks="genrouter.backends.fal._webhooks:FalWebhooks",
+        ),
+        BackendSpec(
+            "replicate",
+            "genrouter.backends.replicate:ReplicateBackend",
+            ReplicateSettings,
+            webhooks="genrouter.backends.replicate._webhooks:ReplicateWebhooks",
+        ),
+        BackendSpec(
+            "modal",
+            "genrouter.backends.modal:ModalBackend",
+            ModalSettings,
+            "modal",
+            webhooks="genrouter.backends.modal._webhooks:ModalWebhooks",
+        ),
+        BackendSpec("simulated", "genrouter.backends.simulated:SimulatedBackend", SimulatedSettings),
+        BackendSpec("custom", "", CustomSettings),
+    )
 }
+"""The built-in provider types, in the order discovery and the config schema list them: the only
+list of them. The config's provider-section union, its JSON Schema and the credential discovery
+are built from it (and from entry-point plugins, :func:`known_types`)."""
 
 IMPORT_PATH_SPEC = BackendSpec("import", "", ImportPathSettings)
 
@@ -151,6 +151,11 @@ def _entry_point_specs() -> dict[str, BackendSpec]:
         if ep.name not in _BUILTIN:
             specs[ep.name] = BackendSpec(ep.name, ep.value, ImportPathSettings)
     return specs
+
+
+def builtin_types() -> Mapping[str, BackendSpec]:
+    """The provider types genrouter ships, by name (``custom`` included; plugins not)."""
+    return _BUILTIN
 
 
 def known_types() -> Mapping[str, BackendSpec]:
@@ -198,3 +203,9 @@ def load_backend_class(provider_type: str, *, key_path: str | None = None) -> ty
     except AttributeError as exc:
         raise ConfigError(f"backend module {module_name!r} has no class {attr!r}", key_path=key_path) from exc
     return cls
+
+
+def load_target(target: str) -> Any:
+    """The object a ``"module:attribute"`` path names (a registry entry's backend or verifier)."""
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,8 +1,13 @@
-"""Schemas of the provider sections of a genrouter config, one per provider type.
+"""What every provider section of a genrouter config shares: :class:`ProviderSettings` (and
+:class:`MediaSettings` for the hosted APIs), the ``custom`` and import-path sections, and the
+conventions below.
 
-They live beside the backends (not in ``config.py``) because each belongs to one
-backend, and they import nothing heavy, so validating a config never imports a
-provider SDK. Secrets are ``SecretStr``: they never show in a repr or a dump.
+Each provider type's own section lives in its package, beside its backend
+(``backends/<type>/_settings.py``: :class:`FalSettings`, :class:`ReplicateSettings`,
+:class:`ModalSettings`, :class:`SimulatedSettings`), with the credentials it reads from the
+environment (``section_from_env``); they stay importable from here. None imports anything
+heavy, so validating a config never imports a backend or a provider SDK. Secrets are
+``SecretStr``: they never show in a repr or a dump.
 
 Two conventions hold for every model here and in ``config.py`` (all derive from
 :class:`SettingsModel`):
@@ -14,12 +19,13 @@ Two conventions hold for every model here and in ``config.py`` (all derive from
 
 from __future__ import annotations
 
+import importlib
 import re
 import types
 import typing
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -34,23 +40,18 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from genrouter.catalog import CatalogEntry, Price
+from genrouter.catalog import CatalogEntry
+from genrouter.util._secrets import SECRET_KEY_PATTERN
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
     "DURATION_PATTERN",
     "SECRET_KEY_PATTERN",
-    "Autoscale",
     "CustomSettings",
-    "FalSettings",
     "ImportPathSettings",
-    "Incident",
-    "LatencySpec",
-    "ModalSettings",
+    "MediaSettings",
     "ProviderSettings",
-    "ReplicateSettings",
     "SettingsModel",
-    "SimulatedSettings",
     "parse_duration",
     "reject_bool",
 ]
@@ -64,9 +65,6 @@ DURATION_PATTERN = r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(ms|s|m|h)?\s*$
 
 _DURATION = re.compile(DURATION_PATTERN)
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-SECRET_KEY_PATTERN = re.compile(r"(key|token|secret|password)", re.IGNORECASE)
-"""Setting names whose values are credentials: never shown, always redacted."""
 
 
 def parse_duration(value: Any) -> Any:
@@ -177,6 +175,9 @@ class ProviderSettings(SettingsModel):
                 )
         return value
 
+    env_credentials: ClassVar[str | None] = None
+    """The environment variables :meth:`section_from_env` reads, as the "no config" message lists them."""
+
     @classmethod
     def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
         """This type's section from credentials in ``env`` (without ``type``); None when none is set.
@@ -192,6 +193,13 @@ class ProviderSettings(SettingsModel):
         if value is not None and not re.match(r"^https?://[^\s/?#]+[^\s]*$", value):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/") if value else value
+
+    def problems(self, path: str) -> list[str]:
+        """Problems of this section that no single field shows (``"<key path>: <what>"``); none here.
+
+        The config check reports them with every other problem; ``path`` is ``providers.<key>``.
+        """
+        return []
 
     def secret_values(self) -> list[str]:
         """Every secret this section holds, for redaction."""
@@ -216,7 +224,7 @@ def _check_headers(value: dict[str, str]) -> dict[str, str]:
     return check_headers(value, field="provider_headers")
 
 
-class _MediaSettings(ProviderSettings):
+class MediaSettings(ProviderSettings):
     """What the hosted-API sections (fal, Replicate) share: uploads and extra headers.
 
     ``inline_max_bytes``: bytes and paths up to this size go inline as ``data:`` URLs,
@@ -238,220 +246,16 @@ class _MediaSettings(ProviderSettings):
     @field_serializer("provider_headers", when_used="json")
     def _masked_headers(self, value: dict[str, str]) -> dict[str, str]:
         # A JSON dump of the config masks credential-like header values as SecretStr does.
-        from genrouter._secrets import is_credential_header
+        from genrouter.util._secrets import is_credential_header
 
         return {k: "**********" if is_credential_header(k) else v for k, v in value.items()}
 
     def secret_values(self) -> list[str]:
         """Every secret this section holds, credential-looking header values included."""
-        from genrouter._secrets import is_credential_header
+        from genrouter.util._secrets import is_credential_header
 
         found = super().secret_values()
         return found + [v for k, v in self.provider_headers.items() if v and is_credential_header(k)]
-
-
-class FalSettings(_MediaSettings):
-    """``type: fal``. ``api_key`` defaults to ``FAL_KEY`` (or ``FAL_KEY_ID``:``FAL_KEY_SECRET``).
-
-    ``webhook_public_keys``: a JWKS mapping, a list of JWKs, or raw Ed25519 keys
-    (one base64url string, or a list of them). ``rest_url`` is fal's REST host, which
-    issues storage upload tokens (default ``https://rest.fal.ai``).
-    """
-
-    type: Literal["fal"] = "fal"
-    api_key: SecretStr | None = None
-    rest_url: str | None = None
-    webhook_jwks_url: str | None = None
-    webhook_public_keys: list[Any] | dict[str, Any] | None = None
-
-    @classmethod
-    def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
-        """``api_key`` from ``FAL_KEY``, else ``FAL_KEY_ID``:``FAL_KEY_SECRET``."""
-        if env.get("FAL_KEY"):
-            return {"api_key": env["FAL_KEY"]}
-        if env.get("FAL_KEY_ID") and env.get("FAL_KEY_SECRET"):
-            return {"api_key": f"{env['FAL_KEY_ID']}:{env['FAL_KEY_SECRET']}"}
-        return None
-
-    @field_validator("webhook_public_keys", mode="before")
-    @classmethod
-    def _keys_shape(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [value]
-        if value is not None and not isinstance(value, list | Mapping):
-            raise ValueError("expected a JWKS mapping, a list of keys, or one base64url key")
-        return value
-
-
-class ReplicateSettings(_MediaSettings):
-    """``type: replicate``. ``api_token`` defaults to ``REPLICATE_API_TOKEN``.
-
-    ``prefer_wait_s`` (1-60) asks Replicate to hold the create call open that long.
-    """
-
-    type: Literal["replicate"] = "replicate"
-    api_token: SecretStr | None = None
-    webhook_secret: SecretStr | None = None
-    prefer_wait_s: Annotated[int | None, Field(ge=1, le=60)] = None
-
-    @classmethod
-    def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
-        """``api_token`` from ``REPLICATE_API_TOKEN``."""
-        return {"api_token": env["REPLICATE_API_TOKEN"]} if env.get("REPLICATE_API_TOKEN") else None
-
-
-class ModalSettings(ProviderSettings):
-    """``type: modal``: a deployed ``deploy/modal`` class, looked up by app and class name."""
-
-    type: Literal["modal"] = "modal"
-    app: str = "genrouter-diffusion"
-    cls: str = "Diffusion"
-    video_cls: str = "Video"
-    """The class serving ``kind: video`` models (``deploy/modal``'s ``Video``)."""
-    gpu: str | None = None
-    environment: str | None = None
-    token_id: SecretStr | None = None
-    token_secret: SecretStr | None = None
-    cold_start_s: Annotated[float, Field(ge=0)] = 20.0
-    webhook_secret: SecretStr | None = None
-    """The ``whsec_...`` secret the deployment signs webhooks with (its ``GENROUTER_WEBHOOK_SECRET``)."""
-    shipped_models: bool = True
-    """Serve the shipped catalog's Modal models (``sdxl``...); false for a class that serves only
-    its ``models:`` (the ComfyUI class in ``deploy/modal/comfy``)."""
-
-    @classmethod
-    def section_from_env(cls, env: Mapping[str, str]) -> dict[str, Any] | None:
-        """``token_id`` and ``token_secret`` from ``MODAL_TOKEN_ID`` and ``MODAL_TOKEN_SECRET`` (both set)."""
-        if env.get("MODAL_TOKEN_ID") and env.get("MODAL_TOKEN_SECRET"):
-            return {"token_id": env["MODAL_TOKEN_ID"], "token_secret": env["MODAL_TOKEN_SECRET"]}
-        return None
-
-
-class LatencySpec(SettingsModel):
-    """Lognormal latency through ``median_s`` and ``p99_s`` (``p99_s ≥ median_s``)."""
-
-    median_s: Annotated[float, Field(gt=0)]
-    p99_s: Annotated[float, Field(gt=0)]
-
-    @field_validator("p99_s")
-    @classmethod
-    def _p99_not_below_median(cls, value: float, info: ValidationInfo) -> float:
-        median = info.data.get("median_s")
-        if median is not None and value < median:
-            raise ValueError(f"p99_s must be at least median_s {median:g}")
-        return value
-
-
-class Autoscale(SettingsModel):
-    """A simulated provider's container autoscaler (see :mod:`genrouter.backends._sim_autoscale`).
-
-    ``min_containers`` are warm from the start; a request beyond the free slots
-    (``concurrency_per_container`` per container) queues, and while the queue needs more
-    capacity a container starts, serving after ``cold_start_s``, up to ``max_containers``.
-    A container idle for ``scaledown_s`` (default 60, Modal's default window) leaves,
-    down to ``min_containers``.
-    """
-
-    min_containers: Annotated[int, Field(ge=0, le=10_000)] = 0
-    max_containers: Annotated[int, Field(ge=1, le=10_000)] = 1
-    concurrency_per_container: Annotated[int, Field(ge=1, le=10_000)] = 1
-    cold_start_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0
-    scaledown_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
-
-    @field_validator("max_containers")
-    @classmethod
-    def _max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_containers")
-        if low is not None and value < low:
-            raise ValueError(f"max_containers must be at least min_containers {low}")
-        return value
-
-
-class Incident(SettingsModel):
-    """A window, relative to router start, when a simulated provider misbehaves more."""
-
-    start_s: Annotated[float, Field(ge=0)]
-    end_s: Annotated[float, Field(gt=0)]
-    latency_multiplier: Annotated[float, Field(gt=0)] = 1.0
-    failure_rate: Annotated[float | None, Field(ge=0, le=1)] = None
-    hang_rate: Annotated[float | None, Field(ge=0, le=1)] = None
-
-    @field_validator("end_s")
-    @classmethod
-    def _ordered(cls, value: float, info: ValidationInfo) -> float:
-        start = info.data.get("start_s")
-        if start is not None and value <= start:
-            raise ValueError(f"end_s must be after start_s {start:g}")
-        return value
-
-
-Rate = Annotated[float, Field(ge=0, le=1)]
-
-_LATENCY_SHAPE = "expected 0 (instant) or a mapping {median_s: ..., p99_s: ...}"
-
-
-class SimulatedSettings(ProviderSettings):
-    """``type: simulated``: an offline provider with configurable latency, failures and price.
-
-    Without ``models`` it serves every image model of the shipped catalog at ``price``.
-    ``latency: 0`` means instant.
-    """
-
-    type: Literal["simulated"] = "simulated"
-    latency: LatencySpec | None = Field(default=None, description="0 or omitted: instant")
-    failure_rate: Rate = 0.0
-    rate_limit_rate: Rate = 0.0
-    retry_after_s: Annotated[float, Field(ge=0)] = 1.0
-    hang_rate: Rate = 0.0
-    slow_rate: Rate = 0.0
-    """Fraction of jobs whose latency is multiplied by ``slow_multiplier`` (a heavy tail)."""
-    slow_multiplier: Annotated[float, Field(ge=1, le=1000)] = 10.0
-    incidents: list[Incident] = Field(default_factory=list)
-    seed: int = 0
-    price: Price | None = None
-    max_concurrency: Annotated[int | None, Field(ge=1)] = None
-    """Jobs beyond this many in flight wait in a provider-side queue."""
-    autoscale: Autoscale | None = None
-    """Containers that scale with the queue (replaces ``max_concurrency``)."""
-
-    @field_validator("autoscale")
-    @classmethod
-    def _one_capacity_model(cls, value: Autoscale | None, info: ValidationInfo) -> Autoscale | None:
-        if value is not None and info.data.get("max_concurrency") is not None:
-            raise ValueError("set either max_concurrency or autoscale, not both")
-        return value
-
-    @field_validator("latency", mode="before")
-    @classmethod
-    def _zero_is_instant(cls, value: Any) -> Any:
-        if value is None or isinstance(value, Mapping | LatencySpec):
-            return value
-        if isinstance(value, int | float | str) and not isinstance(value, bool):
-            try:
-                seconds = parse_duration(value)
-            except ValueError:
-                seconds = None
-            if seconds == 0:
-                return None
-        raise ValueError(_LATENCY_SHAPE)
-
-    @field_validator("price", mode="before")
-    @classmethod
-    def _bare_number_is_per_image(cls, value: Any) -> Any:
-        if isinstance(value, str | int | float | Decimal) and not isinstance(value, bool):
-            return {"per_image": value}
-        return value
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        schema = super().__get_pydantic_json_schema__(core_schema, handler)
-        target = handler.resolve_ref_schema(schema)
-        latency = target.get("properties", {}).get("latency")
-        if isinstance(latency, dict) and isinstance(latency.get("anyOf"), list):
-            latency["anyOf"].append({"const": 0})
-        return schema
 
 
 class CustomSettings(ProviderSettings):
@@ -474,3 +278,32 @@ class ImportPathSettings(ProviderSettings):
         if not (_IMPORT_PATH.match(value) or _PLUGIN_NAME.match(value)):
             raise ValueError("expected an import path of the form 'pkg.module:Class'")
         return value
+
+
+# Each provider type's section lives in its own package (``genrouter.backends.<type>._settings``);
+# these names stay importable from here, resolved on first use (the packages import this module).
+_PROVIDER_MODELS = {
+    "FalSettings": "genrouter.backends.fal._settings",
+    "ReplicateSettings": "genrouter.backends.replicate._settings",
+    "ModalSettings": "genrouter.backends.modal._settings",
+    "SimulatedSettings": "genrouter.backends.simulated._settings",
+    "LatencySpec": "genrouter.backends.simulated._settings",
+    "Autoscale": "genrouter.backends.simulated._settings",
+    "Incident": "genrouter.backends.simulated._settings",
+}
+
+if TYPE_CHECKING:
+    from genrouter.backends.fal._settings import FalSettings as FalSettings
+    from genrouter.backends.modal._settings import ModalSettings as ModalSettings
+    from genrouter.backends.replicate._settings import ReplicateSettings as ReplicateSettings
+    from genrouter.backends.simulated._settings import Autoscale as Autoscale
+    from genrouter.backends.simulated._settings import Incident as Incident
+    from genrouter.backends.simulated._settings import LatencySpec as LatencySpec
+    from genrouter.backends.simulated._settings import SimulatedSettings as SimulatedSettings
+
+
+def __getattr__(name: str) -> Any:
+    home = _PROVIDER_MODELS.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

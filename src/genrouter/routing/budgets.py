@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from genrouter._clock import Clock, MonotonicClock
 from genrouter.config import Budget
+from genrouter.engine._clock import Clock, MonotonicClock
 from genrouter.routing.reservations import BudgetLine, Hold, Ledger, MemoryLedger, refused
 from genrouter.routing.store import StateStore
 
