@@ -390,6 +390,7 @@ class AsyncRouter:
             last_resort=plan.last_resort,
             policy=policy,
             backends=self._backends,
+            capabilities=self._capabilities,
             store=self.state,
             clock=self.clock,
             deadline_s=req.deadline_s or policy.timeouts.deadline_s,
@@ -493,7 +494,7 @@ class AsyncRouter:
         wait_s = timeout if timeout is not None else policy.timeouts.deadline_s
         started = self.clock.now()
         until = started + wait_s
-        waiter = JobWaiter(self.clock)
+        waiter = JobWaiter(self.clock, self._capabilities)
         succeeded: dict[int, bool] = {}
         for job in handle.jobs:
             status = await self._wait_for_job(waiter, backend, job, until)

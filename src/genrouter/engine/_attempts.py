@@ -11,11 +11,12 @@ import functools
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from genrouter.backends.capabilities import Capabilities
 from genrouter.engine import _testing_mode
 from genrouter.engine._abandoned import ABANDONED_ANSWERS
 from genrouter.engine._backoff import Backoff
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     import httpx
 
     from genrouter.backends.base import Backend
+    from genrouter.backends.capabilities import SupportsWait
     from genrouter.catalog import Deployment
     from genrouter.config import RoutePolicy
     from genrouter.engine._clock import Clock
@@ -108,6 +110,10 @@ class Submitted:
     started: float
 
 
+_NONE = Capabilities()
+_NO_CAPABILITIES: Mapping[str, Capabilities] = {}
+
+
 class JobWaiter:
     """Waits for accepted jobs to end: the backend's ``wait`` if it has one, else polling.
 
@@ -118,15 +124,17 @@ class JobWaiter:
     new submits router-wide through the state store instead.
     """
 
-    __slots__ = ("_abandoned", "_clock", "_not_before")
+    __slots__ = ("_abandoned", "_capabilities", "_clock", "_not_before")
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, capabilities: Mapping[str, Capabilities] | None = None) -> None:
         self._clock = clock
+        # Checked once when the router was built (backends/capabilities.py), keyed by provider.
+        self._capabilities = capabilities if capabilities is not None else _NO_CAPABILITIES
         # Both made on first use: ten thousand requests in flight each hold a waiter.
         self._not_before: dict[str, float] | None = None
         self._abandoned: set[asyncio.Future[Any]] | None = None
 
-    async def _call(self, backend: Backend, call: Awaitable[T]) -> T:
+    async def _call(self, provider: str, call: Awaitable[T]) -> T:
         """Run one provider call; if its lane is stopped mid-call, the answer is still heard.
 
         A stopped lane (a lost hedge) abandons the call, not the answer: the HTTP layer
@@ -134,7 +142,7 @@ class JobWaiter:
         sets :meth:`held_until`, and :meth:`settle` lets a cancel wait for it. Backends with
         no I/O of their own (``eager_start_safe``) skip this.
         """
-        if getattr(backend, "eager_start_safe", False):
+        if self._capabilities.get(provider, _NONE).eager_start_safe:
             return await call
         token = ABANDONED_ANSWERS.set(self)
         try:
@@ -187,7 +195,9 @@ class JobWaiter:
         Retryable poll errors are absorbed (the job stays pinned); others raise.
         """
         clock = self._clock
-        waiter = getattr(backend, "wait", None)
+        # ``backend`` may be a progress watcher around the provider's: call its ``wait``.
+        has_wait = self._capabilities.get(job.provider, _NONE).wait is not None
+        waiter = cast("SupportsWait", backend).wait if has_wait else None
         cadence: Backoff | None = None  # made on the first pause: most jobs need none
         while True:
             remaining = until - clock.now()
@@ -201,7 +211,7 @@ class JobWaiter:
                 if waiter is not None:
                     status: JobStatus = await waiter(job, remaining)
                 else:
-                    status = await self._call(backend, backend.poll(job))
+                    status = await self._call(job.provider, backend.poll(job))
             except GenRouterError as exc:
                 if not _transient(exc):
                     raise
@@ -236,7 +246,7 @@ class JobWaiter:
         """
         clock = self._clock
         if not succeeded:
-            return await self._call(backend, backend.fetch_result(job))
+            return await self._call(job.provider, backend.fetch_result(job))
         cadence: Backoff | None = None
         hold = self.wait_before_calling(job.provider)
         if hold > 0 and clock.now() + hold < until:
@@ -245,7 +255,7 @@ class JobWaiter:
         while True:
             reads += 1
             try:
-                return await self._call(backend, backend.fetch_result(job))
+                return await self._call(job.provider, backend.fetch_result(job))
             except GenRouterError as exc:
                 self.note_retry_after(job.provider, exc.retry_after)  # a throttled read waits as told
                 if cadence is None:

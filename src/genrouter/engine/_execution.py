@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from decimal import Decimal
 
     from genrouter.backends.base import Backend
+    from genrouter.backends.capabilities import Capabilities
     from genrouter.catalog import Deployment
     from genrouter.config import RoutePolicy
     from genrouter.engine._clock import Clock
@@ -201,6 +202,7 @@ class Execution:
         "background",
         "budget",
         "candidates",
+        "capabilities",
         "clock",
         "deadline_at",
         "deadline_s",
@@ -224,6 +226,7 @@ class Execution:
         policy: RoutePolicy,
         last_resort: Sequence[PlannedCandidate] = (),
         backends: dict[str, Backend],
+        capabilities: Mapping[str, Capabilities],
         store: StateStore,
         clock: Clock,
         deadline_s: float,
@@ -240,6 +243,7 @@ class Execution:
         self.last_resort = last_resort if last_resort and policy.fallback.enabled else ()
         self.policy = policy
         self.backends = backends
+        self.capabilities = capabilities
         self.store = store
         self.clock = clock
         self.deadline_s = deadline_s
@@ -253,7 +257,7 @@ class Execution:
         self.attempts: list[Attempt] = []
         self.errors: list[BaseException] = []
         self._lanes: list[_Lane] = []  # every lane started, stopped ones included
-        self._waiter = JobWaiter(clock)
+        self._waiter = JobWaiter(clock, capabilities)
         self._submit_only = False
         self._deadline_fired = False
         self._deadline_bound = False
@@ -295,8 +299,7 @@ class Execution:
     def _start(self, candidate: PlannedCandidate, *, hedged: bool) -> _Lane:
         lane = _Lane(candidate, hedged, self.clock.now())
         self._lanes.append(lane)
-        backend = self.backends[candidate.deployment.provider]
-        safe = bool(getattr(backend, "eager_start_safe", False))
+        safe = self.capabilities[candidate.deployment.provider].eager_start_safe
         lane.future = future = start_eagerly(asyncio.get_running_loop(), self._lane(lane), safe=safe)
         if not future.done():
             future.add_done_callback(self._lane_done, context=_bare_context())
