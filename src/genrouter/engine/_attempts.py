@@ -334,8 +334,9 @@ def finalise_result(
     if deployment.pricing is None:
         warnings.append(f"no price known for {deployment.key}; cost is unknown")
     timings = Timings(queued_s=result.timings.queued_s, running_s=result.timings.running_s, total_s=total_s)
-    return result.model_copy(
-        update={
+    return _restamped(
+        result,
+        {
             "id": result.id or new_result_id(),
             "model": request.model,
             "provider": deployment.provider,
@@ -352,8 +353,24 @@ def finalise_result(
             "timings": timings,
             "attempts": attempts,
             "warnings": list(dict.fromkeys(warnings)) if warnings else warnings,
-        }
+        },
     )
+
+
+def _restamped(result: GenerationResult, update: dict[str, Any]) -> GenerationResult:
+    """``result.model_copy(update=update)`` without pydantic's generic copy (once a routed call).
+
+    Every value in ``update`` is already of its field's type, as with ``model_copy``, which
+    does not validate either; :class:`GenerationResult` has no extras or private attributes.
+    """
+    copied = object.__new__(GenerationResult)
+    fields = result.__dict__.copy()
+    fields.update(update)
+    object.__setattr__(copied, "__dict__", fields)
+    object.__setattr__(copied, "__pydantic_fields_set__", result.__pydantic_fields_set__ | update.keys())
+    object.__setattr__(copied, "__pydantic_extra__", None)
+    object.__setattr__(copied, "__pydantic_private__", None)
+    return copied
 
 
 def split_request(request: GenerationRequest, per_call: int) -> list[GenerationRequest]:
