@@ -3,24 +3,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from fakes.fal import FakeFal, start_server
+from fakes.fal import FakeFal
 from fakes.server import LoopbackServer
 from genrouter import AsyncRouter, ConfigError, InvalidRequestError
 from genrouter.testing import set_testing
 
 FAL_KEY = "fal-key-own-headers-0001"
 OWN = ["Authorization", "host", "Content-Type", "content-length"]
-
-
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ editing endpoint): the image reaches the endpoint under the provider's usual inp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from fakes.fal import FakeFal, start_server
+from fakes.fal import FakeFal
 from fakes.replicate import TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter
 from genrouter.testing import set_testing
 from genrouter.util._png import placeholder_png
@@ -20,25 +19,12 @@ PNG = placeholder_png(8, 8, 4)
 URL = "https://example.test/cat.png"
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
     fake = FakeFal(api_key=FAL_KEY)
     fal_server.handler = fake
     set_testing()
     return fake
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
 
 
 @pytest.fixture

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from fakes.fal import FakeFal, start_server
+from fakes.fal import FakeFal
 from fakes.replicate import TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter, InvalidRequestError, Router
 from genrouter.batch import run_batch
 from genrouter.cli import main
@@ -30,25 +29,12 @@ PNG = placeholder_png(8, 8, 5)
 PNG_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
     fake = FakeFal(api_key=FAL_KEY)
     fal_server.handler = fake
     set_testing()
     return fake
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
 
 
 @pytest.fixture

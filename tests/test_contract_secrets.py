@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fakes.fal import Behaviour, FakeFal, start_server
+from fakes.fal import Behaviour, FakeFal
 from fakes.server import LoopbackServer
 from genrouter import AllProvidersFailedError, AsyncRouter
 from genrouter.backends.modal import ModalBackend
@@ -26,13 +25,6 @@ HEADER_SECRET = "hdr-SENTINEL-value-5e6f"
 MODAL_SECRET = "whsec_U0VOVElORUwtbW9kYWwtd2ViaG9vay1rZXktMzJi"
 SENTINELS = (FAL_KEY, CDN_TOKEN, HEADER_SECRET, MODAL_SECRET, MODAL_SECRET.removeprefix("whsec_"))
 BIG_PNG = placeholder_png(400, 400, 9)  # over the 256 KiB inline limit once padded below
-
-
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
 
 
 def leaks(where: str, text: str | bytes) -> list[str]:

@@ -5,15 +5,14 @@ identify is still uploaded (as ``application/octet-stream``), never refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fakes.fal import Behaviour, FakeFal, start_server
+from fakes.fal import Behaviour, FakeFal
 from fakes.replicate import TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter
 from genrouter.testing import set_testing
 from genrouter.types import ArtifactKind
@@ -23,25 +22,12 @@ FAL_KEY = "fal-key-video-media-0001"
 FRAME = placeholder_png(64, 64, 3) + bytes(400_000)  # a PNG over the 256 KiB inline limit
 
 
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def fal(fal_server: LoopbackServer) -> FakeFal:
     fake = FakeFal(api_key=FAL_KEY)
     fal_server.handler = fake
     set_testing()
     return fake
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
 
 
 @pytest.fixture

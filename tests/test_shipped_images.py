@@ -11,14 +11,13 @@ both under its own input names.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from fakes.fal import Behaviour, FakeFal, start_server
+from fakes.fal import Behaviour, FakeFal
 from fakes.replicate import TOKEN, FakeReplicate
-from fakes.server import LoopbackServer, serve
+from fakes.server import LoopbackServer
 from genrouter import AsyncRouter
 from genrouter.backends._params import media_targets
 from genrouter.catalog import Catalog, Deployment, build_deployment
@@ -63,19 +62,6 @@ async def _generate_with_two_images(config: dict[str, Any], deployment: Deployme
     assert result.endpoint == deployment.endpoint, "routed to another deployment of the model"
     assert not any("images" in warning for warning in result.warnings), result.warnings
     return result
-
-
-@pytest.fixture(scope="module")
-def fal_server() -> Iterator[LoopbackServer]:
-    server = start_server()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def replicate_server() -> Iterator[LoopbackServer]:
-    with serve(FakeReplicate()) as running:
-        yield running
 
 
 @pytest.fixture
